@@ -1,0 +1,303 @@
+//! The analyze stage: item popularity, the long-tail set, per-user sequences
+//! and the eval-v1 leave-one-out split, computed by DataFusion from the SQL
+//! files in `sql/`.
+//!
+//! ```text
+//! events (Parquet) ─┐                 ┌─ sequences.parquet ─ split.parquet
+//!                   ├─ validate ─ interactions ─┤
+//! items  (Parquet) ─┘                 └─ item_stats.parquet ─ tail_items.parquet
+//!                                                   summary.json, _SUCCESS
+//! ```
+//!
+//! Rust's part is plumbing: register the inputs as normalized tables, check
+//! the data contract, run each SQL file with its parameters bound as values,
+//! write each result atomically, and write `_SUCCESS` last.
+
+mod inputs;
+mod session;
+mod validate;
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
+
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
+use datafusion::common::config::TableParquetOptions;
+use datafusion::common::{ParamValues, ScalarValue};
+use datafusion::dataframe::DataFrameWriteOptions;
+use datafusion::error::DataFusionError;
+use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionContext};
+use tailforge_core::config::PipelineConfig;
+use tailforge_core::schema::{self, AnalyzeSummary, IdKind, outputs};
+use tailforge_core::storage::SUCCESS_MARKER;
+use tailforge_core::{Error, Location, Result};
+use tracing::{info, warn};
+
+pub use session::build_session;
+
+/// The SQL of the stage, compiled into the binary so a deployed `tailforge`
+/// needs no source tree. Each file documents its inputs, parameters and output.
+pub mod sql {
+    pub const VALIDATE_EVENTS: &str = include_str!("../../../sql/validate_events.sql");
+    pub const VALIDATE_ITEMS: &str = include_str!("../../../sql/validate_items.sql");
+    pub const INTERACTIONS: &str = include_str!("../../../sql/interactions.sql");
+    pub const SEQUENCES: &str = include_str!("../../../sql/sequences.sql");
+    pub const SPLIT: &str = include_str!("../../../sql/split.sql");
+    pub const ITEM_STATS: &str = include_str!("../../../sql/item_stats.sql");
+    pub const TAIL_ITEMS: &str = include_str!("../../../sql/tail_items.sql");
+    pub const SUMMARY: &str = include_str!("../../../sql/summary.sql");
+}
+
+/// What to analyze and where to write it.
+pub struct AnalyzeRequest {
+    pub events: Location,
+    pub items: Location,
+    /// Output directory: `<out>/item_stats.parquet`, …, `summary.json`, `_SUCCESS`.
+    pub out: Location,
+    pub config: PipelineConfig,
+}
+
+/// Runs the stage end to end; returns the summary also written to `summary.json`.
+pub async fn analyze(req: &AnalyzeRequest) -> Result<AnalyzeSummary> {
+    let started = Instant::now();
+    let mut timings = BTreeMap::new();
+    let cfg = &req.config.analyze;
+    let ctx = session::build_session(cfg)?;
+    for l in [&req.events, &req.items, &req.out] {
+        session::register_store(&ctx, l);
+    }
+    let out = req.out.as_dir();
+    // A reader must never take an old _SUCCESS for the outputs about to be replaced.
+    out.join(SUCCESS_MARKER).delete_if_exists().await?;
+
+    // 1. Inputs: list, check footers and columns, register normalized views.
+    let step = Instant::now();
+    let events_in = inputs::open_input(&ctx, "events", &req.events).await?;
+    let items_in = inputs::open_input(&ctx, "items", &req.items).await?;
+    let events_shape = inputs::events_shape(&events_in, &req.config.inputs.events_columns, req.config.inputs.ts_unit)?;
+    let items_shape = inputs::items_shape(&items_in, &req.config.inputs.items_columns)?;
+    let item_kind = if events_shape.item == items_shape.item {
+        events_shape.item
+    } else {
+        warn!(
+            events = ?events_shape.item,
+            items = ?items_shape.item,
+            "item ids are integers in one input and strings in the other; comparing them as strings"
+        );
+        IdKind::Utf8
+    };
+    let events_df = events_shape.normalize(inputs::read_table(&ctx, &events_in).await?, item_kind)?;
+    let catalog_df = items_shape.normalize(inputs::read_table(&ctx, &items_in).await?, item_kind)?;
+    register(&ctx, "events", events_df)?;
+    register(&ctx, "catalog", catalog_df)?;
+    info!(events_files = events_in.files.len(), items_files = items_in.files.len(), "inputs listed");
+
+    // 2. The data contract, checked before any output is written.
+    let checker = validate::Checker { ctx: &ctx, cfg: &req.config };
+    let events_read = checker.events(&events_in, &events_shape, item_kind).await?;
+    checker.items(&items_in, &items_shape, item_kind).await?;
+    timings.insert("validate".to_string(), secs(step));
+    info!(events = events_read, seconds = secs(step), "inputs validated");
+
+    // 3. Interactions, then each output in dependency order. Outputs are read
+    //    back from their files by the queries after them, not recomputed.
+    let dedup = cfg.dedup.as_str();
+    let interactions = run_sql(&ctx, "interactions.sql", sql::INTERACTIONS, &[("dedup", ScalarValue::from(dedup))]).await?;
+    register(&ctx, "interactions", interactions)?;
+
+    let lt = &cfg.long_tail;
+    let item_stats_params = [
+        ("rule", ScalarValue::from(lt.rule.as_str())),
+        ("share", ScalarValue::from(lt.share)),
+        ("pareto_share", ScalarValue::from(lt.pareto_share)),
+        ("min_count", ScalarValue::from(lt.min_count as i64)),
+        ("percentile", ScalarValue::from(lt.percentile)),
+    ];
+    let steps: [(&str, &str, &[(&str, ScalarValue)]); 4] = [
+        (outputs::SEQUENCES, sql::SEQUENCES, &[]),
+        (outputs::SPLIT, sql::SPLIT, &[]),
+        (outputs::ITEM_STATS, sql::ITEM_STATS, &item_stats_params),
+        (outputs::TAIL_ITEMS, sql::TAIL_ITEMS, &[]),
+    ];
+    let mut rows = BTreeMap::new();
+    for (name, text, params) in steps {
+        let step = Instant::now();
+        let df = run_sql(&ctx, &format!("{name}.sql"), text, params).await?;
+        check_output(name, &df, events_shape.user, item_kind)?;
+        let target = out.join(&format!("{name}.parquet"));
+        let n = write_parquet(df, &target).await?;
+        ctx.register_parquet(name, target.url().as_str(), ParquetReadOptions::default())
+            .await
+            .map_err(|e| Error::storage(target.display(), e))?;
+        rows.insert(name.to_string(), n);
+        timings.insert(name.to_string(), secs(step));
+        info!(output = name, rows = n, seconds = secs(step), "written");
+    }
+
+    // 4. summary.json, then _SUCCESS last.
+    let s = collect_one(run_sql(&ctx, "summary.sql", sql::SUMMARY, &[]).await?, "summary.sql").await.map_err(classify)?;
+    timings.insert("total".to_string(), secs(started));
+    let summary = AnalyzeSummary {
+        events: s.i64("events")? as u64,
+        events_read,
+        users: s.i64("users")? as u64,
+        catalog_items: s.i64("catalog_items")? as u64,
+        items_with_events: s.i64("items_with_events")? as u64,
+        items_missing_from_catalog: s.i64("items_missing_from_catalog")? as u64,
+        cold_items: s.i64("cold_items")? as u64,
+        gini: s.f64("gini")?,
+        head_items: s.i64("head_items")? as u64,
+        tail_items: s.i64("tail_items")? as u64,
+        head_share: s.f64("head_share")?,
+        long_tail_rule: lt.rule.as_str().to_string(),
+        long_tail_parameter: match lt.rule {
+            tailforge_core::config::LongTailRule::TopShare => lt.share,
+            tailforge_core::config::LongTailRule::Pareto => lt.pareto_share,
+            tailforge_core::config::LongTailRule::MinCount => lt.min_count as f64,
+            tailforge_core::config::LongTailRule::Percentile => lt.percentile,
+        },
+        dedup: dedup.to_string(),
+        user_id_kind: events_shape.user,
+        item_id_kind: item_kind,
+        train_interactions: s.i64("train_interactions")? as u64,
+        evaluated_users: s.i64("evaluated_users")? as u64,
+        rows,
+        input_files: events_in.files.iter().chain(items_in.files.iter()).cloned().collect(),
+        timings,
+    };
+    if summary.items_missing_from_catalog > 0 {
+        warn!(
+            items = summary.items_missing_from_catalog,
+            "events mention items the catalog lacks; they are counted but have no text for generation"
+        );
+    }
+    let json = serde_json::to_vec_pretty(&summary).map_err(|e| Error::internal(e.to_string()))?;
+    out.join(outputs::SUMMARY).put(json).await?;
+    out.join(SUCCESS_MARKER).put(Vec::new()).await?;
+    info!(
+        events = summary.events,
+        users = summary.users,
+        items = summary.catalog_items,
+        tail_items = summary.tail_items,
+        head_share = summary.head_share,
+        gini = summary.gini,
+        seconds = secs(started),
+        "analyze done"
+    );
+    Ok(summary)
+}
+
+fn secs(since: Instant) -> f64 {
+    (since.elapsed().as_secs_f64() * 1000.0).round() / 1000.0
+}
+
+fn register(ctx: &SessionContext, name: &str, df: DataFrame) -> Result<()> {
+    ctx.register_table(name, df.into_view()).map_err(|e| Error::internal(format!("registering {name}: {e}")))?;
+    Ok(())
+}
+
+/// Plans one SQL file and binds its `$name` parameters as typed values —
+/// values are never spliced into the SQL text.
+pub async fn run_sql(ctx: &SessionContext, file: &str, text: &str, params: &[(&str, ScalarValue)]) -> Result<DataFrame> {
+    let df = ctx.sql(text).await.map_err(|e| Error::internal(format!("sql/{file}: {e}")))?;
+    if params.is_empty() {
+        return Ok(df);
+    }
+    let map: HashMap<String, _> = params.iter().map(|(k, v)| (k.to_string(), v.clone().into())).collect();
+    df.with_param_values(ParamValues::Map(map)).map_err(|e| Error::internal(format!("sql/{file}: binding parameters: {e}")))
+}
+
+fn check_output(name: &str, df: &DataFrame, user: IdKind, item: IdKind) -> Result<()> {
+    let actual = df.schema().as_arrow();
+    let expected: Vec<_> = match name {
+        outputs::ITEM_STATS => schema::item_stats_schema(item).fields().iter().map(|f| f.as_ref().clone()).collect(),
+        outputs::TAIL_ITEMS => schema::tail_items_fixed_fields(item),
+        outputs::SEQUENCES => schema::sequences_schema(user, item).fields().iter().map(|f| f.as_ref().clone()).collect(),
+        outputs::SPLIT => schema::split_schema(user, item).fields().iter().map(|f| f.as_ref().clone()).collect(),
+        other => return Err(Error::internal(format!("no schema for output {other}"))),
+    };
+    schema::check_schema(name, actual, &expected)
+}
+
+/// Writes a DataFrame as one Parquet object; the upload completes (and the
+/// object becomes visible) only once every row is written.
+async fn write_parquet(df: DataFrame, target: &Location) -> Result<u64> {
+    let mut options = TableParquetOptions::default();
+    options.global.compression = Some("zstd(1)".to_string());
+    let batches = df
+        .write_parquet(target.url().as_str(), DataFrameWriteOptions::new().with_single_file_output(true), Some(options))
+        .await
+        .map_err(classify)?;
+    // The write reports its row count as one UInt64 "count" row per file.
+    Ok(batches
+        .iter()
+        .filter_map(|b| b.column(0).as_primitive_opt::<datafusion::arrow::datatypes::UInt64Type>())
+        .map(|c| c.values().iter().sum::<u64>())
+        .sum())
+}
+
+/// Maps errors that need no locating.
+pub(crate) fn classify(e: DataFusionError) -> Error {
+    let msg = e.to_string();
+    if matches!(e.find_root(), DataFusionError::ResourcesExhausted(_)) || msg.contains("Resources exhausted") {
+        return Error::config(
+            "(config)",
+            "analyze.memory_limit",
+            format!("the query needs more memory than the limit allows and could not spill: {msg}; raise the limit or check analyze.spill_dir / max_temp_size"),
+        );
+    }
+    Error::internal(format!("query failed: {msg}"))
+}
+
+/// One result row, read by column name.
+pub(crate) struct Row {
+    batch: RecordBatch,
+    file: String,
+}
+
+impl Row {
+    fn column(&self, name: &str) -> Result<&dyn Array> {
+        self.batch
+            .column_by_name(name)
+            .map(|c| c.as_ref())
+            .ok_or_else(|| Error::internal(format!("sql/{}: no column {name}", self.file)))
+    }
+
+    pub(crate) fn i64(&self, name: &str) -> Result<i64> {
+        let c = self.column(name)?;
+        if c.is_null(0) {
+            return Ok(0);
+        }
+        let c = datafusion::arrow::compute::cast(c, &DataType::Int64).map_err(|e| Error::internal(e.to_string()))?;
+        Ok(c.as_primitive::<Int64Type>().value(0))
+    }
+
+    pub(crate) fn opt_i64(&self, name: &str) -> Result<Option<i64>> {
+        Ok(if self.column(name)?.is_null(0) { None } else { Some(self.i64(name)?) })
+    }
+
+    pub(crate) fn f64(&self, name: &str) -> Result<f64> {
+        let c = self.column(name)?;
+        if c.is_null(0) {
+            return Ok(0.0);
+        }
+        let c = datafusion::arrow::compute::cast(c, &DataType::Float64).map_err(|e| Error::internal(e.to_string()))?;
+        Ok(c.as_primitive::<Float64Type>().value(0))
+    }
+
+    pub(crate) fn string(&self, name: &str) -> Result<Option<String>> {
+        let c = self.column(name)?;
+        if c.is_null(0) {
+            return Ok(None);
+        }
+        let c = datafusion::arrow::compute::cast(c, &DataType::Utf8).map_err(|e| Error::internal(e.to_string()))?;
+        Ok(Some(c.as_string::<i32>().value(0).to_string()))
+    }
+}
+
+/// Collects a one-row result.
+pub(crate) async fn collect_one(df: DataFrame, file: &str) -> std::result::Result<Row, DataFusionError> {
+    let batches = df.collect().await?;
+    let batch = datafusion::arrow::compute::concat_batches(&batches[0].schema(), &batches)?;
+    Ok(Row { batch, file: file.to_string() })
+}

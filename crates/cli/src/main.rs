@@ -1,0 +1,229 @@
+//! `tailforge`: the thin binary. It parses arguments, loads the pipeline
+//! configuration, calls the stage crates and reports errors once, with the
+//! exit code of their kind (0 ok, 2 usage/config, 65 bad input data, 1 internal).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use tailforge_core::error::{EXIT_INTERNAL, EXIT_USAGE};
+use tailforge_core::{Error, Location, PipelineConfig, Result};
+
+#[derive(Parser)]
+#[command(name = "tailforge", version, about = "Fix the long tail of a recommender with LLM data augmentation", long_about = None)]
+struct Cli {
+    /// Log format on stderr: human-readable text or one JSON object per line.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+    /// More log detail (-v debug, -vv trace). TAILFORGE_LOG=<filter> overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Only warnings and errors on stderr.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Convert a public dataset into the events/items Parquet contract.
+    #[command(subcommand)]
+    Import(ImportCommand),
+    /// Write the deterministic synthetic shop (the embedded default dataset).
+    DemoData(DemoDataArgs),
+    /// Item popularity, the long tail, sequences and the eval-v1 split.
+    Analyze(AnalyzeArgs),
+}
+
+#[derive(Subcommand)]
+enum ImportCommand {
+    /// MovieLens-100k (u.data, u.item) or MovieLens latest (ratings.csv, movies.csv, tags.csv).
+    Movielens {
+        /// Directory holding the MovieLens files.
+        #[arg(long)]
+        src: PathBuf,
+        /// Output location; writes <out>/events/ and <out>/items/.
+        #[arg(long)]
+        out: String,
+    },
+}
+
+#[derive(Args)]
+struct DemoDataArgs {
+    /// Number of users.
+    #[arg(long, default_value_t = 5_000)]
+    users: u64,
+    /// Number of catalog items.
+    #[arg(long, default_value_t = 2_000)]
+    items: u64,
+    /// Number of events (exact).
+    #[arg(long, default_value_t = 200_000)]
+    events: u64,
+    /// Seed: the same seed gives identical rows.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Zipf exponent of item popularity (slope of log count vs log rank).
+    #[arg(long, default_value_t = 1.0)]
+    zipf: f64,
+    /// Events per Parquet file.
+    #[arg(long, default_value_t = 10_000_000)]
+    events_per_file: u64,
+    /// Output location; writes <out>/events/, <out>/items/ and demo.json.
+    #[arg(long)]
+    out: String,
+}
+
+/// Pipeline configuration options shared by stage commands.
+#[derive(Args)]
+struct ConfigArgs {
+    /// Pipeline file (TOML). Without it, defaults plus the flags below.
+    #[arg(long, short = 'p')]
+    pipeline: Option<PathBuf>,
+    /// Override a setting, e.g. --set analyze.long_tail.rule=pareto (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+    /// Print the effective configuration and exit.
+    #[arg(long)]
+    print_config: bool,
+}
+
+#[derive(Args)]
+struct AnalyzeArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Events input (file, directory, glob or Hive prefix; local or URL). Overrides inputs.events.
+    #[arg(long)]
+    events: Option<String>,
+    /// Items (catalog) input. Overrides inputs.items.
+    #[arg(long)]
+    items: Option<String>,
+    /// Output directory. Default: <output>/analyze from the pipeline.
+    #[arg(long)]
+    out: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // clap prints help/version to stdout (exit 0) and usage errors to stderr (exit 2).
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { EXIT_USAGE as u8 } else { 0 });
+        }
+    };
+    init_logging(&cli);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_INTERNAL as u8);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                eprintln!("  caused by: {s}");
+                source = s.source();
+            }
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}
+
+fn init_logging(cli: &Cli) {
+    let default = match (cli.quiet, cli.verbose) {
+        (true, _) => "warn",
+        (false, 0) => "info",
+        (false, 1) => "debug",
+        _ => "trace",
+    };
+    let filter = std::env::var("TAILFORGE_LOG").unwrap_or_else(|_| default.to_string());
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    match cli.log_format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn load_config(args: &ConfigArgs) -> Result<PipelineConfig> {
+    PipelineConfig::load(args.pipeline.as_deref(), std::env::vars(), &args.sets)
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Import(ImportCommand::Movielens { src, out }) => {
+            let out = Location::parse(&out)?;
+            let s = tailforge_ingest::movielens::import(&src, &out).await?;
+            println!("imported {} ({} events, {} items)", s.format, s.events, s.items);
+            println!("  events: {}", s.events_url);
+            println!("  items:  {}", s.items_url);
+            Ok(())
+        }
+        Command::DemoData(a) => {
+            let out = Location::parse(&a.out)?;
+            let params = tailforge_ingest::demo::DemoParams {
+                users: a.users,
+                items: a.items,
+                events: a.events,
+                seed: a.seed,
+                zipf_exponent: a.zipf,
+                events_per_file: a.events_per_file,
+            };
+            let s = tailforge_ingest::demo::generate(&params, &out).await?;
+            println!("wrote demo data: {} users, {} items, {} events in {} files", s.users, s.items, s.events, s.files.len());
+            println!("  events: {}", out.as_dir().join("events/").display());
+            println!("  items:  {}", out.as_dir().join("items/").display());
+            Ok(())
+        }
+        Command::Analyze(a) => {
+            let mut config = load_config(&a.config)?;
+            if let Some(e) = a.events {
+                config.inputs.events = Some(e);
+            }
+            if let Some(i) = a.items {
+                config.inputs.items = Some(i);
+            }
+            if a.config.print_config {
+                print!("{}", config.to_toml());
+                return Ok(());
+            }
+            let missing = |what: &str, flag: &str| {
+                Error::usage(format!("no {what}: pass {flag} or set it in the pipeline file"))
+            };
+            let events = Location::parse(config.inputs.events.as_deref().ok_or_else(|| missing("events input", "--events URL"))?)?;
+            let items = Location::parse(config.inputs.items.as_deref().ok_or_else(|| missing("items input", "--items URL"))?)?;
+            let out = match (a.out, &config.output) {
+                (Some(o), _) => Location::parse(&o)?,
+                (None, Some(root)) => Location::parse(root)?.as_dir().join("analyze/"),
+                (None, None) => return Err(missing("output", "--out URL (or output = \"…\")")),
+            };
+            let request = tailforge_analyze::AnalyzeRequest { events, items, out: out.clone(), config };
+            let s = tailforge_analyze::analyze(&request).await?;
+            println!(
+                "analyzed {} events of {} users over {} catalog items ({} rule)",
+                s.events, s.users, s.catalog_items, s.long_tail_rule
+            );
+            println!(
+                "  head {} items hold {:.1}% of interactions; tail {} items; {} cold; gini {:.3}",
+                s.head_items,
+                s.head_share * 100.0,
+                s.tail_items,
+                s.cold_items,
+                s.gini
+            );
+            println!("  outputs: {}", out.as_dir().display());
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,450 @@
+//! The pipeline configuration, declared once.
+//!
+//! Every setting is a field below with its doc comment and default side by
+//! side; `pipelines/*.toml` override only what they change, and unknown keys
+//! are errors. Values are layered, later wins:
+//!
+//! 1. the defaults in this file,
+//! 2. the pipeline file (`--pipeline P.toml`),
+//! 3. environment variables `TAILFORGE_<SECTION>__<KEY>` (e.g.
+//!    `TAILFORGE_ANALYZE__LONG_TAIL__RULE=pareto`; `__` separates levels),
+//! 4. `--set key=value` on the command line (e.g. `--set analyze.long_tail.share=0.1`).
+//!
+//! Loading is "parse raw, then validate": the layers are merged as TOML
+//! values, deserialized with the key path of any error, then
+//! [`PipelineConfig::validate`] checks ranges and combinations.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// A whole pipeline: inputs, the output root and each stage's settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Output root (local path or object store URL). Stages write under it.
+    pub output: Option<String>,
+    /// Run seed: every random choice of every stage derives from it.
+    pub seed: u64,
+    /// Where the input data lives and what its columns are called.
+    pub inputs: InputsConfig,
+    /// The analyze stage.
+    pub analyze: AnalyzeConfig,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig { output: None, seed: 42, inputs: InputsConfig::default(), analyze: AnalyzeConfig::default() }
+    }
+}
+
+/// Input locations. Each is a file, a directory of Parquet files, a glob or a
+/// Hive-partitioned prefix, on a local path or an object store URL.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InputsConfig {
+    /// Behavior logs (Parquet): one row per event.
+    pub events: Option<String>,
+    /// Item catalog (Parquet): one row per item.
+    pub items: Option<String>,
+    /// Column names of the events input.
+    pub events_columns: EventColumns,
+    /// Column names of the items input.
+    pub items_columns: ItemColumns,
+    /// Unit of an integer `ts` column: "s", "ms", "us" or "ns". Timestamp-typed
+    /// columns carry their own unit and ignore this.
+    pub ts_unit: TsUnit,
+}
+
+/// Maps the events input's column names onto the data contract.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EventColumns {
+    /// User id column (integer or string).
+    pub user_id: String,
+    /// Item id column (integer or string).
+    pub item_id: String,
+    /// Event time column (timestamp, or integer time in `inputs.ts_unit`).
+    pub ts: String,
+    /// Optional event type column (string); used when present.
+    pub event_type: String,
+    /// Optional event weight column (number); used when present.
+    pub weight: String,
+}
+
+impl Default for EventColumns {
+    fn default() -> Self {
+        EventColumns {
+            user_id: "user_id".into(),
+            item_id: "item_id".into(),
+            ts: "ts".into(),
+            event_type: "event_type".into(),
+            weight: "weight".into(),
+        }
+    }
+}
+
+/// Maps the items input's column names onto the data contract. Every other
+/// string column of the catalog is kept as a text attribute.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ItemColumns {
+    /// Item id column; must have the same kind (integer or string) as the events' item id.
+    pub item_id: String,
+    /// Title column (string).
+    pub title: String,
+}
+
+impl Default for ItemColumns {
+    fn default() -> Self {
+        ItemColumns { item_id: "item_id".into(), title: "title".into() }
+    }
+}
+
+/// Unit of integer timestamps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TsUnit {
+    #[default]
+    #[serde(rename = "s")]
+    Seconds,
+    #[serde(rename = "ms")]
+    Millis,
+    #[serde(rename = "us")]
+    Micros,
+    #[serde(rename = "ns")]
+    Nanos,
+}
+
+impl TsUnit {
+    /// How many of this unit make one second.
+    pub fn per_second(self) -> i64 {
+        match self {
+            TsUnit::Seconds => 1,
+            TsUnit::Millis => 1_000,
+            TsUnit::Micros => 1_000_000,
+            TsUnit::Nanos => 1_000_000_000,
+        }
+    }
+}
+
+/// The analyze stage: DataFusion session settings and the long-tail rule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AnalyzeConfig {
+    /// DataFusion partitions (parallelism); 0 = number of cores.
+    pub target_partitions: usize,
+    /// Rows per Arrow record batch inside DataFusion.
+    pub batch_size: usize,
+    /// Memory limit of the query pool, e.g. "4GiB"; "0" = unlimited. Operators
+    /// that can spill (sorts, aggregations) spill to `spill_dir` beyond it.
+    pub memory_limit: String,
+    /// Directory for spill files; empty = the system temp directory.
+    pub spill_dir: String,
+    /// Cap on the total size of spill files, e.g. "100GiB".
+    pub max_temp_size: String,
+    /// What to do with repeated events: "keep_all" (every event is an
+    /// interaction, as eval-v1 counts), "drop_exact" (drop rows repeating
+    /// user, item and ts), "first_per_pair" (keep only a user's first event
+    /// per item).
+    pub dedup: DedupPolicy,
+    /// Which items form the long tail.
+    pub long_tail: LongTailConfig,
+    /// Plausibility bounds checked on the input.
+    pub validation: ValidationConfig,
+}
+
+impl Default for AnalyzeConfig {
+    fn default() -> Self {
+        AnalyzeConfig {
+            target_partitions: 0,
+            batch_size: 8192,
+            memory_limit: "0".into(),
+            spill_dir: String::new(),
+            max_temp_size: "100GiB".into(),
+            dedup: DedupPolicy::KeepAll,
+            long_tail: LongTailConfig::default(),
+            validation: ValidationConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DedupPolicy {
+    #[default]
+    KeepAll,
+    DropExact,
+    FirstPerPair,
+}
+
+impl DedupPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DedupPolicy::KeepAll => "keep_all",
+            DedupPolicy::DropExact => "drop_exact",
+            DedupPolicy::FirstPerPair => "first_per_pair",
+        }
+    }
+}
+
+/// The long-tail rule. Items are ranked by interaction count (descending,
+/// ties by item id ascending); the rule picks the head, the rest is the tail.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LongTailConfig {
+    /// "top_share": head = the first ceil(`share` × catalog size) items (eval-v1's rule);
+    /// "pareto": head = the fewest top items holding `pareto_share` of interactions;
+    /// "min_count": tail = items with fewer than `min_count` interactions;
+    /// "percentile": tail = items whose count is at or below the `percentile` quantile of counts.
+    pub rule: LongTailRule,
+    /// Head share of the catalog for "top_share" (eval-v1: 0.2).
+    pub share: f64,
+    /// Share of interactions the head holds for "pareto".
+    pub pareto_share: f64,
+    /// Interaction count below which an item is tail, for "min_count".
+    pub min_count: u64,
+    /// Quantile (0..1) of item counts at or below which an item is tail, for "percentile".
+    pub percentile: f64,
+}
+
+impl Default for LongTailConfig {
+    fn default() -> Self {
+        LongTailConfig { rule: LongTailRule::TopShare, share: 0.2, pareto_share: 0.8, min_count: 10, percentile: 0.8 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LongTailRule {
+    #[default]
+    TopShare,
+    Pareto,
+    MinCount,
+    Percentile,
+}
+
+impl LongTailRule {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LongTailRule::TopShare => "top_share",
+            LongTailRule::Pareto => "pareto",
+            LongTailRule::MinCount => "min_count",
+            LongTailRule::Percentile => "percentile",
+        }
+    }
+}
+
+/// Plausibility bounds: values outside them are bad data, not analytics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ValidationConfig {
+    /// Earliest plausible event time, Unix seconds (default 1970-01-01).
+    pub min_ts: i64,
+    /// Latest plausible event time, Unix seconds (default 2100-01-01). A
+    /// millisecond column read as seconds lands far beyond it.
+    pub max_ts: i64,
+}
+
+impl Default for ValidationConfig {
+    fn default() -> Self {
+        ValidationConfig { min_ts: 0, max_ts: 4_102_444_800 }
+    }
+}
+
+/// The top-level keys, so `TAILFORGE_*` variables that are not settings
+/// (like `TAILFORGE_LOG`) are left alone.
+const TOP_LEVEL_KEYS: &[&str] = &["output", "seed", "inputs", "analyze"];
+
+/// Environment variable prefix for overrides.
+pub const ENV_PREFIX: &str = "TAILFORGE_";
+
+impl PipelineConfig {
+    /// Loads the layered configuration: defaults, the pipeline file (if any),
+    /// `TAILFORGE_*` environment variables, then `--set` overrides.
+    pub fn load(
+        pipeline: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        sets: &[String],
+    ) -> Result<PipelineConfig> {
+        let (mut root, file_name) = match pipeline {
+            Some(path) => {
+                let name = path.display().to_string();
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    Error::usage(format!("{name}: cannot read the pipeline file: {e}"))
+                })?;
+                let table: toml::Table = toml::from_str(&text)
+                    .map_err(|e| Error::config(&name, "(syntax)", e.to_string().trim_end().to_string()))?;
+                (table, name)
+            }
+            None => (toml::Table::new(), "(defaults)".to_string()),
+        };
+        let mut origins: Vec<(String, String)> = Vec::new();
+        let mut env: Vec<(String, String)> = env.into_iter().collect();
+        env.sort();
+        for (name, value) in env {
+            let Some(rest) = name.strip_prefix(ENV_PREFIX) else { continue };
+            let key = rest.to_ascii_lowercase().replace("__", ".");
+            let first = key.split('.').next().unwrap_or_default();
+            if !TOP_LEVEL_KEYS.contains(&first) {
+                continue;
+            }
+            set_dotted(&mut root, &key, parse_value(&value)).map_err(|m| Error::config(&name, &key, m))?;
+            origins.push((key, name));
+        }
+        for set in sets {
+            let Some((key, value)) = set.split_once('=') else {
+                return Err(Error::usage(format!("--set {set}: expected key=value, e.g. --set analyze.long_tail.share=0.1")));
+            };
+            let key = key.trim();
+            set_dotted(&mut root, key, parse_value(value.trim()))
+                .map_err(|m| Error::config(format!("--set {set}"), key, m))?;
+            origins.push((key.to_string(), format!("--set {set}")));
+        }
+        let config: PipelineConfig = serde_path_to_error::deserialize(toml::Value::Table(root)).map_err(|e| {
+            let key = e.path().to_string();
+            // Name the layer that set the offending key, if an override did.
+            let source = origins
+                .iter()
+                .rev()
+                .find(|(k, _)| key.starts_with(k.as_str()) || k.starts_with(&key))
+                .map(|(_, o)| o.clone())
+                .unwrap_or_else(|| file_name.clone());
+            Error::config(source, key, e.into_inner().to_string())
+        })?;
+        config.validate(&file_name)?;
+        Ok(config)
+    }
+
+    /// Checks ranges and combinations that types alone cannot express.
+    pub fn validate(&self, source: &str) -> Result<()> {
+        let lt = &self.analyze.long_tail;
+        let unit_interval = |key: &str, v: f64, closed_top: bool| -> Result<()> {
+            let ok = v > 0.0 && (v < 1.0 || (closed_top && v == 1.0));
+            if ok { Ok(()) } else { Err(Error::config(source, key, format!("{v} is out of range: expected a share in (0, 1)"))) }
+        };
+        unit_interval("analyze.long_tail.share", lt.share, false)?;
+        unit_interval("analyze.long_tail.pareto_share", lt.pareto_share, true)?;
+        unit_interval("analyze.long_tail.percentile", lt.percentile, false)?;
+        if self.analyze.batch_size == 0 {
+            return Err(Error::config(source, "analyze.batch_size", "must be at least 1"));
+        }
+        parse_bytes(&self.analyze.memory_limit).map_err(|m| Error::config(source, "analyze.memory_limit", m))?;
+        parse_bytes(&self.analyze.max_temp_size).map_err(|m| Error::config(source, "analyze.max_temp_size", m))?;
+        let v = &self.analyze.validation;
+        if v.min_ts >= v.max_ts {
+            return Err(Error::config(source, "analyze.validation.min_ts", "must be below analyze.validation.max_ts"));
+        }
+        Ok(())
+    }
+
+    /// The configuration as TOML, e.g. for a run manifest or `--print-config`.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}"))
+    }
+}
+
+/// Parses an override value as a TOML literal (`0.1`, `true`, `"x"`, `[1, 2]`),
+/// falling back to a plain string so `--set output=/tmp/x` needs no quotes.
+fn parse_value(raw: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()))
+}
+
+fn set_dotted(root: &mut toml::Table, key: &str, value: toml::Value) -> std::result::Result<(), String> {
+    let parts: Vec<&str> = key.split('.').collect();
+    if parts.iter().any(|p| p.is_empty()) {
+        return Err("empty key segment".into());
+    }
+    let (last, parents) = parts.split_last().ok_or("empty key")?;
+    let mut table = root;
+    for part in parents {
+        let entry = table.entry(part.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        table = entry.as_table_mut().ok_or_else(|| format!("`{part}` is a value, not a section"))?;
+    }
+    table.insert(last.to_string(), value);
+    Ok(())
+}
+
+/// Parses a byte size like "4GiB", "512MB", "1.5G" or "1048576"; "0" means none.
+pub fn parse_bytes(text: &str) -> std::result::Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().map_err(|_| format!("{text:?} is not a size: expected e.g. \"4GiB\", \"512MB\" or \"0\""))?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "kib" => 1024.0,
+        "m" | "mb" => 1e6,
+        "mib" => 1024.0 * 1024.0,
+        "g" | "gb" => 1e9,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        "t" | "tb" => 1e12,
+        "tib" => 1024.0f64.powi(4),
+        other => return Err(format!("{text:?}: unknown size unit {other:?} (use B, KB, KiB, MB, MiB, GB, GiB, TB, TiB)")),
+    };
+    Ok((n * mult) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(toml_text: &str, env: &[(&str, &str)], sets: &[&str]) -> Result<PipelineConfig> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.toml");
+        std::fs::write(&path, toml_text).unwrap();
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        PipelineConfig::load(Some(&path), env, &sets)
+    }
+
+    #[test]
+    fn file_then_env_then_set() {
+        let c = load(
+            "[analyze.long_tail]\nrule = \"pareto\"\nshare = 0.3\n",
+            &[("TAILFORGE_ANALYZE__LONG_TAIL__SHARE", "0.25"), ("TAILFORGE_LOG", "debug")],
+            &["analyze.long_tail.min_count=5", "output=/tmp/x"],
+        )
+        .unwrap();
+        assert_eq!(c.analyze.long_tail.rule, LongTailRule::Pareto);
+        assert_eq!(c.analyze.long_tail.share, 0.25);
+        assert_eq!(c.analyze.long_tail.min_count, 5);
+        assert_eq!(c.output.as_deref(), Some("/tmp/x"));
+        assert_eq!(c.analyze.batch_size, 8192, "untouched keys keep their defaults");
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_the_valid_ones() {
+        let e = load("[analyze]\nbatch_sise = 10\n", &[], &[]).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("p.toml") && msg.contains("batch_sise") && msg.contains("batch_size"), "{msg}");
+        assert_eq!(e.exit_code(), crate::error::EXIT_USAGE);
+    }
+
+    #[test]
+    fn wrong_type_names_the_key_and_the_override() {
+        let e = load("", &[], &["analyze.batch_size=many"]).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.starts_with("--set analyze.batch_size=many: analyze.batch_size:"), "{msg}");
+    }
+
+    #[test]
+    fn out_of_range_share_is_rejected() {
+        let e = load("[analyze.long_tail]\nshare = 1.5\n", &[], &[]).unwrap_err();
+        assert!(e.to_string().contains("analyze.long_tail.share"), "{e}");
+    }
+
+    #[test]
+    fn byte_sizes() {
+        assert_eq!(parse_bytes("4GiB").unwrap(), 4 << 30);
+        assert_eq!(parse_bytes("512MB").unwrap(), 512_000_000);
+        assert_eq!(parse_bytes("0").unwrap(), 0);
+        assert!(parse_bytes("lots").is_err());
+        assert!(parse_bytes("4XB").is_err());
+    }
+}

@@ -1,0 +1,205 @@
+//! The data contracts: Arrow schemas of what each stage reads and writes.
+//!
+//! Stages never depend on each other; they hand over Parquet files whose
+//! schemas are declared here, and each writer checks its output against them
+//! ([`check_schema`]) so a drifting query fails loudly instead of producing
+//! files the next stage misreads.
+//!
+//! Ids keep their input kind: integer ids (MovieLens) stay `Int64` so that
+//! eval-v1's "ties by item id ascending" is numeric order; string ids
+//! (`"B00X..."`) are `Utf8`. Times are `Int64` Unix seconds.
+
+use arrow::datatypes::{DataType, Field, Schema};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Names of the analyze outputs, each a Parquet file `<name>.parquet` under the stage directory.
+pub mod outputs {
+    pub const ITEM_STATS: &str = "item_stats";
+    pub const TAIL_ITEMS: &str = "tail_items";
+    pub const SEQUENCES: &str = "sequences";
+    pub const SPLIT: &str = "split";
+    pub const SUMMARY: &str = "summary.json";
+    /// All Parquet outputs, in the order they are written.
+    pub const PARQUET: [&str; 4] = [ITEM_STATS, TAIL_ITEMS, SEQUENCES, SPLIT];
+}
+
+/// Group labels used in `item_stats.group` and `item_stats.eval_group`.
+pub const HEAD: &str = "head";
+pub const TAIL: &str = "tail";
+
+/// The kind of an id column, decided from the input's Arrow type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdKind {
+    Int64,
+    Utf8,
+}
+
+impl IdKind {
+    /// The id kind for an input column type, or `None` if ids cannot have that type.
+    pub fn of(dt: &DataType) -> Option<IdKind> {
+        match dt {
+            DataType::Int8
+            | DataType::Int16
+            | DataType::Int32
+            | DataType::Int64
+            | DataType::UInt8
+            | DataType::UInt16
+            | DataType::UInt32
+            | DataType::UInt64 => Some(IdKind::Int64),
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Some(IdKind::Utf8),
+            DataType::Dictionary(_, v) => IdKind::of(v),
+            _ => None,
+        }
+    }
+
+    pub fn data_type(self) -> DataType {
+        match self {
+            IdKind::Int64 => DataType::Int64,
+            IdKind::Utf8 => DataType::Utf8,
+        }
+    }
+}
+
+/// Whether a column type holds text (kept as an item attribute).
+pub fn is_text(dt: &DataType) -> bool {
+    matches!(dt, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
+        || matches!(dt, DataType::Dictionary(_, v) if is_text(v))
+}
+
+/// Normalized events, as the SQL in `sql/` sees them (table `events`).
+pub fn events_schema(user: IdKind, item: IdKind) -> Schema {
+    Schema::new(vec![
+        Field::new("user_id", user.data_type(), false),
+        Field::new("item_id", item.data_type(), false),
+        Field::new("ts", DataType::Int64, false),
+        Field::new("event_type", DataType::Utf8, true),
+        Field::new("weight", DataType::Float64, true),
+    ])
+}
+
+/// `item_stats`: one row per item in the catalog or the events.
+pub fn item_stats_schema(item: IdKind) -> Schema {
+    Schema::new(vec![
+        Field::new("item_id", item.data_type(), false),
+        Field::new("interactions", DataType::Int64, false),
+        Field::new("distinct_users", DataType::Int64, false),
+        Field::new("first_ts", DataType::Int64, true),
+        Field::new("last_ts", DataType::Int64, true),
+        Field::new("train_interactions", DataType::Int64, false),
+        Field::new("rank", DataType::Int64, false),
+        Field::new("cum_share", DataType::Float64, false),
+        Field::new("group", DataType::Utf8, false),
+        Field::new("eval_group", DataType::Utf8, true),
+        Field::new("in_catalog", DataType::Boolean, false),
+    ])
+}
+
+/// The fixed leading columns of `tail_items`; every column after them is a
+/// text attribute of the catalog (category, brand, genres, …).
+pub fn tail_items_fixed_fields(item: IdKind) -> Vec<Field> {
+    vec![
+        Field::new("item_id", item.data_type(), false),
+        Field::new("title", DataType::Utf8, true),
+        Field::new("interactions", DataType::Int64, false),
+        Field::new("rank", DataType::Int64, false),
+    ]
+}
+
+/// `sequences`: one row per user, items in eval-v1 order (ts, then item id).
+pub fn sequences_schema(user: IdKind, item: IdKind) -> Schema {
+    Schema::new(vec![
+        Field::new("user_id", user.data_type(), false),
+        Field::new("item_ids", DataType::new_list(item.data_type(), true), false),
+        Field::new("ts", DataType::new_list(DataType::Int64, true), false),
+        Field::new("length", DataType::Int64, false),
+    ])
+}
+
+/// `split`: eval-v1 leave-one-out targets per user.
+pub fn split_schema(user: IdKind, item: IdKind) -> Schema {
+    Schema::new(vec![
+        Field::new("user_id", user.data_type(), false),
+        Field::new("length", DataType::Int64, false),
+        Field::new("train_length", DataType::Int64, false),
+        Field::new("valid_item", item.data_type(), true),
+        Field::new("valid_ts", DataType::Int64, true),
+        Field::new("test_item", item.data_type(), true),
+        Field::new("test_ts", DataType::Int64, true),
+        Field::new("evaluated", DataType::Boolean, false),
+    ])
+}
+
+/// Checks that `actual` has `expected`'s leading columns with the same names
+/// and types (nullability and extra trailing columns are allowed). A
+/// mismatch is a bug in a query, so it is an internal error.
+pub fn check_schema(table: &str, actual: &Schema, expected: &[Field]) -> Result<()> {
+    for (i, want) in expected.iter().enumerate() {
+        let Some(got) = actual.fields().get(i) else {
+            return Err(Error::internal(format!("{table}: missing column {} ({})", want.name(), want.data_type())));
+        };
+        let same_type = got.data_type() == want.data_type()
+            || (is_text(got.data_type()) && is_text(want.data_type()))
+            || matches!((got.data_type(), want.data_type()), (DataType::List(a), DataType::List(b)) if a.data_type() == b.data_type() || (is_text(a.data_type()) && is_text(b.data_type())));
+        if got.name() != want.name() || !same_type {
+            return Err(Error::internal(format!(
+                "{table}: column {i} is {} ({}), expected {} ({})",
+                got.name(),
+                got.data_type(),
+                want.name(),
+                want.data_type()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `summary.json` of the analyze stage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AnalyzeSummary {
+    /// Events after de-duplication.
+    pub events: u64,
+    /// Events read before de-duplication.
+    pub events_read: u64,
+    pub users: u64,
+    /// Items in the catalog.
+    pub catalog_items: u64,
+    /// Distinct items in the events.
+    pub items_with_events: u64,
+    /// Items in the events that the catalog lacks.
+    pub items_missing_from_catalog: u64,
+    /// Catalog items without any event.
+    pub cold_items: u64,
+    /// Gini coefficient of item popularity over all items (0 = equal, 1 = one item has all).
+    pub gini: f64,
+    pub head_items: u64,
+    pub tail_items: u64,
+    /// Share of interactions held by head items.
+    pub head_share: f64,
+    /// The long-tail rule and its parameter.
+    pub long_tail_rule: String,
+    pub long_tail_parameter: f64,
+    pub dedup: String,
+    pub user_id_kind: IdKind,
+    pub item_id_kind: IdKind,
+    /// Interactions in eval-v1's training portion.
+    pub train_interactions: u64,
+    /// Users with at least 3 interactions (evaluated by eval-v1).
+    pub evaluated_users: u64,
+    /// Rows per output table.
+    pub rows: std::collections::BTreeMap<String, u64>,
+    /// Input files read.
+    pub input_files: Vec<InputFile>,
+    /// Wall seconds per step, for the log and the report (not part of the data).
+    pub timings: std::collections::BTreeMap<String, f64>,
+}
+
+/// An input file with its size and ETag, for provenance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputFile {
+    pub url: String,
+    pub size: u64,
+    pub e_tag: Option<String>,
+}

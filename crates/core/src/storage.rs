@@ -1,0 +1,300 @@
+//! Locations: local paths and object store URLs behind one type.
+//!
+//! Every input and output of tailforge is a [`Location`]: a local path
+//! (`data/events`, `/abs/path`), a `file://` URL, or an object store URL
+//! (`s3://`, `gs://`, `az://`, `memory://`). Credentials and endpoints come
+//! from the environment the way each cloud's own tools read them
+//! (`AmazonS3Builder::from_env`: `AWS_ACCESS_KEY_ID`, `AWS_REGION`,
+//! `AWS_ENDPOINT`, `AWS_ALLOW_HTTP`, …; `GOOGLE_*`; `AZURE_*`).
+//!
+//! A location may end in a glob over file names (`events/*.parquet`,
+//! `s3://b/logs/dt=2026-11-*/part-*.parquet`); the glob is kept apart from
+//! the listing prefix so both local and remote inputs support it.
+//!
+//! Writes are atomic per object: a single `put` is atomic on every store, and
+//! multipart uploads ([`Location::put_multipart`]) become visible only on
+//! completion (the local store writes a staging file and renames it). A stage
+//! writes its `_SUCCESS` marker last, so a reader that checks for it never
+//! sees a half-written output.
+
+use std::sync::Arc;
+
+use futures::TryStreamExt;
+use object_store::aws::AmazonS3Builder;
+use object_store::azure::MicrosoftAzureBuilder;
+use object_store::gcp::GoogleCloudStorageBuilder;
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use url::Url;
+
+use crate::error::{Error, Result};
+
+/// Name of the marker a stage writes last, once all its outputs are complete.
+pub const SUCCESS_MARKER: &str = "_SUCCESS";
+
+/// A local path or object store URL, with the store that serves it.
+#[derive(Clone)]
+pub struct Location {
+    /// The URL up to (not including) any glob; directories end with `/`.
+    url: Url,
+    /// A glob over the remainder of the path, e.g. `*.parquet`.
+    glob: Option<String>,
+    store: Arc<dyn ObjectStore>,
+    path: Path,
+}
+
+impl std::fmt::Debug for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Location({})", self.display())
+    }
+}
+
+impl Location {
+    /// Parses a local path or URL. Local relative paths are made absolute
+    /// against the current directory. Fails with a usage error for an
+    /// unsupported scheme or a store that cannot be configured.
+    pub fn parse(text: &str) -> Result<Location> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Err(Error::usage("empty location: expected a local path or a URL such as s3://bucket/prefix"));
+        }
+        let (base, glob) = split_glob(text);
+        let url = if base.contains("://") {
+            Url::parse(base).map_err(|e| Error::usage(format!("{text}: not a valid URL: {e}")))?
+        } else {
+            local_url(base)?
+        };
+        Self::from_url(url, glob.map(str::to_string), text)
+    }
+
+    fn from_url(url: Url, glob: Option<String>, text: &str) -> Result<Location> {
+        let store: Arc<dyn ObjectStore> = match url.scheme() {
+            "file" => Arc::new(LocalFileSystem::new()),
+            "s3" | "s3a" => Arc::new(
+                AmazonS3Builder::from_env()
+                    .with_url(url.as_str())
+                    .build()
+                    .map_err(|e| Error::usage(format!("{text}: cannot configure S3 (check AWS_* variables): {e}")))?,
+            ),
+            "gs" => Arc::new(
+                GoogleCloudStorageBuilder::from_env()
+                    .with_url(url.as_str())
+                    .build()
+                    .map_err(|e| Error::usage(format!("{text}: cannot configure GCS (check GOOGLE_* variables): {e}")))?,
+            ),
+            "az" | "azure" | "abfs" | "abfss" | "adl" => Arc::new(
+                MicrosoftAzureBuilder::from_env()
+                    .with_url(url.as_str())
+                    .build()
+                    .map_err(|e| Error::usage(format!("{text}: cannot configure Azure (check AZURE_* variables): {e}")))?,
+            ),
+            "memory" => memory_store(),
+            other => {
+                return Err(Error::usage(format!(
+                    "{text}: unsupported scheme {other:?}: use a local path, file://, s3://, gs://, az:// or memory://"
+                )));
+            }
+        };
+        let path = Path::from_url_path(url.path())
+            .map_err(|e| Error::usage(format!("{text}: invalid path in URL: {e}")))?;
+        Ok(Location { url, glob, store, path })
+    }
+
+    /// The URL up to any glob, e.g. `s3://bucket/events/` or `file:///data/events/`.
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+
+    /// The glob over file names below [`Location::url`], if any.
+    pub fn glob(&self) -> Option<&str> {
+        self.glob.as_deref()
+    }
+
+    /// The scheme-and-authority URL under which the store is registered with
+    /// DataFusion, e.g. `s3://bucket/` or `file:///`.
+    pub fn store_url(&self) -> Url {
+        let mut u = self.url.clone();
+        u.set_path("/");
+        u.set_query(None);
+        u.set_fragment(None);
+        u
+    }
+
+    pub fn store(&self) -> Arc<dyn ObjectStore> {
+        Arc::clone(&self.store)
+    }
+
+    /// The object path within the store.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A human-readable form: the local path for `file://`, else the URL (with glob).
+    pub fn display(&self) -> String {
+        let base = if self.url.scheme() == "file" {
+            self.url.to_file_path().map(|p| p.display().to_string()).unwrap_or_else(|_| self.url.to_string())
+        } else {
+            self.url.to_string()
+        };
+        match &self.glob {
+            Some(g) => format!("{}{}{g}", base, if base.ends_with('/') { "" } else { "/" }),
+            None => base,
+        }
+    }
+
+    /// The location of `name` below this one (which is treated as a directory).
+    pub fn join(&self, name: &str) -> Location {
+        let mut url = self.url.clone();
+        if !url.path().ends_with('/') {
+            url.set_path(&format!("{}/", url.path()));
+        }
+        let url = url.join(name).unwrap_or_else(|_| self.url.clone());
+        let path = Path::from_url_path(url.path()).unwrap_or_else(|_| self.path.child(name));
+        Location { url, glob: None, store: Arc::clone(&self.store), path }
+    }
+
+    /// The same location seen as a directory (URL ending in `/`), as DataFusion wants for listing.
+    pub fn as_dir(&self) -> Location {
+        let mut l = self.clone();
+        if !l.url.path().ends_with('/') {
+            let p = format!("{}/", l.url.path());
+            l.url.set_path(&p);
+        }
+        l
+    }
+
+    /// Writes `bytes` atomically, replacing any existing object.
+    pub async fn put(&self, bytes: impl Into<PutPayload>) -> Result<()> {
+        self.store.put(&self.path, bytes.into()).await.map_err(|e| Error::storage(self.display(), e))?;
+        Ok(())
+    }
+
+    /// Writes `bytes` only if nothing exists here yet; returns false if something does.
+    pub async fn put_if_absent(&self, bytes: impl Into<PutPayload>) -> Result<bool> {
+        let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
+        match self.store.put_opts(&self.path, bytes.into(), opts).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+            Err(e) => Err(Error::storage(self.display(), e)),
+        }
+    }
+
+    /// Reads the whole object.
+    pub async fn get(&self) -> Result<bytes::Bytes> {
+        let r = self.store.get(&self.path).await.map_err(|e| Error::storage(self.display(), e))?;
+        r.bytes().await.map_err(|e| Error::storage(self.display(), e))
+    }
+
+    /// Whether an object exists exactly here.
+    pub async fn exists(&self) -> Result<bool> {
+        match self.store.head(&self.path).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(Error::storage(self.display(), e)),
+        }
+    }
+
+    /// Deletes the object here; missing is fine.
+    pub async fn delete_if_exists(&self) -> Result<()> {
+        match self.store.delete(&self.path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(Error::storage(self.display(), e)),
+        }
+    }
+
+    /// Lists every object at or below this location (recursively), sorted by path.
+    pub async fn list_recursive(&self) -> Result<Vec<ObjectMeta>> {
+        let prefix = if self.path.as_ref().is_empty() { None } else { Some(&self.path) };
+        let mut v: Vec<ObjectMeta> =
+            self.store.list(prefix).try_collect().await.map_err(|e| Error::storage(self.display(), e))?;
+        v.sort_by(|a, b| a.location.cmp(&b.location));
+        Ok(v)
+    }
+
+    /// A multipart writer that makes the object visible only when finished.
+    pub fn buf_writer(&self) -> object_store::buffered::BufWriter {
+        object_store::buffered::BufWriter::new(self.store(), self.path.clone())
+    }
+
+    /// The URL of an object in this location's store, for messages.
+    pub fn object_display(&self, object: &Path) -> String {
+        if self.url.scheme() == "file" {
+            format!("/{object}")
+        } else {
+            let mut u = self.store_url();
+            u.set_path(&format!("/{object}"));
+            u.to_string()
+        }
+    }
+}
+
+/// One in-memory store per process, so `memory://` locations written by one
+/// stage can be read by the next (used by tests and dry runs).
+fn memory_store() -> Arc<dyn ObjectStore> {
+    static STORE: std::sync::OnceLock<Arc<InMemory>> = std::sync::OnceLock::new();
+    STORE.get_or_init(|| Arc::new(InMemory::new())).clone()
+}
+
+/// Splits `text` at the first path segment holding a glob character.
+fn split_glob(text: &str) -> (&str, Option<&str>) {
+    let glob_start = text.find(['*', '?', '[']);
+    match glob_start {
+        Some(i) => {
+            let seg_start = text[..i].rfind('/').map(|p| p + 1).unwrap_or(0);
+            (&text[..seg_start], Some(&text[seg_start..]))
+        }
+        None => (text, None),
+    }
+}
+
+fn local_url(path: &str) -> Result<Url> {
+    let p = if path.is_empty() { std::path::Path::new(".") } else { std::path::Path::new(path) };
+    let abs = std::path::absolute(p).map_err(|e| Error::io(path, e))?;
+    let is_dir = path.ends_with('/') || path.is_empty() || abs.is_dir();
+    let url = if is_dir { Url::from_directory_path(&abs) } else { Url::from_file_path(&abs) };
+    url.map_err(|_| Error::usage(format!("{path}: cannot turn this path into a file URL")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_are_split_off_at_the_segment() {
+        assert_eq!(split_glob("s3://b/logs/dt=*/part-*.parquet"), ("s3://b/logs/", Some("dt=*/part-*.parquet")));
+        assert_eq!(split_glob("data/events"), ("data/events", None));
+        assert_eq!(split_glob("*.parquet"), ("", Some("*.parquet")));
+    }
+
+    #[test]
+    fn local_paths_become_file_urls() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Location::parse(dir.path().to_str().unwrap()).unwrap();
+        assert_eq!(l.url().scheme(), "file");
+        assert!(l.url().path().ends_with('/'), "an existing directory is a collection");
+        assert_eq!(l.join("a.parquet").display(), dir.path().join("a.parquet").display().to_string());
+    }
+
+    #[test]
+    fn unknown_scheme_is_a_usage_error() {
+        let e = Location::parse("ftp://x/y").unwrap_err();
+        assert_eq!(e.exit_code(), crate::error::EXIT_USAGE);
+        assert!(e.to_string().contains("unsupported scheme"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn put_is_atomic_and_put_if_absent_refuses_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Location::parse(dir.path().to_str().unwrap()).unwrap().join("sub/x.json");
+        assert!(!l.exists().await.unwrap());
+        l.put(b"1".to_vec()).await.unwrap();
+        assert_eq!(&l.get().await.unwrap()[..], b"1");
+        assert!(!l.put_if_absent(b"2".to_vec()).await.unwrap());
+        l.delete_if_exists().await.unwrap();
+        assert!(l.put_if_absent(b"3".to_vec()).await.unwrap());
+        l.delete_if_exists().await.unwrap();
+        l.delete_if_exists().await.unwrap();
+    }
+}
