@@ -63,7 +63,7 @@ SELECT
   first_ts,
   last_ts,
   train_interactions,
-  rank,
+  CAST(rank AS BIGINT)                                               AS rank,
   CASE WHEN total > 0 THEN CAST(cum_interactions AS DOUBLE) / total ELSE 0.0 END AS cum_share,
   CASE WHEN CASE $rule
               WHEN 'top_share'  THEN rank <= ceil($share * n_items)

@@ -16,7 +16,7 @@ use datafusion::prelude::{DataFrame, SessionContext};
 use datafusion::scalar::ScalarValue;
 use datafusion::common::Column;
 use futures::{StreamExt, TryStreamExt};
-use parquet_footer::read_schema;
+use datafusion::datasource::physical_plan::parquet::metadata::DFParquetMetadata;
 use tailforge_core::config::{EventColumns, ItemColumns, TsUnit};
 use tailforge_core::schema::{IdKind, InputFile, is_text};
 use tailforge_core::{DataError, Error, Location, Result};
@@ -42,23 +42,17 @@ impl InputTable {
     }
 }
 
-mod parquet_footer {
-    use super::*;
-    use datafusion::parquet::arrow::ParquetRecordBatchStreamBuilder;
-    use datafusion::parquet::arrow::async_reader::ParquetObjectReader;
-
-    /// Reads the Arrow schema from one Parquet file's footer.
-    pub async fn read_schema(location: &Location, object: &object_store::path::Path, size: u64) -> Result<SchemaRef> {
-        let reader = ParquetObjectReader::new(location.store(), object.clone()).with_file_size(size);
-        let builder = ParquetRecordBatchStreamBuilder::new(reader).await.map_err(|e| {
-            Error::from(
-                DataError::new(format!("not a readable Parquet file ({e})"))
-                    .file(location.object_display(object))
-                    .hint("check that the file was completely written and is Parquet, not CSV or JSON"),
-            )
-        })?;
-        Ok(builder.schema().clone())
-    }
+/// Reads the Arrow schema from one Parquet file's footer (one ranged read
+/// of the object's tail, as DataFusion's own planning does).
+async fn read_schema(location: &Location, meta: &object_store::ObjectMeta) -> Result<SchemaRef> {
+    let store = location.store();
+    DFParquetMetadata::new(store.as_ref(), meta).fetch_schema().await.map(Arc::new).map_err(|e| {
+        Error::from(
+            DataError::new(format!("not a readable Parquet file ({e})"))
+                .file(location.object_display(&meta.location))
+                .hint("check that the file was completely written and is Parquet, not CSV or JSON"),
+        )
+    })
 }
 
 /// Lists the Parquet files of `location` (a file, directory, glob or Hive
@@ -85,7 +79,7 @@ pub async fn open_input(ctx: &SessionContext, role: &'static str, location: &Loc
     // Footers are small: fetch them concurrently, fail on the first bad file
     // in listing order.
     let schemas: Vec<Result<SchemaRef>> = futures::stream::iter(metas.iter())
-        .map(|m| read_schema(location, &m.location, m.size))
+        .map(|m| read_schema(location, m))
         .buffered(16)
         .collect()
         .await;
@@ -116,8 +110,7 @@ fn listing_url(location: &Location) -> Result<ListingTableUrl> {
 pub async fn read_table(ctx: &SessionContext, input: &InputTable) -> Result<DataFrame> {
     let url = listing_url(&input.location)?;
     let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
-        .with_file_extension(".parquet")
-        .with_collect_stat(false);
+        .with_file_extension(".parquet");
     let mut config = ListingTableConfig::new(url).with_listing_options(options);
     config = if input.uniform() {
         config.with_schema(input.schema()?)

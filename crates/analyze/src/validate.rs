@@ -6,7 +6,7 @@
 //! `file: column "ts": row 5012: …` — the location is worth a second scan on
 //! the failure path, never on the happy one.
 
-use datafusion::arrow::array::AsArray;
+use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::Int64Type;
 use datafusion::error::DataFusionError;
 use datafusion::functions_aggregate::expr_fn::count;

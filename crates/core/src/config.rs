@@ -439,6 +439,27 @@ mod tests {
         assert!(e.to_string().contains("analyze.long_tail.share"), "{e}");
     }
 
+    /// docs/config.md is the user-facing reference: every key must be in it.
+    #[test]
+    fn every_key_is_documented() {
+        fn keys(prefix: &str, v: &toml::Value, out: &mut Vec<String>) {
+            if let toml::Value::Table(t) = v {
+                for (k, v) in t {
+                    let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                    keys(&key, v, out);
+                }
+            } else {
+                out.push(prefix.to_string());
+            }
+        }
+        let mut all = vec!["output".to_string(), "inputs.events".to_string(), "inputs.items".to_string()];
+        keys("", &toml::Value::try_from(PipelineConfig::default()).unwrap(), &mut all);
+        let doc = include_str!("../../../docs/config.md");
+        for k in all {
+            assert!(doc.contains(&format!("`{k}`")), "docs/config.md lacks `{k}`");
+        }
+    }
+
     #[test]
     fn byte_sizes() {
         assert_eq!(parse_bytes("4GiB").unwrap(), 4 << 30);

@@ -6,10 +6,9 @@
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
-use futures::TryStreamExt;
-use parquet::arrow::async_reader::ParquetObjectReader;
-use parquet::arrow::async_writer::ParquetObjectWriter;
-use parquet::arrow::{AsyncArrowWriter, ParquetRecordBatchStreamBuilder};
+use object_store::buffered::BufWriter;
+use parquet::arrow::AsyncArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
@@ -21,21 +20,20 @@ use crate::storage::Location;
 pub fn writer_properties() -> WriterProperties {
     WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()))
-        .set_max_row_group_size(1 << 20)
+        .set_max_row_group_row_count(Some(1 << 20))
         .build()
 }
 
 /// One Parquet object being written.
 pub struct ParquetSink {
-    writer: AsyncArrowWriter<ParquetObjectWriter>,
+    writer: AsyncArrowWriter<BufWriter>,
     name: String,
     rows: u64,
 }
 
 impl ParquetSink {
     pub fn create(location: &Location, schema: SchemaRef) -> Result<ParquetSink> {
-        let object = ParquetObjectWriter::from_buf_writer(location.buf_writer());
-        let writer = AsyncArrowWriter::try_new(object, schema, Some(writer_properties()))
+        let writer = AsyncArrowWriter::try_new(location.buf_writer(), schema, Some(writer_properties()))
             .map_err(|e| Error::internal(format!("{}: cannot start Parquet writer: {e}", location.display())))?;
         Ok(ParquetSink { writer, name: location.display(), rows: 0 })
     }
@@ -52,13 +50,12 @@ impl ParquetSink {
     }
 }
 
-/// Reads a whole Parquet object (for small tables: summaries, tests, fixtures).
+/// Reads a whole Parquet object into memory (for small tables: summaries,
+/// tests, fixtures; stages read large inputs through DataFusion).
 pub async fn read_parquet(location: &Location) -> Result<Vec<RecordBatch>> {
     let name = location.display();
-    let reader = ParquetObjectReader::new(location.store(), location.path().clone());
-    let builder = ParquetRecordBatchStreamBuilder::new(reader).await.map_err(|e| {
-        Error::from(DataError::new(format!("not a readable Parquet file: {e}")).file(&name))
-    })?;
-    let stream = builder.build().map_err(|e| Error::storage(&name, e))?;
-    stream.try_collect().await.map_err(|e| Error::from(DataError::new(format!("cannot decode: {e}")).file(&name)))
+    let bytes = location.get().await?;
+    let not_parquet = |e: &dyn std::fmt::Display| Error::from(DataError::new(format!("not a readable Parquet file: {e}")).file(&name));
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| not_parquet(&e))?.build().map_err(|e| not_parquet(&e))?;
+    reader.collect::<std::result::Result<Vec<_>, _>>().map_err(|e| not_parquet(&e))
 }

@@ -151,7 +151,7 @@ impl Location {
             url.set_path(&format!("{}/", url.path()));
         }
         let url = url.join(name).unwrap_or_else(|_| self.url.clone());
-        let path = Path::from_url_path(url.path()).unwrap_or_else(|_| self.path.child(name));
+        let path = Path::from_url_path(url.path()).unwrap_or_else(|_| self.path.clone().join(name));
         Location { url, glob: None, store: Arc::clone(&self.store), path }
     }
 

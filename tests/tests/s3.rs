@@ -1,0 +1,143 @@
+//! S3 for real: a moto S3-compatible server on 127.0.0.1 (installed into
+//! `.venv` by `make setup`), driven through the AWS_* environment exactly as
+//! a user would. The analyze outputs read from and written to S3 must equal
+//! the local run's.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tailforge_tests::*;
+
+struct Moto {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn venv_bin(name: &str) -> PathBuf {
+    let p = repo_root().join(".venv").join("bin").join(name);
+    assert!(p.is_file(), "{} missing: run `make setup`", p.display());
+    p
+}
+
+fn start_moto() -> Moto {
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = Command::new(venv_bin("moto_server"))
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start moto_server");
+    let moto = Moto { child, port };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "moto_server did not start on port {port}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    moto
+}
+
+/// CreateBucket with a plain HTTP PUT (moto does not check signatures).
+fn create_bucket(port: u16, bucket: &str) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(s, "PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    s.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "CreateBucket failed: {response}");
+}
+
+fn with_s3_env(cmd: &mut Command, port: u16) -> &mut Command {
+    cmd.env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ENDPOINT", format!("http://127.0.0.1:{port}"))
+        .env("AWS_ALLOW_HTTP", "true")
+}
+
+fn run_s3(t: &TestDir, port: u16, args: &[&str]) {
+    let out = with_s3_env(&mut t.cmd(), port).args(args).output().unwrap();
+    assert!(out.status.success(), "tailforge {} failed:\n{}", args.join(" "), stderr(&out));
+}
+
+/// Downloads every object under `prefix` into `dest` with boto3 from the tools venv.
+fn download(port: u16, bucket: &str, prefix: &str, dest: &std::path::Path) -> Vec<String> {
+    let script = r#"
+import sys, os, boto3
+port, bucket, prefix, dest = sys.argv[1:]
+s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", aws_access_key_id="test",
+                  aws_secret_access_key="test", region_name="us-east-1")
+for obj in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", []):
+    rel = obj["Key"][len(prefix):].lstrip("/")
+    os.makedirs(os.path.dirname(os.path.join(dest, rel)) or dest, exist_ok=True)
+    s3.download_file(bucket, obj["Key"], os.path.join(dest, rel))
+    print(rel)
+"#;
+    let out = Command::new(venv_bin("python"))
+        .args(["-c", script, &port.to_string(), bucket, prefix, dest.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "download failed: {}", stderr(&out));
+    let mut keys: Vec<String> = stdout(&out).lines().map(str::to_string).collect();
+    keys.sort();
+    keys
+}
+
+fn summary_without_timings(path: &std::path::Path) -> serde_json::Value {
+    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let o = v.as_object_mut().unwrap();
+    o.remove("timings");
+    o.remove("input_files");
+    v
+}
+
+#[test]
+fn analyze_on_s3_equals_the_local_run() {
+    let moto = start_moto();
+    create_bucket(moto.port, "tailforge");
+    let t = TestDir::new();
+    let demo_args = ["demo-data", "--users", "300", "--items", "200", "--events", "6000", "--seed", "7", "--events-per-file", "2500"];
+
+    // Local run.
+    t.run_ok(&[&demo_args[..], &["--out", "local"]].concat());
+    t.run_ok(&["analyze", "--events", "local/events/", "--items", "local/items/", "--out", "local-out"]);
+
+    // The same data generated straight to S3, analyzed S3 → S3; the events
+    // input given as a glob, which object store URLs support too.
+    run_s3(&t, moto.port, &[&demo_args[..], &["--out", "s3://tailforge/demo"]].concat());
+    run_s3(
+        &t,
+        moto.port,
+        &["analyze", "--events", "s3://tailforge/demo/events/*.parquet", "--items", "s3://tailforge/demo/items", "--out", "s3://tailforge/out"],
+    );
+
+    let keys = download(moto.port, "tailforge", "out/", &t.path("s3-out"));
+    assert_eq!(
+        keys,
+        ["_SUCCESS", "item_stats.parquet", "sequences.parquet", "split.parquet", "summary.json", "tail_items.parquet"]
+    );
+    for table in ["item_stats", "tail_items", "sequences", "split"] {
+        let local = read_parquet(&t.path(&format!("local-out/{table}.parquet")));
+        let remote = read_parquet(&t.path(&format!("s3-out/{table}.parquet")));
+        assert_eq!(local, remote, "{table} differs between the local and the S3 run");
+    }
+    let s = summary_without_timings(&t.path("s3-out/summary.json"));
+    assert_eq!(s, summary_without_timings(&t.path("local-out/summary.json")));
+    assert_eq!(s["events"], 6000);
+    let files = serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(t.path("s3-out/summary.json")).unwrap())
+        .unwrap()["input_files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["url"].as_str().unwrap().to_string())
+        .collect::<Vec<_>>();
+    assert!(files.iter().any(|f| f == "s3://tailforge/demo/events/part-00002.parquet"), "{files:?}");
+}
