@@ -12,5 +12,5 @@ SELECT
   min(ts)                                                            AS min_ts,
   max(ts)                                                            AS max_ts,
   -- decodes the text column too, so invalid UTF-8 surfaces here
-  count(event_type)                                                  AS event_types
+  sum(octet_length(event_type))                                      AS event_type_bytes
 FROM events

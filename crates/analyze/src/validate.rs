@@ -9,7 +9,8 @@
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::Int64Type;
 use datafusion::error::DataFusionError;
-use datafusion::functions_aggregate::expr_fn::count;
+use datafusion::functions::expr_fn::octet_length;
+use datafusion::functions_aggregate::expr_fn::sum;
 use datafusion::functions_window::expr_fn::row_number;
 use datafusion::logical_expr::{Expr, col, lit};
 use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionConfig, SessionContext};
@@ -114,9 +115,8 @@ impl Checker<'_> {
         }
         // Decode every text column once, so bad text fails here, located.
         let catalog = self.ctx.table("catalog").await.map_err(|e| Error::internal(e.to_string()))?;
-        let counts: Vec<Expr> =
-            catalog.schema().fields().iter().map(|f| count(Expr::Column(datafusion::common::Column::from_name(f.name())))).collect();
-        let decoded = catalog.aggregate(vec![], counts).map_err(|e| Error::internal(e.to_string()))?;
+        let names: Vec<String> = catalog.schema().fields().iter().map(|f| f.name().clone()).collect();
+        let decoded = catalog.aggregate(vec![], names.iter().map(|n| decode_all(n)).collect()).map_err(|e| Error::internal(e.to_string()))?;
         if let Err(e) = decoded.collect().await {
             return Err(self.explain(e, input, &shape.text_columns).await);
         }
@@ -134,7 +134,7 @@ impl Checker<'_> {
         for (file, _) in &input.schemas {
             for column in text_columns {
                 let Ok(df) = single.read_parquet(file.as_str(), ParquetReadOptions::default()).await else { continue };
-                let Ok(df) = df.aggregate(vec![], vec![count(Expr::Column(datafusion::common::Column::from_name(column)))])
+                let Ok(df) = df.aggregate(vec![], vec![decode_all(column)])
                 else {
                     continue;
                 };
@@ -152,6 +152,15 @@ impl Checker<'_> {
             .hint("re-encode the text as UTF-8")
             .into()
     }
+}
+
+/// An aggregate that must decode every value of a column. (`count(col)` is
+/// not enough: on a non-nullable column the optimizer turns it into
+/// `count(*)`, and `max` can be answered from Parquet statistics.)
+fn decode_all(column: &str) -> Expr {
+    let c = Expr::Column(datafusion::common::Column::from_name(column));
+    let as_text = datafusion::logical_expr::cast(c, datafusion::arrow::datatypes::DataType::Utf8);
+    sum(octet_length(as_text))
 }
 
 fn empty(input: &InputTable) -> Error {
