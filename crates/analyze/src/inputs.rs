@@ -28,6 +28,7 @@ pub struct InputTable {
     pub files: Vec<InputFile>,
     /// Each file's display name and footer schema, in listing order.
     pub schemas: Vec<(String, SchemaRef)>,
+    objects: Vec<object_store::ObjectMeta>,
 }
 
 impl InputTable {
@@ -58,17 +59,36 @@ async fn read_schema(location: &Location, meta: &object_store::ObjectMeta) -> Re
 /// Lists the Parquet files of `location` (a file, directory, glob or Hive
 /// prefix) the way DataFusion will, and reads each footer's schema.
 pub async fn open_input(ctx: &SessionContext, role: &'static str, location: &Location) -> Result<InputTable> {
-    let url = listing_url(location)?;
-    let state = ctx.state();
-    let store = location.store();
-    let metas: Vec<object_store::ObjectMeta> = url
-        .list_all_files(&state, store.as_ref(), ".parquet")
-        .await
-        .map_err(|e| Error::storage(location.display(), e))?
-        .try_collect()
-        .await
-        .map_err(|e| Error::storage(location.display(), e))?;
-    let mut metas = metas;
+    let storage_error = |e: &dyn std::fmt::Display| Error::storage(location.display(), e);
+    let mut metas: Vec<object_store::ObjectMeta> = match location.glob() {
+        // A glob is matched against the path below its base, '/' included,
+        // so `dt=2026-11-2*/*.parquet` selects partitions; the matching files
+        // are then handed to DataFusion one by one.
+        Some(glob) => {
+            let pattern = glob::Pattern::new(glob)
+                .map_err(|e| Error::usage(format!("{}: invalid glob: {e}", location.display())))?;
+            let options = glob::MatchOptions { require_literal_separator: true, ..Default::default() };
+            let base = location.as_dir();
+            let prefix = format!("{}/", base.path().as_ref());
+            base.list_recursive()
+                .await?
+                .into_iter()
+                .filter(|m| {
+                    let rel = m.location.as_ref().strip_prefix(prefix.as_str()).unwrap_or(m.location.as_ref());
+                    rel.ends_with(".parquet") && pattern.matches_with(rel, options)
+                })
+                .collect()
+        }
+        // A file, a directory or a Hive prefix: listed as DataFusion lists it.
+        None => ListingTableUrl::try_new(location.url().clone(), None)
+            .map_err(|e| Error::usage(format!("{}: {e}", location.display())))?
+            .list_all_files(&ctx.state(), location.store().as_ref(), ".parquet")
+            .await
+            .map_err(|e| storage_error(&e))?
+            .try_collect()
+            .await
+            .map_err(|e| storage_error(&e))?,
+    };
     metas.sort_by(|a, b| a.location.cmp(&b.location));
     if metas.is_empty() {
         return Err(DataError::new(format!("no Parquet files (*.parquet) found for the {role} input"))
@@ -90,28 +110,34 @@ pub async fn open_input(ctx: &SessionContext, role: &'static str, location: &Loc
         file_schemas.push((url.clone(), schema?));
         files.push(InputFile { url, size: meta.size, e_tag: meta.e_tag.clone() });
     }
-    Ok(InputTable { role, location: location.clone(), files, schemas: file_schemas })
+    Ok(InputTable { role, location: location.clone(), files, schemas: file_schemas, objects: metas })
 }
 
-/// The DataFusion listing URL for a location, glob included.
-fn listing_url(location: &Location) -> Result<ListingTableUrl> {
-    let glob = match location.glob() {
-        Some(g) => Some(
-            glob::Pattern::new(g)
-                .map_err(|e| Error::usage(format!("{}: invalid glob: {e}", location.display())))?,
-        ),
-        None => None,
-    };
-    ListingTableUrl::try_new(location.url().clone(), glob).map_err(|e| Error::usage(format!("{}: {e}", location.display())))
+/// The DataFusion table paths: the location itself, or with a glob the
+/// exact files that matched it.
+fn table_paths(input: &InputTable) -> Result<Vec<ListingTableUrl>> {
+    let location = &input.location;
+    if location.glob().is_none() {
+        let url = ListingTableUrl::try_new(location.url().clone(), None)
+            .map_err(|e| Error::usage(format!("{}: {e}", location.display())))?;
+        return Ok(vec![url]);
+    }
+    input
+        .objects
+        .iter()
+        .map(|m| {
+            let mut url = location.store_url();
+            url.set_path(&format!("/{}", m.location));
+            ListingTableUrl::try_new(url, None).map_err(|e| Error::internal(format!("{}: {e}", m.location)))
+        })
+        .collect()
 }
 
 /// Reads the input as a DataFrame. With a single schema across files it is
 /// passed to DataFusion as is; with several, DataFusion merges them.
 pub async fn read_table(ctx: &SessionContext, input: &InputTable) -> Result<DataFrame> {
-    let url = listing_url(&input.location)?;
-    let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
-        .with_file_extension(".parquet");
-    let mut config = ListingTableConfig::new(url).with_listing_options(options);
+    let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+    let mut config = ListingTableConfig::new_with_multi_paths(table_paths(input)?).with_listing_options(options);
     config = if input.uniform() {
         config.with_schema(input.schema()?)
     } else {
