@@ -1302,37 +1302,4 @@ mod tests {
         }
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "nothing is written for bad parameters");
     }
-
-    #[tokio::test(flavor = "multi_thread")]
-    #[ignore]
-    async fn zz_scratch_stats() {
-        let ev: u64 = std::env::var("ZZ_EVENTS").map(|v| v.parse().unwrap()).unwrap_or(200_000);
-        let users: u64 = std::env::var("ZZ_USERS").map(|v| v.parse().unwrap()).unwrap_or(5_000);
-        let items: u64 = std::env::var("ZZ_ITEMS").map(|v| v.parse().unwrap()).unwrap_or(2_000);
-        let full = std::env::var("ZZ_FULL").is_ok();
-        let params = DemoParams { users, items, events: ev, ..Default::default() };
-        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
-        let out = Location::parse(dir.path().to_str().unwrap()).unwrap();
-        let t = Instant::now();
-        let summary = generate(&params, &out).await.unwrap();
-        let secs = t.elapsed().as_secs_f64();
-        println!("generated {} events in {secs:.2}s = {:.0} ev/s; files {:?}", summary.events, summary.events as f64 / secs, summary.files.len());
-        let mut total = 0u64;
-        for f in &summary.files { total += std::fs::metadata(dir.path().join(f)).unwrap().len(); }
-        println!("bytes on disk {total}");
-        if full {
-            let rows = events(&out, &summary).await;
-            println!("slope {}", head_slope(&rows));
-            let mut per_user: HashMap<i64, u64> = HashMap::new();
-            let mut types: HashMap<String, u64> = HashMap::new();
-            let (mut mn, mut mx) = (i64::MAX, i64::MIN);
-            for r in &rows { *per_user.entry(r.0).or_default() += 1; *types.entry(r.3.clone()).or_default() += 1; mn = mn.min(r.2); mx = mx.max(r.2); }
-            let mut c: Vec<u64> = per_user.values().copied().collect(); c.sort();
-            println!("users {} ge3 {:.3} min {} median {} p99 {} max {}", c.len(), c.iter().filter(|&&n| n>=3).count() as f64 / c.len() as f64, c[0], c[c.len()/2], c[c.len()*99/100], c[c.len()-1]);
-            println!("types {types:?} ts {mn}..{mx}");
-            let items = read(&out, &summary, "items/").await.concat();
-            let t = strings(&items[0], "title");
-            println!("titles {:?}", &t[..8]);
-        }
-    }
 }

@@ -221,7 +221,7 @@ async fn import_latest(src: &Path, out: &Location) -> Result<ImportSummary> {
                 return Err(Error::usage(format!("{}: missing {file} (MovieLens latest needs ratings.csv and movies.csv)", src.display())));
             }
             // No tags: an empty table with the expected columns keeps one SQL path.
-            ctx.sql("CREATE TABLE tags (userId BIGINT, movieId BIGINT, tag VARCHAR, timestamp BIGINT)")
+            ctx.sql("CREATE TABLE tags (\"userId\" BIGINT, \"movieId\" BIGINT, tag VARCHAR, \"timestamp\" BIGINT)")
                 .await
                 .map_err(|e| Error::internal(e.to_string()))?;
             continue;
