@@ -15,6 +15,7 @@
 
 mod inputs;
 mod session;
+pub mod udf;
 mod validate;
 
 use std::collections::{BTreeMap, HashMap};
@@ -63,6 +64,7 @@ pub async fn analyze(req: &AnalyzeRequest) -> Result<AnalyzeSummary> {
     let mut timings = BTreeMap::new();
     let cfg = &req.config.analyze;
     let ctx = session::build_session(cfg)?;
+    ctx.register_udf(udf::ListField::udf());
     for l in [&req.events, &req.items, &req.out] {
         session::register_store(&ctx, l);
     }

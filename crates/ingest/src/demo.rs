@@ -1261,17 +1261,19 @@ mod tests {
         let end_2100 = 4_102_444_800; // 2100-01-01T00:00:00Z
         let rows = events(&out, &summary).await;
         let (mut pairs, mut same_category) = (0, 0);
-        for (i, (user, item, ts, kind, _)) in rows.iter().enumerate() {
+        for (_, item, ts, ..) in &rows {
             assert!((EPOCH_2026..end_2100).contains(ts), "ts {ts}");
             assert!(category_of.contains_key(item), "item {item} is not in the catalog");
-            if let Some((prev_user, prev_item, prev_ts, ..)) = i.checked_sub(1).map(|p| &rows[p]) {
-                if prev_user == user {
-                    assert!(ts > prev_ts, "user {user}: ts {ts} after {prev_ts}");
-                    if kind == "view" && ts - prev_ts < 1_800 {
-                        pairs += 1;
-                        same_category += usize::from(category_of[item] == category_of[prev_item]);
-                    }
-                }
+        }
+        for pair in rows.windows(2) {
+            let [(prev_user, prev_item, prev_ts, ..), (user, item, ts, kind, _)] = pair else { continue };
+            if prev_user != user {
+                continue;
+            }
+            assert!(ts > prev_ts, "user {user}: ts {ts} after {prev_ts}");
+            if kind == "view" && ts - prev_ts < 1_800 {
+                pairs += 1;
+                same_category += usize::from(category_of[item] == category_of[prev_item]);
             }
         }
         // Within a session, 80 % stay by rule, plus re-draws that land in the same category.
