@@ -25,23 +25,29 @@ gen() { # events dir
   [ -f "$2/demo.json" ] || "$BIN" -q demo-data --users "$users" --items "$items" --events "$1" --seed 1 --out "$2"
 }
 
-# Best of N wall-clock seconds and peak RSS (KiB) of a command.
+# measure N CMD...: best of N wall-clock seconds and the peak RSS (KiB) of a
+# command, left in $secs and $kib; a failing command stops the benchmark.
 measure() {
-  local best="" rss=0
-  for _ in $(seq "$RUNS"); do
-    /usr/bin/time -f "%e %M" -o "$OUT/time.txt" "$@" > "$OUT/last.log" 2>&1 || { cat "$OUT/last.log"; exit 1; }
-    read -r secs kib < "$OUT/time.txt"
-    if [ -z "$best" ] || awk "BEGIN{exit !($secs < $best)}"; then best=$secs; fi
-    [ "$kib" -gt "$rss" ] && rss=$kib
+  local runs=$1 best="" rss=0
+  shift
+  for _ in $(seq "$runs"); do
+    if ! /usr/bin/time -f "%e %M" -o "$OUT/time.txt" "$@" > "$OUT/last.log" 2>&1; then
+      echo "FAILED: $*" >&2; tail -5 "$OUT/last.log" >&2; exit 1
+    fi
+    read -r s k < "$OUT/time.txt"
+    if [ -z "$best" ] || awk "BEGIN{exit !($s < $best)}"; then best=$s; fi
+    [ "$k" -gt "$rss" ] && rss=$k
   done
-  echo "$best $rss"
+  secs=$best kib=$rss
 }
 
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 echo "== $EVENTS events =="
 gen "$EVENTS" "$OUT/d$EVENTS"
-read -r tf_s tf_kib < <(measure "$BIN" -q analyze --events "$OUT/d$EVENTS/events" --items "$OUT/d$EVENTS/items" --out "$OUT/tf$EVENTS")
-read -r dd_s dd_kib < <(measure "$OUT/venv/bin/python" benches/duckdb_analyze.py "$OUT/d$EVENTS/events" "$OUT/d$EVENTS/items" "$OUT/dd$EVENTS")
+measure "$RUNS" "$BIN" -q analyze --events "$OUT/d$EVENTS/events" --items "$OUT/d$EVENTS/items" --out "$OUT/tf$EVENTS"
+tf_s=$secs tf_kib=$kib
+measure "$RUNS" "$OUT/venv/bin/python" benches/duckdb_analyze.py "$OUT/d$EVENTS/events" "$OUT/d$EVENTS/items" "$OUT/dd$EVENTS"
+dd_s=$secs dd_kib=$kib
 "$OUT/venv/bin/python" benches/duckdb_analyze.py "$OUT/d$EVENTS/events" "$OUT/d$EVENTS/items" "$OUT/dd$EVENTS" --check "$OUT/tf$EVENTS" | grep check
 echo "tailforge analyze: ${tf_s}s, peak RSS $((tf_kib / 1024)) MiB"
 echo "duckdb $DUCKDB_VERSION:    ${dd_s}s, peak RSS $((dd_kib / 1024)) MiB"
@@ -50,7 +56,9 @@ echo "ratio tailforge/duckdb: $(awk "BEGIN{printf \"%.2f\", $tf_s / $dd_s}")"
 if [ "$BIG" -gt 0 ]; then
   echo "== $BIG events, memory_limit 4GiB =="
   gen "$BIG" "$OUT/d$BIG"
-  RUNS=1 read -r big_s big_kib < <(RUNS=1 measure "$BIN" -q analyze --events "$OUT/d$BIG/events" --items "$OUT/d$BIG/items" --out "$OUT/tf$BIG" \
-    --set analyze.memory_limit=4GiB --set "analyze.spill_dir=$OUT/spill")
-  echo "tailforge analyze: ${big_s}s, peak RSS $((big_kib / 1024)) MiB"
+  measure 1 "$BIN" -q analyze --events "$OUT/d$BIG/events" --items "$OUT/d$BIG/items" --out "$OUT/tf$BIG" \
+    --set analyze.memory_limit=4GiB --set "analyze.spill_dir=$OUT/spill"
+  echo "tailforge analyze, memory_limit 4GiB: ${secs}s, peak RSS $((kib / 1024)) MiB"
+  measure 1 "$BIN" -q analyze --events "$OUT/d$BIG/events" --items "$OUT/d$BIG/items" --out "$OUT/tf$BIG"
+  echo "tailforge analyze, no limit:          ${secs}s, peak RSS $((kib / 1024)) MiB"
 fi

@@ -10,13 +10,20 @@
 -- Output: item_stats(item_id, interactions, distinct_users, first_ts, last_ts,
 --         train_interactions, rank, cum_share, group, eval_group, in_catalog),
 --         ordered by rank. Rank: interactions descending, ties by item id.
-WITH counts AS (
-  SELECT item_id,
-         count(*)                AS interactions,
-         count(DISTINCT user_id) AS distinct_users,
-         min(ts)                 AS first_ts,
-         max(ts)                 AS last_ts
+WITH pairs AS (
+  -- per (item, user) first: the distinct-user count then becomes a plain
+  -- count, which spills under a memory limit (count(DISTINCT) state does not)
+  SELECT item_id, user_id, count(*) AS n, min(ts) AS first_ts, max(ts) AS last_ts
   FROM interactions
+  GROUP BY item_id, user_id
+),
+counts AS (
+  SELECT item_id,
+         sum(n)        AS interactions,
+         count(*)      AS distinct_users,
+         min(first_ts) AS first_ts,
+         max(last_ts)  AS last_ts
+  FROM pairs
   GROUP BY item_id
 ),
 -- eval-v1 §3: training popularity excludes each evaluated user's validation

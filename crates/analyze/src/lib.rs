@@ -14,11 +14,13 @@
 //! write each result atomically, and write `_SUCCESS` last.
 
 mod inputs;
+mod sequences;
 mod session;
 pub mod udf;
 mod validate;
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Instant;
 
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
@@ -43,6 +45,7 @@ pub mod sql {
     pub const VALIDATE_ITEMS: &str = include_str!("../../../sql/validate_items.sql");
     pub const INTERACTIONS: &str = include_str!("../../../sql/interactions.sql");
     pub const SEQUENCES: &str = include_str!("../../../sql/sequences.sql");
+    pub const SEQUENCES_SORTED: &str = include_str!("../../../sql/sequences_sorted.sql");
     pub const SPLIT: &str = include_str!("../../../sql/split.sql");
     pub const ITEM_STATS: &str = include_str!("../../../sql/item_stats.sql");
     pub const TAIL_ITEMS: &str = include_str!("../../../sql/tail_items.sql");
@@ -122,12 +125,18 @@ pub async fn analyze(req: &AnalyzeRequest) -> Result<AnalyzeSummary> {
         (outputs::TAIL_ITEMS, sql::TAIL_ITEMS, &[]),
     ];
     let mut rows = BTreeMap::new();
+    let memory_limited = tailforge_core::config::parse_bytes(&cfg.memory_limit).unwrap_or(0) > 0;
     for (name, text, params) in steps {
         let step = Instant::now();
         let df = run_sql(&ctx, &format!("{name}.sql"), text, params).await?;
         check_output(name, &df, events_shape.user, item_kind)?;
         let target = out.join(&format!("{name}.parquet"));
-        let n = write_parquet(df, &target).await?;
+        let n = if name == outputs::SEQUENCES && memory_limited {
+            let sorted = run_sql(&ctx, "sequences_sorted.sql", sql::SEQUENCES_SORTED, &[]).await?;
+            sequences::write_sorted(sorted, Arc::new(df.schema().as_arrow().clone()), &target).await?
+        } else {
+            write_parquet(df, &target).await?
+        };
         ctx.register_parquet(name, target.url().as_str(), ParquetReadOptions::default())
             .await
             .map_err(|e| Error::storage(target.display(), e))?;

@@ -18,16 +18,34 @@ pub fn build_session(cfg: &AnalyzeConfig) -> Result<SessionContext> {
     } else {
         cfg.target_partitions
     };
+    let limit = parse_bytes(&cfg.memory_limit).map_err(|m| Error::config("(config)", "analyze.memory_limit", m))?;
     let mut config = SessionConfig::new().with_target_partitions(partitions).with_batch_size(cfg.batch_size);
     // Hive-style `dt=…/` directories below an input prefix are read;
     // other sub-directories are not (DataFusion's default, kept explicit).
     config.options_mut().execution.listing_table_ignore_subdirectory = true;
     // Write each output as one file, encoding row groups in parallel.
     config.options_mut().execution.parquet.allow_single_file_parallelism = true;
+    if limit > 0 {
+        // An external sort pre-reserves this much for merging its runs when
+        // it spills, and the merge converts every buffered row into the row
+        // format — about as much memory again as the buffered batches. With
+        // DataFusion's 10 MB default, sorters fill the pool and the merge
+        // then fails (100M events under 4 GiB did). Reserving 60% of each
+        // sorter's share makes it spill early enough for its merge to fit.
+        config.options_mut().execution.sort_spill_reservation_bytes =
+            ((limit as f64 * 0.6) / partitions as f64).max((10 << 20) as f64) as usize;
+    }
+    for (key, value) in &cfg.datafusion {
+        config
+            .options_mut()
+            .set(key, value)
+            .map_err(|e| Error::config("(config)", format!("analyze.datafusion.\"{key}\""), e.to_string()))?;
+    }
 
-    let limit = parse_bytes(&cfg.memory_limit).map_err(|m| Error::config("(config)", "analyze.memory_limit", m))?;
     let max_temp = parse_bytes(&cfg.max_temp_size).map_err(|m| Error::config("(config)", "analyze.max_temp_size", m))?;
-    let mut disk = DiskManagerBuilder::default().with_max_temp_directory_size(max_temp);
+    // Merging many spill files at once holds a batch per file in memory; cap
+    // the fan-in so a long external sort merges in several bounded passes.
+    let mut disk = DiskManagerBuilder::default().with_max_temp_directory_size(max_temp).with_max_spill_merge_fan_in(16);
     if !cfg.spill_dir.is_empty() {
         disk = disk.with_mode(DiskManagerMode::Directories(vec![cfg.spill_dir.clone().into()]));
     }

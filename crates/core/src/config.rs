@@ -153,6 +153,10 @@ pub struct AnalyzeConfig {
     pub long_tail: LongTailConfig,
     /// Plausibility bounds checked on the input.
     pub validation: ValidationConfig,
+    /// Extra DataFusion settings by their DataFusion key, for tuning, e.g.
+    /// `"datafusion.execution.sort_spill_reservation_bytes" = "67108864"`.
+    /// Applied after the settings above; an unknown key is an error.
+    pub datafusion: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for AnalyzeConfig {
@@ -166,6 +170,7 @@ impl Default for AnalyzeConfig {
             dedup: DedupPolicy::KeepAll,
             long_tail: LongTailConfig::default(),
             validation: ValidationConfig::default(),
+            datafusion: Default::default(),
         }
     }
 }
@@ -452,7 +457,12 @@ mod tests {
                 out.push(prefix.to_string());
             }
         }
-        let mut all = vec!["output".to_string(), "inputs.events".to_string(), "inputs.items".to_string()];
+        let mut all = vec![
+            "output".to_string(),
+            "inputs.events".to_string(),
+            "inputs.items".to_string(),
+            "analyze.datafusion".to_string(),
+        ];
         keys("", &toml::Value::try_from(PipelineConfig::default()).unwrap(), &mut all);
         let doc = include_str!("../../../docs/config.md");
         for k in all {

@@ -1,0 +1,617 @@
+//! Protocol eval-v1 (`../shared/EVAL.md`) for any [`Scorer`].
+//!
+//! For every evaluated user and the chosen [`Phase`]:
+//!
+//! - **Input.** The scorer sees the user's history: the training part for
+//!   the validation target, the training part plus the validation item for
+//!   the test target ([`UserSequence::history`](crate::UserSequence::history)),
+//!   and writes one score per catalog item.
+//! - **Full ranking (§4).** Candidates are all catalog items except that
+//!   history; the target is always ranked, even if it also occurs in the
+//!   history (repeat consumption). rank = number of *other* candidates whose
+//!   score is higher than or equal to the target's (ties count against the
+//!   target). HR@10 = 1 if rank < 10; NDCG@10 = 1 / log2(rank + 2) if rank < 10.
+//!   A scorer that means a strict order must put it in its scores (as
+//!   [`MostPop`](crate::baselines::MostPop) does with eval-v1's
+//!   popularity-then-id order); equal scores are ties, and ties lose.
+//! - **Sampled (§5).** The target against `negatives` (100) items drawn
+//!   uniformly without replacement from the items the user never interacted
+//!   with (not anywhere in the full sequence, whichever the phase), with the
+//!   same rank rule. See [`sample_negatives`] and [`user_rng`] for exactly
+//!   how the draw is seeded, so a run can be reproduced.
+//! - **Groups (§3).** Each case is counted in `overall` and in the eval-v1
+//!   group (head/tail) of its target item.
+//! - **Coverage (§6).** Each user's full-ranking top-10 list is the 10 best
+//!   candidates by score descending, ties by item index (= id) ascending.
+//!   coverage@10 = share of catalog items in at least one list;
+//!   tail_share@10 = share of all list slots taken by tail items.
+//!
+//! Users are scored in parallel (rayon); per-user results are summed in user
+//! order, so a report is bit-for-bit reproducible.
+//!
+//! A NaN score is an error: it comes from a diverged model or a scorer that
+//! left an item unscored (the output buffer is filled with NaN before each
+//! call), and ranking it would silently produce meaningless figures.
+
+use std::collections::HashSet;
+use std::fmt::Write as _;
+use std::time::Instant;
+
+use rayon::prelude::*;
+use serde::Serialize;
+use tailforge_core::{Error, Result};
+
+pub use crate::dataset::Phase;
+use crate::dataset::{Dataset, Group};
+
+/// The cutoff of every eval-v1 metric.
+pub const K: usize = 10;
+
+/// A model as the evaluator sees it: scores for every catalog item, given a user and their history.
+pub trait Scorer: Sync {
+    /// Writes the score of every catalog item (by dense index) into `out`,
+    /// whose length is the dataset's `n_items()`. `user` is the user's index
+    /// in the dataset; `history` the items the model may see, oldest first.
+    /// Higher is better. `out` arrives filled with NaN: every entry must be written.
+    fn score(&self, user: usize, history: &[u32], out: &mut [f32]);
+}
+
+/// Evaluation settings; the defaults are eval-v1's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EvalOptions {
+    /// Seed of the sampled metrics' negative draws (eval-v1: 42).
+    pub seed: u64,
+    /// Negatives per sampled case (eval-v1: 100).
+    pub negatives: usize,
+}
+
+impl Default for EvalOptions {
+    fn default() -> Self {
+        EvalOptions { seed: 42, negatives: 100 }
+    }
+}
+
+/// HR@10 and NDCG@10 over a group of cases.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+pub struct GroupMetrics {
+    /// Number of cases (evaluated users whose target is in the group).
+    pub n: u64,
+    #[serde(rename = "hr@10")]
+    pub hr: f64,
+    #[serde(rename = "ndcg@10")]
+    pub ndcg: f64,
+}
+
+/// Metrics overall and per eval-v1 group of the target.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+pub struct GroupedMetrics {
+    pub overall: GroupMetrics,
+    pub head: GroupMetrics,
+    pub tail: GroupMetrics,
+}
+
+/// The eval-v1 report of one phase. Serializes as
+/// `{"full": {"overall": {"n", "hr@10", "ndcg@10"}, "head": …, "tail": …}, "sampled": …, "coverage@10", "tail_share@10"}`.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+pub struct EvalReport {
+    /// Full-ranking metrics (eval-v1's primary figures).
+    pub full: GroupedMetrics,
+    /// Target against sampled negatives (for comparison with papers).
+    pub sampled: GroupedMetrics,
+    /// Share of catalog items in at least one user's full-ranking top 10.
+    #[serde(rename = "coverage@10")]
+    pub coverage: f64,
+    /// Share of all top-10 slots taken by tail items.
+    #[serde(rename = "tail_share@10")]
+    pub tail_share: f64,
+}
+
+impl EvalReport {
+    /// A Markdown table: one row per group, full and sampled metrics, then coverage.
+    pub fn to_markdown(&self) -> String {
+        let mut s = String::new();
+        s.push_str("| group | n | HR@10 | NDCG@10 | HR@10 (sampled) | NDCG@10 (sampled) |\n");
+        s.push_str("|---|---:|---:|---:|---:|---:|\n");
+        for (name, full, sampled) in [
+            ("overall", &self.full.overall, &self.sampled.overall),
+            ("head", &self.full.head, &self.sampled.head),
+            ("tail", &self.full.tail, &self.sampled.tail),
+        ] {
+            let _ = writeln!(
+                s,
+                "| {name} | {} | {:.4} | {:.4} | {:.4} | {:.4} |",
+                full.n, full.hr, full.ndcg, sampled.hr, sampled.ndcg
+            );
+        }
+        let _ = writeln!(s, "\ncoverage@10: {:.4} · tail share@10: {:.4}", self.coverage, self.tail_share);
+        s
+    }
+}
+
+/// HR@10 of a 0-based rank.
+pub fn hit(rank: usize) -> f64 {
+    if rank < K { 1.0 } else { 0.0 }
+}
+
+/// NDCG@10 of a 0-based rank (one relevant item): 1 / log2(rank + 2) if rank < 10.
+pub fn ndcg(rank: usize) -> f64 {
+    if rank < K { 1.0 / ((rank + 2) as f64).log2() } else { 0.0 }
+}
+
+/// eval-v1's rank of `target` among `candidates`: how many candidates other
+/// than the target score higher than or equal to it.
+pub fn rank_among(scores: &[f32], target: u32, candidates: impl IntoIterator<Item = u32>) -> usize {
+    let t = scores[target as usize];
+    candidates.into_iter().filter(|&i| i != target && scores[i as usize] >= t).count()
+}
+
+/// The full-ranking rank of `target`: among all items not `excluded`.
+pub fn full_rank(scores: &[f32], target: u32, excluded: &[bool]) -> usize {
+    let t = scores[target as usize];
+    let target = target as usize;
+    scores.iter().zip(excluded).enumerate().filter(|&(i, (&s, &x))| i != target && !x && s >= t).count()
+}
+
+/// The `k` best items not `excluded`, by score descending, ties by index ascending.
+pub fn top_k(scores: &[f32], excluded: &[bool], k: usize) -> Vec<u32> {
+    let mut top: Vec<(f32, u32)> = Vec::with_capacity(k + 1);
+    if k == 0 {
+        return Vec::new();
+    }
+    for (i, (&s, &x)) in scores.iter().zip(excluded).enumerate() {
+        // An item enters only if strictly better than the current k-th: on a
+        // tie the earlier (lower-index) item keeps its place.
+        if x || (top.len() == k && s <= top[k - 1].0) {
+            continue;
+        }
+        let pos = top.partition_point(|&(t, _)| t >= s);
+        top.insert(pos, (s, i as u32));
+        top.truncate(k);
+    }
+    top.into_iter().map(|(_, i)| i).collect()
+}
+
+/// SplitMix64 (Steele, Lea & Flood 2014): a tiny, well-mixed 64-bit generator,
+/// written out here so eval-v1's sampled metrics do not depend on a crate's
+/// version.
+#[derive(Debug, Clone)]
+pub struct SplitMix64 {
+    state: u64,
+}
+
+const GOLDEN_GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// SplitMix64's output function (a bijective 64-bit mixer).
+pub fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+impl SplitMix64 {
+    pub fn new(seed: u64) -> SplitMix64 {
+        SplitMix64 { state: seed }
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(GOLDEN_GAMMA);
+        mix64(self.state)
+    }
+
+    /// Uniform in `0..n` (`n > 0`), without modulo bias: Lemire's
+    /// multiply-and-reject method on [`SplitMix64::next_u64`].
+    pub fn below(&mut self, n: u64) -> u64 {
+        debug_assert!(n > 0);
+        let mut m = u128::from(self.next_u64()) * u128::from(n);
+        if (m as u64) < n {
+            let threshold = n.wrapping_neg() % n;
+            while (m as u64) < threshold {
+                m = u128::from(self.next_u64()) * u128::from(n);
+            }
+        }
+        (m >> 64) as u64
+    }
+}
+
+/// The generator of one user's negatives: `SplitMix64::new(mix64(seed ^ mix64(user)))`,
+/// where `user` is the user's index in the [`Dataset`] (users are ordered by
+/// user id, as in `sequences.parquet`). It depends on nothing else, so the
+/// validation and test cases of a user share the same negatives, and results
+/// do not depend on the thread schedule.
+pub fn user_rng(seed: u64, user: usize) -> SplitMix64 {
+    SplitMix64::new(mix64(seed ^ mix64(user as u64)))
+}
+
+/// Draws `count` distinct items, uniformly, from the items with
+/// `interacted[i] == false` (the user's never-interacted items), in draw order.
+///
+/// With P such items among N: if P ≤ count, all of them (ascending index, no
+/// randomness). Otherwise, if 2P ≥ N, rejection sampling: repeatedly draw
+/// `rng.below(N)` and keep the item unless the user interacted with it or it
+/// was already drawn. Otherwise (a user who has seen most of the catalog) a
+/// partial Fisher–Yates shuffle of the ascending list of the P items: for
+/// j in 0..count swap position j with j + `rng.below(P − j)`. Both give every
+/// `count`-subset the same probability.
+pub fn sample_negatives(interacted: &[bool], count: usize, rng: &mut SplitMix64) -> Vec<u32> {
+    let n = interacted.len();
+    let pool_size = interacted.iter().filter(|&&x| !x).count();
+    if pool_size <= count {
+        return (0..n as u32).filter(|&i| !interacted[i as usize]).collect();
+    }
+    if 2 * pool_size >= n {
+        let mut drawn: Vec<u32> = Vec::with_capacity(count);
+        let mut taken: HashSet<u32> = HashSet::with_capacity(count);
+        while drawn.len() < count {
+            let i = rng.below(n as u64) as u32;
+            if !interacted[i as usize] && taken.insert(i) {
+                drawn.push(i);
+            }
+        }
+        drawn
+    } else {
+        let mut pool: Vec<u32> = (0..n as u32).filter(|&i| !interacted[i as usize]).collect();
+        for j in 0..count {
+            let k = j + rng.below((pool_size - j) as u64) as usize;
+            pool.swap(j, k);
+        }
+        pool.truncate(count);
+        pool
+    }
+}
+
+/// One evaluated case.
+struct Case {
+    group: Group,
+    full_rank: usize,
+    sampled_rank: usize,
+    top: Vec<u32>,
+}
+
+/// Per-thread scratch space.
+struct Scratch {
+    scores: Vec<f32>,
+    excluded: Vec<bool>,
+    interacted: Vec<bool>,
+}
+
+fn evaluate_user<S: Scorer + ?Sized>(
+    dataset: &Dataset,
+    scorer: &S,
+    phase: Phase,
+    options: &EvalOptions,
+    u: usize,
+    scratch: &mut Scratch,
+) -> Result<Case> {
+    let user = &dataset.users[u];
+    let target = user.target(phase).ok_or_else(|| {
+        Error::internal(format!("user {} is evaluated but has no target", dataset.user_ids.display(u)))
+    })?;
+    let history = user.history(phase);
+    let Scratch { scores, excluded, interacted } = scratch;
+
+    scores.fill(f32::NAN);
+    scorer.score(u, history, scores);
+    if let Some(i) = scores.iter().position(|s| s.is_nan()) {
+        return Err(Error::internal(format!(
+            "the scorer gave item {} a NaN score (or none) for user {}",
+            dataset.item_ids.display(i),
+            dataset.user_ids.display(u)
+        )));
+    }
+
+    for &i in history {
+        excluded[i as usize] = true;
+    }
+    let full_rank = full_rank(scores, target, excluded);
+    let top = top_k(scores, excluded, K);
+    for &i in history {
+        excluded[i as usize] = false;
+    }
+
+    for &i in &user.items {
+        interacted[i as usize] = true;
+    }
+    let negatives = sample_negatives(interacted, options.negatives, &mut user_rng(options.seed, u));
+    for &i in &user.items {
+        interacted[i as usize] = false;
+    }
+    let sampled_rank = rank_among(scores, target, negatives);
+
+    Ok(Case { group: dataset.groups[target as usize], full_rank, sampled_rank, top })
+}
+
+/// Sums of HR and NDCG, then their means.
+#[derive(Default)]
+struct Sums {
+    n: u64,
+    hr: f64,
+    ndcg: f64,
+}
+
+impl Sums {
+    fn add(&mut self, rank: usize) {
+        self.n += 1;
+        self.hr += hit(rank);
+        self.ndcg += ndcg(rank);
+    }
+
+    fn metrics(&self) -> GroupMetrics {
+        if self.n == 0 {
+            return GroupMetrics::default();
+        }
+        GroupMetrics { n: self.n, hr: self.hr / self.n as f64, ndcg: self.ndcg / self.n as f64 }
+    }
+}
+
+#[derive(Default)]
+struct GroupedSums {
+    overall: Sums,
+    head: Sums,
+    tail: Sums,
+}
+
+impl GroupedSums {
+    fn add(&mut self, group: Group, rank: usize) {
+        self.overall.add(rank);
+        match group {
+            Group::Head => self.head.add(rank),
+            Group::Tail => self.tail.add(rank),
+        }
+    }
+
+    fn metrics(&self) -> GroupedMetrics {
+        GroupedMetrics { overall: self.overall.metrics(), head: self.head.metrics(), tail: self.tail.metrics() }
+    }
+}
+
+/// Evaluates `scorer` on every evaluated user's `phase` target under eval-v1.
+///
+/// Errors only if the scorer produces a NaN score (see the module docs).
+pub fn evaluate<S: Scorer + ?Sized>(
+    dataset: &Dataset,
+    scorer: &S,
+    phase: Phase,
+    options: &EvalOptions,
+) -> Result<EvalReport> {
+    let start = Instant::now();
+    let n = dataset.n_items();
+    let users: Vec<usize> = dataset.evaluated_users().collect();
+    let cases: Vec<Case> = users
+        .par_iter()
+        .map_init(
+            || Scratch { scores: vec![0.0; n], excluded: vec![false; n], interacted: vec![false; n] },
+            |scratch, &u| evaluate_user(dataset, scorer, phase, options, u, scratch),
+        )
+        .collect::<Result<_>>()?;
+
+    let mut full = GroupedSums::default();
+    let mut sampled = GroupedSums::default();
+    let mut covered = vec![false; n];
+    let (mut slots, mut tail_slots) = (0u64, 0u64);
+    for case in &cases {
+        full.add(case.group, case.full_rank);
+        sampled.add(case.group, case.sampled_rank);
+        for &i in &case.top {
+            covered[i as usize] = true;
+            slots += 1;
+            if dataset.groups[i as usize] == Group::Tail {
+                tail_slots += 1;
+            }
+        }
+    }
+    let share = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+    let report = EvalReport {
+        full: full.metrics(),
+        sampled: sampled.metrics(),
+        coverage: share(covered.iter().filter(|&&c| c).count() as u64, n as u64),
+        tail_share: share(tail_slots, slots),
+    };
+    tracing::debug!(
+        ?phase,
+        users = cases.len(),
+        ndcg = report.full.overall.ndcg,
+        seconds = start.elapsed().as_secs_f64(),
+        "evaluated"
+    );
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataset::Ids;
+
+    #[test]
+    fn metrics_of_ranks() {
+        assert_eq!(ndcg(0), 1.0);
+        assert!((ndcg(1) - 0.630930).abs() < 1e-6);
+        assert!((ndcg(3) - 0.430677).abs() < 1e-6);
+        assert!((ndcg(9) - 1.0 / 11f64.log2()).abs() < 1e-12);
+        assert_eq!(ndcg(10), 0.0);
+        assert_eq!((hit(0), hit(9), hit(10), hit(500)), (1.0, 1.0, 0.0, 0.0));
+    }
+
+    #[test]
+    fn ties_count_against_the_target() {
+        let scores = [1.0, 3.0, 2.0, 2.0, 2.0, 0.5];
+        // target 2 (score 2): item 1 is higher, items 3 and 4 tie → rank 3.
+        assert_eq!(rank_among(&scores, 2, 0..6), 3);
+        assert_eq!(full_rank(&scores, 2, &[false; 6]), 3);
+        // excluding item 1 and 3 → only item 4 ties.
+        assert_eq!(full_rank(&scores, 2, &[false, true, false, true, false, false]), 1);
+        // a constant scorer earns nothing once 10 other candidates exist.
+        let flat = [0.7f32; 11];
+        assert_eq!(full_rank(&flat, 0, &[false; 11]), 10);
+        assert_eq!(ndcg(full_rank(&flat, 5, &[false; 11])), 0.0);
+    }
+
+    #[test]
+    fn top_k_breaks_ties_by_index_and_skips_excluded() {
+        let scores = [1.0, 5.0, 3.0, 5.0, 3.0, 9.0, 3.0];
+        let mut excluded = [false; 7];
+        assert_eq!(top_k(&scores, &excluded, 4), vec![5, 1, 3, 2]);
+        excluded[5] = true;
+        assert_eq!(top_k(&scores, &excluded, 4), vec![1, 3, 2, 4]);
+        assert_eq!(top_k(&scores, &excluded, 10), vec![1, 3, 2, 4, 6, 0]);
+        assert_eq!(top_k(&scores, &excluded, 0), Vec::<u32>::new());
+    }
+
+    #[test]
+    fn negatives_are_distinct_never_interacted_and_uniform() {
+        // Rejection branch (pool 60 of 80) and pool branch (pool 30 of 80).
+        for seen in [20usize, 50] {
+            let mut interacted = vec![false; 80];
+            for i in 0..seen {
+                interacted[(i * 7) % 80] = true;
+            }
+            let mut counts = vec![0u32; 80];
+            for u in 0..4000 {
+                let neg = sample_negatives(&interacted, 10, &mut user_rng(42, u));
+                assert_eq!(neg.len(), 10);
+                let mut d = neg.clone();
+                d.sort_unstable();
+                d.dedup();
+                assert_eq!(d.len(), 10, "duplicates in {neg:?}");
+                for &i in &neg {
+                    assert!(!interacted[i as usize]);
+                    counts[i as usize] += 1;
+                }
+                assert_eq!(neg, sample_negatives(&interacted, 10, &mut user_rng(42, u)), "not reproducible");
+            }
+            let pool = 80 - seen;
+            let expected = 4000.0 * 10.0 / pool as f64;
+            for (i, &c) in counts.iter().enumerate() {
+                if !interacted[i] {
+                    assert!((c as f64 - expected).abs() < 0.2 * expected, "item {i}: {c} draws, expected {expected}");
+                }
+            }
+        }
+        // Fewer never-interacted items than requested: all of them.
+        let interacted = [true, false, true, false];
+        assert_eq!(sample_negatives(&interacted, 100, &mut user_rng(42, 0)), vec![1, 3]);
+    }
+
+    #[test]
+    fn lemire_below_stays_in_range() {
+        let mut rng = SplitMix64::new(7);
+        for n in [1u64, 2, 3, 10, 1682, u64::MAX] {
+            for _ in 0..1000 {
+                assert!(rng.below(n) < n);
+            }
+        }
+        // The reference SplitMix64 stream for seed 0 starts 0xE220A8397B1DCDAF.
+        assert_eq!(SplitMix64::new(0).next_u64(), 0xE220_A839_7B1D_CDAF);
+    }
+
+    /// Fixed score vectors per user.
+    struct Fixed(Vec<Vec<f32>>);
+
+    impl Scorer for Fixed {
+        fn score(&self, user: usize, _history: &[u32], out: &mut [f32]) {
+            out.copy_from_slice(&self.0[user]);
+        }
+    }
+
+    /// 12 items (ids 100..=111), head = ceil(2.4) = 3 items.
+    /// Training popularity is 1 for items 0, 1, 2, 5, 6, 8, 9, 10, 11 and 0
+    /// for 3, 4, 7: the tie at 1 goes by id, so head = {0, 1, 2}.
+    fn tiny() -> Dataset {
+        Dataset::from_sequences(
+            Ids::Int64((100..112).collect()),
+            Ids::Utf8(vec!["a".into(), "b".into(), "c".into(), "d".into()]),
+            vec![
+                vec![0, 1, 2, 3, 4], // train [0, 1, 2], valid 3 (tail), test 4 (tail)
+                vec![5, 6, 7, 1],    // train [5, 6], valid 7 (tail), test 1 (head)
+                vec![8, 9],          // not evaluated
+                vec![10, 11],        // not evaluated
+            ],
+        )
+        .unwrap()
+    }
+
+    fn scorer() -> Fixed {
+        let flat = vec![0.0; 12];
+        Fixed(vec![
+            //   0    1    2    3    4    5    6    7    8    9    10   11
+            vec![9.0, 9.0, 9.0, 1.0, 5.0, 5.0, 3.0, 0.0, 2.0, 5.0, 8.0, 0.0],
+            vec![0.0, 7.0, 0.0, 0.0, 0.0, 6.0, 9.0, 7.0, 0.0, 0.0, 0.0, 0.0],
+            flat.clone(),
+            flat,
+        ])
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-6
+    }
+
+    #[test]
+    fn hand_computed_test_phase() {
+        let ds = tiny();
+        assert_eq!(ds.n_head, 3);
+        assert_eq!(&ds.groups[..3], &[Group::Head; 3]);
+        assert!(ds.groups[3..].iter().all(|&g| g == Group::Tail));
+        let r = evaluate(&ds, &scorer(), Phase::Test, &EvalOptions::default()).unwrap();
+        // User a: history [0, 1, 2, 3] excluded (their 9s do not count);
+        // target 4 scores 5; items 5 and 9 tie (count against), 10 is higher → rank 3.
+        // User b: history [5, 6, 7] excluded; target 1 scores 7, nothing else ≥ 7 → rank 0.
+        let (a, b) = (ndcg(3), ndcg(0));
+        assert!(close(a, 0.430677));
+        assert_eq!(r.full.overall.n, 2);
+        assert_eq!(r.full.overall.hr, 1.0);
+        assert!(close(r.full.overall.ndcg, (a + b) / 2.0));
+        assert_eq!((r.full.head.n, r.full.head.hr, r.full.head.ndcg), (1, 1.0, 1.0));
+        assert_eq!(r.full.tail.n, 1);
+        assert!(close(r.full.tail.ndcg, 0.430677));
+        // Sampled: fewer than 100 never-interacted items, so all of them are
+        // negatives (a: 5..=11, b: 0, 2, 3, 4, 8..=11) — same ranks here.
+        assert_eq!(r.sampled, r.full);
+        // Top-10: a's candidates 4..=11 (8 items), b's 0..=4 and 8..=11 (9 items):
+        // every item covered; tail slots 8 + 6 of 17.
+        assert_eq!(r.coverage, 1.0);
+        assert!(close(r.tail_share, 14.0 / 17.0));
+    }
+
+    #[test]
+    fn hand_computed_valid_phase() {
+        let ds = tiny();
+        let r = evaluate(&ds, &scorer(), Phase::Valid, &EvalOptions::default()).unwrap();
+        // a: history [0, 1, 2]; target 3 scores 1; 4, 5, 6, 8, 9, 10 are ≥ 1 → rank 6.
+        // b: history [5, 6]; target 7 scores 7; item 1 ties → rank 1.
+        assert_eq!(r.full.overall.n, 2);
+        assert_eq!(r.full.head.n, 0);
+        assert_eq!(r.full.tail.n, 2);
+        assert!(close(r.full.tail.ndcg, (1.0 / 3.0 + 0.630930) / 2.0));
+        assert_eq!(r.full.tail.hr, 1.0);
+        // Sampled never includes interacted items: for a, item 3's rivals are 5..=11 only.
+        // 5, 6, 8, 9, 10 are ≥ 1 → rank 5; b's negatives 0, 2, 3, 4, 8..=11 are all < 7 → rank 0.
+        assert!(close(r.sampled.overall.ndcg, (ndcg(5) + 1.0) / 2.0));
+    }
+
+    #[test]
+    fn nan_scores_are_errors() {
+        struct Lazy;
+        impl Scorer for Lazy {
+            fn score(&self, _user: usize, _history: &[u32], out: &mut [f32]) {
+                out[..5].fill(1.0);
+            }
+        }
+        let e = evaluate(&tiny(), &Lazy, Phase::Test, &EvalOptions::default()).unwrap_err();
+        assert!(e.to_string().contains("gave item 105 a NaN score"), "{e}");
+    }
+
+    #[test]
+    fn report_json_shape_and_markdown() {
+        let r = evaluate(&tiny(), &scorer(), Phase::Test, &EvalOptions::default()).unwrap();
+        let v = serde_json::to_value(r).unwrap();
+        assert_eq!(v["full"]["overall"]["n"], 2);
+        assert_eq!(v["full"]["head"]["hr@10"], 1.0);
+        assert!(v["sampled"]["tail"]["ndcg@10"].is_f64());
+        assert_eq!(v["coverage@10"], 1.0);
+        assert!(v["tail_share@10"].is_f64());
+        let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
+        assert_eq!(keys.len(), 4);
+        let md = r.to_markdown();
+        assert!(md.contains("| overall | 2 | 1.0000 | 0.7153 |"), "{md}");
+        assert!(md.contains("| head | 1 | 1.0000 | 1.0000 |"), "{md}");
+    }
+}

@@ -1,0 +1,28 @@
+//! The train stage of tailforge: everything that turns the analyze stage's
+//! sequences and eval-v1 split into models and into the numbers that say how
+//! good they are on head and tail items.
+//!
+//! Today the crate holds the evaluation side:
+//!
+//! - [`load_dataset`] reads an analyze output directory (`sequences.parquet`,
+//!   `split.parquet`, `item_stats.parquet`) into an in-memory [`Dataset`]:
+//!   a dense item vocabulary, each user's sequence as dense indices with its
+//!   leave-one-out split, training popularity and eval-v1 head/tail groups.
+//! - [`eval`] implements protocol eval-v1 (`../shared/EVAL.md`) for any
+//!   [`eval::Scorer`]: full-ranking and sampled HR@10 / NDCG@10 per
+//!   overall/head/tail group, coverage@10 and the tail share of top-10 slots.
+//! - [`baselines`] holds reference scorers (MostPop), which also serve as
+//!   the evaluator's check: MostPop's full-ranking figures on MovieLens-100k
+//!   are fixed by EVAL.md and the tests reproduce them exactly.
+//!
+//! The sequential recommender (SASRec and its text-aware successor) will be
+//! trained here too, scored through the same [`eval::Scorer`] trait so that
+//! every model is measured by the one evaluator.
+
+pub mod baselines;
+mod dataset;
+pub mod eval;
+mod load;
+
+pub use dataset::{Dataset, Group, Ids, Phase, UserSequence, eval_groups};
+pub use load::load_dataset;
