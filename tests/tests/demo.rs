@@ -116,3 +116,16 @@ fn memory_limit_with_spilling_gives_the_same_result() {
         assert_eq!(read_parquet(&t.path(&format!("free/{table}.parquet"))), read_parquet(&t.path(&format!("tight/{table}.parquet"))), "{table}");
     }
 }
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let t = TestDir::new();
+    generate(&t, "gen", "9");
+    let out = t.cmd().args(["--log-format", "json", "analyze", "--events", "gen/events", "--items", "gen/items", "--out", "out"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines: Vec<serde_json::Value> =
+        stderr(&out).lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect();
+    let done = lines.iter().find(|l| l["message"] == "analyze done").expect("a final log line");
+    assert_eq!(done["events"], 20000);
+    assert!(lines.iter().any(|l| l["message"] == "written" && l["output"] == "sequences" && l["seconds"].is_number()));
+}

@@ -216,3 +216,22 @@ fn pareto_and_percentile_rules_match_a_plain_computation() {
     analyze_movielens(&t, &["analyze.long_tail.rule=percentile", "analyze.long_tail.percentile=0.9"]);
     assert_eq!(summary(&t)["tail_items"], tail as u64);
 }
+
+#[test]
+fn evaluate_reproduces_the_eval_v1_mostpop_check() {
+    let t = analyzed();
+    let out = t.run_ok(&["evaluate", "--input", "out", "--model", "mostpop", "--out", "eval"]);
+    assert!(stdout(&out).contains("| overall |"), "prints the Markdown table:\n{}", stdout(&out));
+    let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(t.path("eval/metrics.json")).unwrap()).unwrap();
+    let at = |phase: &str, group: &str, metric: &str| format!("{:.6}", m[phase]["full"][group][metric].as_f64().unwrap());
+    // EVAL.md "Check your evaluator".
+    assert_eq!(at("test", "overall", "hr@10"), "0.049841");
+    assert_eq!(at("test", "overall", "ndcg@10"), "0.025440");
+    assert_eq!(at("test", "head", "hr@10"), "0.107551");
+    assert_eq!(at("test", "head", "ndcg@10"), "0.054896");
+    assert_eq!(at("test", "tail", "ndcg@10"), "0.000000");
+    assert_eq!(at("valid", "overall", "hr@10"), "0.063627");
+    assert_eq!(at("valid", "overall", "ndcg@10"), "0.032743");
+    assert_eq!(m["test"]["full"]["head"]["n"], 437);
+    assert_eq!(m["test"]["full"]["tail"]["n"], 506);
+}

@@ -41,6 +41,27 @@ enum Command {
     DemoData(DemoDataArgs),
     /// Item popularity, the long tail, sequences and the eval-v1 split.
     Analyze(AnalyzeArgs),
+    /// Score a baseline under protocol eval-v1 (head vs tail, full and sampled).
+    Evaluate(EvaluateArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Baseline {
+    /// Most popular items first (training popularity, ties by item id): eval-v1's check.
+    Mostpop,
+}
+
+#[derive(Args)]
+struct EvaluateArgs {
+    /// Output directory of `tailforge analyze` (sequences, split, item_stats).
+    #[arg(long)]
+    input: String,
+    /// The model to evaluate.
+    #[arg(long, value_enum, default_value_t = Baseline::Mostpop)]
+    model: Baseline,
+    /// Where to write metrics.json and metrics.md (optional).
+    #[arg(long)]
+    out: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -185,6 +206,28 @@ async fn run(cli: Cli) -> Result<()> {
             println!("wrote demo data: {} users, {} items, {} events in {} files", s.users, s.items, s.events, s.files.len());
             println!("  events: {}", out.as_dir().join("events/").display());
             println!("  items:  {}", out.as_dir().join("items/").display());
+            Ok(())
+        }
+        Command::Evaluate(a) => {
+            use tailforge_train::eval::{EvalOptions, evaluate};
+            let input = Location::parse(&a.input)?.as_dir();
+            let dataset = tailforge_train::load_dataset(&input).await?;
+            let (variant, scorer) = match a.model {
+                Baseline::Mostpop => ("mostpop", tailforge_train::baselines::MostPop::new(&dataset)),
+            };
+            let options = EvalOptions::default();
+            let valid = evaluate(&dataset, &scorer, tailforge_train::Phase::Valid, &options)?;
+            let test = evaluate(&dataset, &scorer, tailforge_train::Phase::Test, &options)?;
+            let markdown = format!("## {variant}: test (eval-v1)\n\n{}\n## {variant}: validation\n\n{}", test.to_markdown(), valid.to_markdown());
+            print!("{markdown}");
+            if let Some(out) = a.out {
+                let out = Location::parse(&out)?.as_dir();
+                let metrics = serde_json::json!({ "variant": variant, "test": test, "valid": valid });
+                let json = serde_json::to_vec_pretty(&metrics).map_err(|e| Error::internal(e.to_string()))?;
+                out.join("metrics.json").put(json).await?;
+                out.join("metrics.md").put(markdown.into_bytes()).await?;
+                println!("metrics: {}", out.join("metrics.json").display());
+            }
             Ok(())
         }
         Command::Analyze(a) => {

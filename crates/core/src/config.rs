@@ -316,7 +316,9 @@ impl PipelineConfig {
                 .find(|(k, _)| key.starts_with(k.as_str()) || k.starts_with(&key))
                 .map(|(_, o)| o.clone())
                 .unwrap_or_else(|| file_name.clone());
-            Error::config(source, key, e.into_inner().to_string())
+            // The path is already in `key`; keep the message to its first line.
+            let message = e.into_inner().to_string();
+            Error::config(source, key, message.lines().next().unwrap_or_default().to_string())
         })?;
         config.validate(&file_name)?;
         Ok(config)

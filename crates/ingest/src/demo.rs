@@ -812,15 +812,6 @@ impl EventColumns {
     }
 }
 
-fn events_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("user_id", DataType::Int64, false),
-        Field::new("item_id", DataType::Int64, false),
-        Field::new("ts", DataType::Int64, false),
-        Field::new("event_type", DataType::Utf8, false),
-        Field::new("weight", DataType::Float64, false),
-    ]))
-}
 
 /// Everything needed to generate any chunk of events.
 struct Generator {
@@ -840,7 +831,7 @@ impl Generator {
     fn new(params: &DemoParams) -> Result<Generator> {
         let shop = Shop::new(params.seed, params.items, params.zipf_exponent)?;
         let apportion = Apportion::new(params.seed, params.users, params.events);
-        Ok(Generator { seed: params.seed, shop, apportion, schema: events_schema() })
+        Ok(Generator { seed: params.seed, shop, apportion, schema: crate::events_schema() })
     }
 
     /// The events of the users from `cursor` on, about [`CHUNK_EVENTS`] of

@@ -4,3 +4,19 @@
 
 pub mod demo;
 pub mod movielens;
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+
+/// The events every importer and generator writes: integer ids, Unix-second
+/// times, and an event type and weight on every row.
+pub(crate) fn events_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("user_id", DataType::Int64, false),
+        Field::new("item_id", DataType::Int64, false),
+        Field::new("ts", DataType::Int64, false),
+        Field::new("event_type", DataType::Utf8, false),
+        Field::new("weight", DataType::Float64, false),
+    ]))
+}

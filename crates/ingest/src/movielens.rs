@@ -61,15 +61,6 @@ pub async fn import(src: &Path, out: &Location) -> Result<ImportSummary> {
     }
 }
 
-fn events_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("user_id", DataType::Int64, false),
-        Field::new("item_id", DataType::Int64, false),
-        Field::new("ts", DataType::Int64, false),
-        Field::new("event_type", DataType::Utf8, false),
-        Field::new("weight", DataType::Float64, false),
-    ]))
-}
 
 fn read(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| Error::from(DataError::new(format!("cannot read: {e}")).file(path.display().to_string())))
@@ -114,7 +105,7 @@ async fn import_100k(src: &Path, out: &Location) -> Result<ImportSummary> {
     }
     let n = users.len();
     let events = RecordBatch::try_new(
-        events_schema(),
+        crate::events_schema(),
         vec![
             Arc::new(Int64Array::from(users)) as ArrayRef,
             Arc::new(Int64Array::from(items)),
