@@ -43,6 +43,29 @@ enum Command {
     Analyze(AnalyzeArgs),
     /// Score a baseline under protocol eval-v1 (head vs tail, full and sampled).
     Evaluate(EvaluateArgs),
+    /// Run the pipeline as one job: runs/<run_id>/<stage>/, manifest, lock, latest pointer.
+    Run(RunArgs),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Pipeline file (TOML).
+    pipeline: PathBuf,
+    /// Logical date (YYYY-MM-DD) substituted for {date} in inputs. Default: today (UTC).
+    #[arg(long)]
+    date: Option<String>,
+    /// Run id. Default: the date, so a retry of the same night resumes it.
+    #[arg(long)]
+    run_id: Option<String>,
+    /// Override a setting, e.g. --set output=/tmp/x (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+    /// Recompute stages that already succeeded.
+    #[arg(long)]
+    force: bool,
+    /// Take over a run lock older than this many seconds.
+    #[arg(long, default_value_t = 6 * 3600)]
+    stale_lock_after: u64,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -178,6 +201,10 @@ fn init_logging(cli: &Cli) {
     }
 }
 
+fn output_root(config: &PipelineConfig) -> Result<&str> {
+    config.output.as_deref().ok_or_else(|| Error::usage("no output in the pipeline"))
+}
+
 fn load_config(args: &ConfigArgs) -> Result<PipelineConfig> {
     PipelineConfig::load(args.pipeline.as_deref(), std::env::vars(), &args.sets)
 }
@@ -206,6 +233,27 @@ async fn run(cli: Cli) -> Result<()> {
             println!("wrote demo data: {} users, {} items, {} events in {} files", s.users, s.items, s.events, s.files.len());
             println!("  events: {}", out.as_dir().join("events/").display());
             println!("  items:  {}", out.as_dir().join("items/").display());
+            Ok(())
+        }
+        Command::Run(a) => {
+            let config = PipelineConfig::load(Some(&a.pipeline), std::env::vars(), &a.sets)?;
+            let request = tailforge_run::RunRequest {
+                config,
+                date: a.date.unwrap_or_else(tailforge_run::today_utc),
+                run_id: a.run_id,
+                force: a.force,
+                stale_lock_after_s: a.stale_lock_after,
+            };
+            let m = tailforge_run::run(&request).await?;
+            println!("run {} {}", m.run_id, m.status);
+            for s in &m.stages {
+                println!("  {:<9} {:<9} {:>7.2}s", s.name, s.status, s.seconds);
+            }
+            if let Some(v) = m.metrics.get("mostpop_test_ndcg@10_tail") {
+                println!("  MostPop test NDCG@10 tail: {v:.4}");
+            }
+            let root = Location::parse(output_root(&request.config)?)?.as_dir();
+            println!("  report: {}", root.join(&format!("runs/{}/report.md", m.run_id)).display());
             Ok(())
         }
         Command::Evaluate(a) => {

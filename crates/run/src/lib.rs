@@ -1,0 +1,444 @@
+//! `tailforge run`: the stages as one dependable batch job.
+//!
+//! ```text
+//! <output>/
+//!   _lock                       held while a run is active (conditional create)
+//!   latest                      {"run_id": …}, written last, atomically
+//!   metrics.prom                the last run's metrics, for a textfile collector
+//!   runs/<run_id>/
+//!     manifest.json             version, git revision, config hash, inputs, stages, metrics
+//!     report.md                 headline numbers and head/tail metrics
+//!     metrics.prom
+//!     analyze/  … _SUCCESS      one directory per stage, `_SUCCESS` last
+//!     evaluate/ … _SUCCESS
+//! ```
+//!
+//! Re-running a run id skips every stage whose `_SUCCESS` exists and whose
+//! fingerprint (configuration and resolved inputs) matches the manifest's, so
+//! a scheduler can simply retry a failed night: finished stages are not
+//! redone, the failed one starts again. Inputs of a run id are taken to be
+//! immutable; `force` recomputes everything.
+//!
+//! Stages wired in so far: analyze, and evaluate (the eval-v1 MostPop
+//! baseline, the reference every trained model is compared with). generate
+//! and train join as they land.
+
+use std::collections::BTreeMap;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tailforge_core::schema::InputFile;
+use tailforge_core::storage::SUCCESS_MARKER;
+use tailforge_core::{Error, Location, PipelineConfig, Result};
+use tracing::{info, warn};
+
+/// What to run.
+pub struct RunRequest {
+    pub config: PipelineConfig,
+    /// The logical date, `YYYY-MM-DD`; replaces `{date}` in input locations.
+    pub date: String,
+    /// Defaults to the date, so a nightly retry resumes the same run.
+    pub run_id: Option<String>,
+    /// Recompute every stage even if it succeeded before.
+    pub force: bool,
+    /// A lock older than this is taken over (with a warning).
+    pub stale_lock_after_s: u64,
+}
+
+/// `manifest.json`: everything needed to know what a run did and with what.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub run_id: String,
+    pub date: String,
+    pub tailforge_version: String,
+    pub git_revision: String,
+    /// sha256 of the effective configuration (TOML).
+    pub config_hash: String,
+    pub config: String,
+    pub status: String,
+    pub started_at: f64,
+    pub finished_at: Option<f64>,
+    pub input_files: Vec<InputFile>,
+    pub stages: Vec<StageRecord>,
+    /// Headline metrics, e.g. `mostpop_test_ndcg@10_tail`.
+    pub metrics: BTreeMap<String, f64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StageRecord {
+    pub name: String,
+    /// "succeeded", "skipped" (succeeded earlier with the same fingerprint) or "failed".
+    pub status: String,
+    pub fingerprint: String,
+    pub started_at: f64,
+    pub finished_at: f64,
+    pub seconds: f64,
+    pub rows: BTreeMap<String, u64>,
+    pub bytes: u64,
+    pub error: Option<String>,
+}
+
+/// The git revision baked in at build time (see build.rs of the CLI), or "unknown".
+pub fn git_revision() -> String {
+    option_env!("TAILFORGE_GIT_REVISION").unwrap_or("unknown").to_string()
+}
+
+fn now() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Today's date in UTC as `YYYY-MM-DD` (civil-from-days, H. Hinnant).
+pub fn today_utc() -> String {
+    let days = (now() / 86_400.0).floor() as i64;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// Checks `YYYY-MM-DD`.
+pub fn validate_date(date: &str) -> Result<()> {
+    let parts: Vec<&str> = date.split('-').collect();
+    let ok = parts.len() == 3
+        && parts[0].len() == 4
+        && parts[1].len() == 2
+        && parts[2].len() == 2
+        && parts.iter().all(|p| p.bytes().all(|b| b.is_ascii_digit()))
+        && (1..=12).contains(&parts[1].parse::<u32>().unwrap_or(0))
+        && (1..=31).contains(&parts[2].parse::<u32>().unwrap_or(0));
+    if ok { Ok(()) } else { Err(Error::usage(format!("--date {date}: expected YYYY-MM-DD"))) }
+}
+
+/// A run id is a path segment: letters, digits, `-`, `_`, `.`.
+fn validate_run_id(id: &str) -> Result<()> {
+    let ok = !id.is_empty()
+        && !id.starts_with('.')
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok { Ok(()) } else { Err(Error::usage(format!("--run-id {id:?}: use letters, digits, '-', '_' and '.'"))) }
+}
+
+/// The run lock: a conditional create of `<output>/_lock`.
+struct Lock {
+    location: Location,
+}
+
+#[derive(Serialize, Deserialize)]
+struct LockInfo {
+    run_id: String,
+    pid: u32,
+    host: String,
+    acquired_at: f64,
+}
+
+impl Lock {
+    async fn acquire(root: &Location, run_id: &str, stale_after_s: u64) -> Result<Lock> {
+        let location = root.join("_lock");
+        let info = LockInfo {
+            run_id: run_id.to_string(),
+            pid: std::process::id(),
+            host: std::env::var("HOSTNAME").unwrap_or_else(|_| "unknown".into()),
+            acquired_at: now(),
+        };
+        let body = serde_json::to_vec(&info).map_err(|e| Error::internal(e.to_string()))?;
+        for _ in 0..2 {
+            if location.put_if_absent(body.clone()).await? {
+                return Ok(Lock { location });
+            }
+            let held: Option<LockInfo> = match location.get().await {
+                Ok(bytes) => serde_json::from_slice(&bytes).ok(),
+                Err(_) => None,
+            };
+            let age = held.as_ref().map(|h| now() - h.acquired_at).unwrap_or(f64::INFINITY);
+            if age < stale_after_s as f64 {
+                let h = held.ok_or_else(|| Error::internal("lock vanished"))?;
+                return Err(Error::storage(
+                    location.display(),
+                    format!(
+                        "another run holds the lock (run {}, pid {} on {}, for {:.0} s); wait for it, or remove the lock if that run is dead",
+                        h.run_id, h.pid, h.host, age
+                    ),
+                ));
+            }
+            warn!(lock = %location.display(), age_s = age, "taking over a stale run lock");
+            location.delete_if_exists().await?;
+        }
+        Err(Error::storage(location.display(), "could not take the run lock"))
+    }
+
+    async fn release(self) {
+        if let Err(e) = self.location.delete_if_exists().await {
+            warn!(error = %e, "could not release the run lock");
+        }
+    }
+}
+
+/// Runs the pipeline; returns the manifest (also written to the run directory).
+pub async fn run(req: &RunRequest) -> Result<Manifest> {
+    validate_date(&req.date)?;
+    let run_id = req.run_id.clone().unwrap_or_else(|| req.date.clone());
+    validate_run_id(&run_id)?;
+    let mut config = req.config.clone();
+    for input in [&mut config.inputs.events, &mut config.inputs.items].into_iter().flatten() {
+        *input = input.replace("{date}", &req.date);
+    }
+    let root = Location::parse(config.output.as_deref().ok_or_else(|| {
+        Error::usage("no output: set output = \"…\" in the pipeline or --set output=URL")
+    })?)?
+    .as_dir();
+    let events = config.inputs.events.clone().ok_or_else(|| Error::usage("no inputs.events in the pipeline"))?;
+    let items = config.inputs.items.clone().ok_or_else(|| Error::usage("no inputs.items in the pipeline"))?;
+    let run_dir = root.join(&format!("runs/{run_id}/"));
+    let config_toml = config.to_toml();
+    let config_hash = sha256_hex(config_toml.as_bytes());
+
+    let lock = Lock::acquire(&root, &run_id, req.stale_lock_after_s).await?;
+    let previous: Option<Manifest> = match run_dir.join("manifest.json").get().await {
+        Ok(bytes) => serde_json::from_slice(&bytes).ok(),
+        Err(_) => None,
+    };
+    let mut manifest = Manifest {
+        run_id: run_id.clone(),
+        date: req.date.clone(),
+        tailforge_version: env!("CARGO_PKG_VERSION").to_string(),
+        git_revision: git_revision(),
+        config_hash: config_hash.clone(),
+        config: config_toml,
+        status: "running".into(),
+        started_at: now(),
+        ..Default::default()
+    };
+    let started = Instant::now();
+    let result = run_stages(req, &config, &events, &items, &run_dir, previous.as_ref(), &mut manifest).await;
+    manifest.finished_at = Some(now());
+    manifest.status = if result.is_ok() { "succeeded" } else { "failed" }.into();
+    manifest.metrics.insert("run_seconds".into(), started.elapsed().as_secs_f64());
+    let written = write_run_files(&root, &run_dir, &manifest, result.is_ok()).await;
+    lock.release().await;
+    result?;
+    written?;
+    Ok(manifest)
+}
+
+async fn run_stages(
+    req: &RunRequest,
+    config: &PipelineConfig,
+    events: &str,
+    items: &str,
+    run_dir: &Location,
+    previous: Option<&Manifest>,
+    manifest: &mut Manifest,
+) -> Result<()> {
+    let fingerprint = |stage: &str| sha256_hex(format!("{stage}\n{}\n{events}\n{items}", manifest.config_hash).as_bytes());
+
+    // analyze
+    let analyze_dir = run_dir.join("analyze/");
+    let fp = fingerprint("analyze");
+    let summary_loc = analyze_dir.join(tailforge_core::schema::outputs::SUMMARY);
+    let out = analyze_dir.clone();
+    let record = stage(previous, "analyze", &fp, &analyze_dir, req.force, || async move {
+        let request = tailforge_analyze::AnalyzeRequest {
+            events: Location::parse(events)?,
+            items: Location::parse(items)?,
+            out,
+            config: config.clone(),
+        };
+        let s = tailforge_analyze::analyze(&request).await?;
+        Ok(s.rows.clone())
+    })
+    .await?;
+    let summary: tailforge_core::schema::AnalyzeSummary = serde_json::from_slice(&summary_loc.get().await?)
+        .map_err(|e| Error::internal(format!("{}: {e}", summary_loc.display())))?;
+    manifest.input_files = summary.input_files.clone();
+    for (k, v) in [
+        ("events", summary.events as f64),
+        ("users", summary.users as f64),
+        ("tail_items", summary.tail_items as f64),
+        ("head_share", summary.head_share),
+        ("gini", summary.gini),
+    ] {
+        manifest.metrics.insert(k.into(), v);
+    }
+    manifest.stages.push(record);
+
+    // evaluate: the eval-v1 MostPop reference
+    let eval_dir = run_dir.join("evaluate/");
+    let fp = fingerprint("evaluate");
+    let (input, out) = (analyze_dir.clone(), eval_dir.clone());
+    let record = stage(previous, "evaluate", &fp, &eval_dir, req.force, || async move {
+        use tailforge_train::eval::{EvalOptions, evaluate};
+        let dataset = tailforge_train::load_dataset(&input).await?;
+        let scorer = tailforge_train::baselines::MostPop::new(&dataset);
+        let options = EvalOptions::default();
+        let valid = evaluate(&dataset, &scorer, tailforge_train::Phase::Valid, &options)?;
+        let test = evaluate(&dataset, &scorer, tailforge_train::Phase::Test, &options)?;
+        let metrics = serde_json::json!({ "variant": "mostpop", "test": test, "valid": valid });
+        let json = serde_json::to_vec_pretty(&metrics).map_err(|e| Error::internal(e.to_string()))?;
+        out.join("metrics.json").put(json).await?;
+        out.join("metrics.md").put(test.to_markdown().into_bytes()).await?;
+        Ok(BTreeMap::from([("test_cases".to_string(), test.full.overall.n as u64)]))
+    })
+    .await?;
+    manifest.stages.push(record);
+    let metrics: serde_json::Value = serde_json::from_slice(&eval_dir.join("metrics.json").get().await?)
+        .map_err(|e| Error::internal(format!("evaluate/metrics.json: {e}")))?;
+    for group in ["overall", "head", "tail"] {
+        if let Some(v) = metrics["test"]["full"][group]["ndcg@10"].as_f64() {
+            manifest.metrics.insert(format!("mostpop_test_ndcg@10_{group}"), v);
+        }
+    }
+    Ok(())
+}
+
+/// Runs one stage unless it already succeeded with the same fingerprint;
+/// writes `_SUCCESS` (holding the fingerprint) last.
+async fn stage<F, Fut>(
+    previous: Option<&Manifest>,
+    name: &str,
+    fingerprint: &str,
+    dir: &Location,
+    force: bool,
+    body: F,
+) -> Result<StageRecord>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<BTreeMap<String, u64>>>,
+{
+    let marker = dir.join(SUCCESS_MARKER);
+    let done_before = previous.and_then(|m| m.stages.iter().find(|s| s.name == name && s.status != "failed"));
+    if !force
+        && let Some(prev) = done_before
+        && prev.fingerprint == fingerprint
+        && marker.exists().await?
+    {
+        info!(stage = name, "skipped: succeeded before with the same configuration and inputs");
+        return Ok(StageRecord { status: "skipped".into(), ..prev.clone() });
+    }
+    let started_at = now();
+    let started = Instant::now();
+    info!(stage = name, "started");
+    let rows = body().await?;
+    marker.put(fingerprint.as_bytes().to_vec()).await?;
+    let bytes = dir.list_recursive().await?.iter().map(|m| m.size).sum();
+    let seconds = started.elapsed().as_secs_f64();
+    info!(stage = name, seconds, "finished");
+    Ok(StageRecord {
+        name: name.into(),
+        status: "succeeded".into(),
+        fingerprint: fingerprint.into(),
+        started_at,
+        finished_at: now(),
+        seconds,
+        rows,
+        bytes,
+        error: None,
+    })
+}
+
+/// manifest.json, report.md and metrics.prom in the run directory; on
+/// success also the root's metrics.prom and, last, `latest`.
+async fn write_run_files(root: &Location, run_dir: &Location, manifest: &Manifest, ok: bool) -> Result<()> {
+    let json = serde_json::to_vec_pretty(manifest).map_err(|e| Error::internal(e.to_string()))?;
+    run_dir.join("manifest.json").put(json).await?;
+    let prom = prometheus_text(manifest, ok);
+    run_dir.join("metrics.prom").put(prom.clone().into_bytes()).await?;
+    if ok {
+        run_dir.join("report.md").put(report_markdown(manifest, run_dir).await.into_bytes()).await?;
+        root.join("metrics.prom").put(prom.into_bytes()).await?;
+        let latest = serde_json::json!({ "run_id": manifest.run_id, "manifest": format!("runs/{}/manifest.json", manifest.run_id), "finished_at": manifest.finished_at });
+        root.join("latest").put(serde_json::to_vec_pretty(&latest).map_err(|e| Error::internal(e.to_string()))?).await?;
+    }
+    Ok(())
+}
+
+/// Prometheus text exposition format (for a node-exporter textfile collector or a Pushgateway).
+pub fn prometheus_text(m: &Manifest, ok: bool) -> String {
+    let mut s = String::new();
+    let label = format!("run_id=\"{}\"", m.run_id);
+    s.push_str("# HELP tailforge_run_duration_seconds Wall time of the run.\n# TYPE tailforge_run_duration_seconds gauge\n");
+    s.push_str(&format!("tailforge_run_duration_seconds{{{label}}} {}\n", m.metrics.get("run_seconds").copied().unwrap_or(0.0)));
+    s.push_str("# HELP tailforge_run_success Whether the run succeeded (1) or failed (0).\n# TYPE tailforge_run_success gauge\n");
+    s.push_str(&format!("tailforge_run_success{{{label}}} {}\n", u8::from(ok)));
+    s.push_str("# HELP tailforge_stage_rows Rows written per stage output.\n# TYPE tailforge_stage_rows gauge\n");
+    for st in &m.stages {
+        for (output, n) in &st.rows {
+            s.push_str(&format!("tailforge_stage_rows{{{label},stage=\"{}\",output=\"{output}\"}} {n}\n", st.name));
+        }
+    }
+    s.push_str("# HELP tailforge_stage_seconds Wall time per stage (0 when skipped).\n# TYPE tailforge_stage_seconds gauge\n");
+    for st in &m.stages {
+        let secs = if st.status == "skipped" { 0.0 } else { st.seconds };
+        s.push_str(&format!("tailforge_stage_seconds{{{label},stage=\"{}\"}} {secs}\n", st.name));
+    }
+    if let Some(v) = m.metrics.get("mostpop_test_ndcg@10_tail") {
+        s.push_str("# HELP tailforge_tail_ndcg_at_10 Test NDCG@10 (full ranking) on tail items, by model.\n# TYPE tailforge_tail_ndcg_at_10 gauge\n");
+        s.push_str(&format!("tailforge_tail_ndcg_at_10{{{label},model=\"mostpop\"}} {v}\n"));
+    }
+    if ok {
+        s.push_str("# HELP tailforge_last_success_timestamp_seconds When the last successful run finished.\n# TYPE tailforge_last_success_timestamp_seconds gauge\n");
+        s.push_str(&format!("tailforge_last_success_timestamp_seconds {}\n", m.finished_at.unwrap_or(0.0)));
+    }
+    s
+}
+
+async fn report_markdown(m: &Manifest, run_dir: &Location) -> String {
+    let mut s = format!("# tailforge run {}\n\n", m.run_id);
+    s.push_str(&format!("tailforge {} ({}), config sha256 {}\n\n", m.tailforge_version, m.git_revision, &m.config_hash[..12]));
+    s.push_str("| stage | status | seconds | rows |\n|---|---|---:|---|\n");
+    for st in &m.stages {
+        let rows: Vec<String> = st.rows.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        s.push_str(&format!("| {} | {} | {:.2} | {} |\n", st.name, st.status, st.seconds, rows.join(", ")));
+    }
+    s.push_str("\n## Data\n\n| metric | value |\n|---|---:|\n");
+    for k in ["events", "users", "tail_items", "head_share", "gini"] {
+        if let Some(v) = m.metrics.get(k) {
+            s.push_str(&format!("| {k} | {v} |\n"));
+        }
+    }
+    if let Ok(bytes) = run_dir.join("evaluate/metrics.md").get().await {
+        s.push_str("\n## MostPop under eval-v1 (test)\n\n");
+        s.push_str(&String::from_utf8_lossy(&bytes));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_and_run_ids() {
+        assert!(validate_date("2026-11-22").is_ok());
+        assert!(validate_date("2026-13-01").is_err());
+        assert!(validate_date("26-11-22").is_err());
+        assert_eq!(today_utc().len(), 10);
+        validate_date(&today_utc()).unwrap();
+        assert!(validate_run_id("2026-11-22_retry.1").is_ok());
+        assert!(validate_run_id("../etc").is_err());
+        assert!(validate_run_id("").is_err());
+    }
+
+    #[tokio::test]
+    async fn a_held_lock_refuses_a_second_run_and_a_stale_one_is_taken_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Location::parse(dir.path().to_str().unwrap()).unwrap();
+        let first = Lock::acquire(&root, "a", 3600).await.unwrap();
+        let err = Lock::acquire(&root, "b", 3600).await.err().expect("second run refused");
+        assert!(err.to_string().contains("another run holds the lock (run a"), "{err}");
+        // With a zero staleness bound the held lock counts as stale and is taken over.
+        let second = Lock::acquire(&root, "c", 0).await.unwrap();
+        second.release().await;
+        drop(first);
+        assert!(!root.join("_lock").exists().await.unwrap());
+    }
+}

@@ -1,0 +1,109 @@
+//! `tailforge run`: the run layout, the manifest, skipping finished stages on
+//! a re-run, the run lock, `{date}` inputs and the latest pointer.
+
+use tailforge_tests::*;
+
+fn json(path: std::path::PathBuf) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
+}
+
+/// Demo data laid out as a daily partition `logs/dt=2026-11-22/`.
+fn setup() -> TestDir {
+    let t = TestDir::new();
+    t.run_ok(&["demo-data", "--users", "300", "--items", "200", "--events", "9000", "--seed", "4", "--out", "gen"]);
+    std::fs::create_dir_all(t.path("logs/dt=2026-11-22")).unwrap();
+    for f in std::fs::read_dir(t.path("gen/events")).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, t.path("logs/dt=2026-11-22").join(f.file_name().unwrap())).unwrap();
+    }
+    std::fs::write(
+        t.path("nightly.toml"),
+        "output = \"out\"\n[inputs]\nevents = \"logs/dt={date}/\"\nitems = \"gen/items/\"\n",
+    )
+    .unwrap();
+    t
+}
+
+#[test]
+fn a_run_writes_its_layout_manifest_and_latest_pointer() {
+    let t = setup();
+    let out = t.run_ok(&["run", "nightly.toml", "--date", "2026-11-22"]);
+    assert!(stdout(&out).contains("run 2026-11-22 succeeded"), "{}", stdout(&out));
+    let run = "out/runs/2026-11-22";
+    for f in ["analyze/_SUCCESS", "analyze/item_stats.parquet", "evaluate/_SUCCESS", "evaluate/metrics.json", "manifest.json", "report.md", "metrics.prom"] {
+        assert!(t.path(&format!("{run}/{f}")).is_file(), "{run}/{f} missing");
+    }
+    let m = json(t.path(&format!("{run}/manifest.json")));
+    assert_eq!(m["status"], "succeeded");
+    assert_eq!(m["run_id"], "2026-11-22");
+    assert_eq!(m["config_hash"].as_str().unwrap().len(), 64);
+    assert!(m["git_revision"].as_str().is_some_and(|r| !r.is_empty()));
+    let stages: Vec<(&str, &str)> = m["stages"].as_array().unwrap().iter().map(|s| (s["name"].as_str().unwrap(), s["status"].as_str().unwrap())).collect();
+    assert_eq!(stages, [("analyze", "succeeded"), ("evaluate", "succeeded")]);
+    assert_eq!(m["stages"][0]["rows"]["sequences"], 300);
+    assert!(m["stages"][0]["bytes"].as_u64().unwrap() > 0);
+    // The {date} partition was read: its files are the manifest's inputs.
+    let inputs: Vec<&str> = m["input_files"].as_array().unwrap().iter().map(|f| f["url"].as_str().unwrap()).collect();
+    assert!(inputs.iter().any(|u| u.contains("logs/dt=2026-11-22/part-00000.parquet")), "{inputs:?}");
+    assert_eq!(m["metrics"]["events"], 9000.0);
+    assert_eq!(json(t.path("out/latest"))["run_id"], "2026-11-22");
+    let prom = std::fs::read_to_string(t.path("out/metrics.prom")).unwrap();
+    assert!(prom.contains("tailforge_last_success_timestamp_seconds "), "{prom}");
+    assert!(prom.contains("tailforge_stage_rows{run_id=\"2026-11-22\",stage=\"analyze\",output=\"sequences\"} 300"), "{prom}");
+    assert!(prom.contains("tailforge_tail_ndcg_at_10{run_id=\"2026-11-22\",model=\"mostpop\"}"), "{prom}");
+    assert!(!t.path("out/_lock").exists(), "the lock is released");
+    let report = std::fs::read_to_string(t.path(&format!("{run}/report.md"))).unwrap();
+    assert!(report.contains("| analyze | succeeded |") && report.contains("| overall |"), "{report}");
+}
+
+#[test]
+fn a_rerun_skips_finished_stages_and_force_redoes_them() {
+    let t = setup();
+    t.run_ok(&["run", "nightly.toml", "--date", "2026-11-22"]);
+    let first = json(t.path("out/runs/2026-11-22/manifest.json"));
+    t.run_ok(&["run", "nightly.toml", "--date", "2026-11-22"]);
+    let second = json(t.path("out/runs/2026-11-22/manifest.json"));
+    for k in 0..2 {
+        assert_eq!(second["stages"][k]["status"], "skipped");
+        assert_eq!(second["stages"][k]["fingerprint"], first["stages"][k]["fingerprint"]);
+    }
+    // A different configuration is a different fingerprint: the stages run again.
+    t.run_ok(&["run", "nightly.toml", "--date", "2026-11-22", "--set", "analyze.long_tail.share=0.3"]);
+    let third = json(t.path("out/runs/2026-11-22/manifest.json"));
+    assert_eq!(third["stages"][0]["status"], "succeeded");
+    t.run_ok(&["run", "nightly.toml", "--date", "2026-11-22", "--set", "analyze.long_tail.share=0.3", "--force"]);
+    assert_eq!(json(t.path("out/runs/2026-11-22/manifest.json"))["stages"][1]["status"], "succeeded");
+}
+
+#[test]
+fn a_held_lock_keeps_a_second_run_off_the_output() {
+    let t = setup();
+    std::fs::create_dir_all(t.path("out")).unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    std::fs::write(t.path("out/_lock"), format!("{{\"run_id\":\"other\",\"pid\":1,\"host\":\"h\",\"acquired_at\":{now}}}")).unwrap();
+    let err = t.run_fails(&["run", "nightly.toml", "--date", "2026-11-22"], 1);
+    assert!(err.contains("another run holds the lock (run other"), "{err}");
+    // A stale lock is taken over.
+    t.run_ok(&["run", "nightly.toml", "--date", "2026-11-22", "--stale-lock-after", "0"]);
+    assert!(!t.path("out/_lock").exists());
+}
+
+#[test]
+fn a_failed_run_keeps_latest_and_resumes_after_the_fix() {
+    let t = setup();
+    // No partition for this date: analyze fails with a data error.
+    let err = t.run_fails(&["run", "nightly.toml", "--date", "2026-11-23"], 65);
+    assert!(err.contains("no Parquet files"), "{err}");
+    let m = json(t.path("out/runs/2026-11-23/manifest.json"));
+    assert_eq!(m["status"], "failed");
+    assert!(!t.path("out/latest").exists(), "latest only moves on success");
+    assert!(!t.path("out/_lock").exists(), "the lock is released after a failure");
+    std::fs::create_dir_all(t.path("logs/dt=2026-11-23")).unwrap();
+    for f in std::fs::read_dir(t.path("gen/events")).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, t.path("logs/dt=2026-11-23").join(f.file_name().unwrap())).unwrap();
+    }
+    t.run_ok(&["run", "nightly.toml", "--date", "2026-11-23"]);
+    assert_eq!(json(t.path("out/latest"))["run_id"], "2026-11-23");
+    t.run_fails(&["run", "nightly.toml", "--date", "2026-13-01"], 2);
+}
