@@ -24,8 +24,7 @@ test: setup build
 ## demo: set up, build, generate the synthetic shop, run the pipeline on it.
 demo: setup build
 	$(BIN) demo-data --users 5000 --items 2000 --events 200000 --seed 42 --out $(DEMO_DIR)/input
-	$(BIN) analyze --pipeline pipelines/demo.toml
-	@echo "demo outputs: $(DEMO_DIR)/out/analyze (summary.json, item_stats, tail_items, sequences, split)"
+	$(BIN) run pipelines/demo.toml
 
 ## bench: all benchmarks (results go to BENCHMARKS.md by hand, with the machine).
 bench: bench-analyze
