@@ -141,3 +141,47 @@ fn analyze_on_s3_equals_the_local_run() {
         .collect::<Vec<_>>();
     assert!(files.iter().any(|f| f == "s3://tailforge/demo/events/part-00002.parquet"), "{files:?}");
 }
+
+#[test]
+fn the_pipeline_job_runs_against_s3_and_its_lock_holds_there() {
+    let moto = start_moto();
+    create_bucket(moto.port, "nightly");
+    let t = TestDir::new();
+    run_s3(&t, moto.port, &["demo-data", "--users", "200", "--items", "150", "--events", "5000", "--seed", "3", "--out", "s3://nightly/in/dt=2026-11-22"]);
+    std::fs::write(
+        t.path("p.toml"),
+        "output = \"s3://nightly/tf\"\n[inputs]\nevents = \"s3://nightly/in/dt={date}/events/\"\nitems = \"s3://nightly/in/dt={date}/items/\"\n",
+    )
+    .unwrap();
+    run_s3(&t, moto.port, &["run", "p.toml", "--date", "2026-11-22"]);
+    let keys = download(moto.port, "nightly", "tf/", &t.path("tf"));
+    for k in ["latest", "metrics.prom", "runs/2026-11-22/manifest.json", "runs/2026-11-22/analyze/_SUCCESS", "runs/2026-11-22/evaluate/metrics.json"] {
+        assert!(keys.iter().any(|x| x == k), "{k} missing from {keys:?}");
+    }
+    assert!(!keys.iter().any(|x| x == "_lock"), "lock released");
+    let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(t.path("tf/runs/2026-11-22/manifest.json")).unwrap()).unwrap();
+    assert_eq!(m["status"], "succeeded");
+    assert!(m["input_files"][0]["url"].as_str().unwrap().starts_with("s3://nightly/in/dt=2026-11-22/"), "{m}");
+
+    // A second run while a lock object exists is refused (conditional put on S3).
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    std::fs::write(t.path("lock.json"), format!("{{\"run_id\":\"other\",\"pid\":1,\"host\":\"h\",\"acquired_at\":{now}}}")).unwrap();
+    upload(moto.port, "nightly", "tf/_lock", &t.path("lock.json"));
+    let out = with_s3_env(&mut t.cmd(), moto.port).args(["run", "p.toml", "--date", "2026-11-22"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("another run holds the lock"), "{}", stderr(&out));
+}
+
+fn upload(port: u16, bucket: &str, key: &str, file: &std::path::Path) {
+    let script = r#"
+import sys, boto3
+port, bucket, key, path = sys.argv[1:]
+boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", aws_access_key_id="test",
+             aws_secret_access_key="test", region_name="us-east-1").upload_file(path, bucket, key)
+"#;
+    let out = Command::new(venv_bin("python"))
+        .args(["-c", script, &port.to_string(), bucket, key, file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "upload failed: {}", stderr(&out));
+}
