@@ -30,7 +30,7 @@ fn a_run_writes_its_layout_manifest_and_latest_pointer() {
     let out = t.run_ok(&["run", "nightly.toml", "--date", "2026-11-22"]);
     assert!(stdout(&out).contains("run 2026-11-22 succeeded"), "{}", stdout(&out));
     let run = "out/runs/2026-11-22";
-    for f in ["analyze/_SUCCESS", "analyze/item_stats.parquet", "evaluate/_SUCCESS", "evaluate/metrics.json", "manifest.json", "report.md", "metrics.prom"] {
+    for f in ["analyze/_SUCCESS", "analyze/item_stats.parquet", "evaluate/_SUCCESS", "evaluate/metrics.json", "manifest.json", "report.md", "report.html", "metrics.prom"] {
         assert!(t.path(&format!("{run}/{f}")).is_file(), "{run}/{f} missing");
     }
     let m = json(t.path(&format!("{run}/manifest.json")));
@@ -54,6 +54,9 @@ fn a_run_writes_its_layout_manifest_and_latest_pointer() {
     assert!(!t.path("out/_lock").exists(), "the lock is released");
     let report = std::fs::read_to_string(t.path(&format!("{run}/report.md"))).unwrap();
     assert!(report.contains("| analyze | succeeded |") && report.contains("| overall |"), "{report}");
+    let html = std::fs::read_to_string(t.path(&format!("{run}/report.html"))).unwrap();
+    assert_eq!(html.matches("<svg").count(), 2, "two embedded plots");
+    assert!(html.contains("40 head items hold"), "the popularity plot states the cut (200 items × 0.2)");
 }
 
 #[test]

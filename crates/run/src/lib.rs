@@ -23,6 +23,8 @@
 //! baseline, the reference every trained model is compared with). generate
 //! and train join as they land.
 
+mod report;
+
 use std::collections::BTreeMap;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -354,6 +356,7 @@ async fn write_run_files(root: &Location, run_dir: &Location, manifest: &Manifes
     run_dir.join("metrics.prom").put(prom.clone().into_bytes()).await?;
     if ok {
         run_dir.join("report.md").put(report_markdown(manifest, run_dir).await.into_bytes()).await?;
+        run_dir.join("report.html").put(report_html(manifest, run_dir).await?.into_bytes()).await?;
         root.join("metrics.prom").put(prom.into_bytes()).await?;
         let latest = serde_json::json!({ "run_id": manifest.run_id, "manifest": format!("runs/{}/manifest.json", manifest.run_id), "finished_at": manifest.finished_at });
         root.join("latest").put(serde_json::to_vec_pretty(&latest).map_err(|e| Error::internal(e.to_string()))?).await?;
@@ -410,6 +413,78 @@ async fn report_markdown(m: &Manifest, run_dir: &Location) -> String {
         s.push_str(&String::from_utf8_lossy(&bytes));
     }
     s
+}
+
+/// Popularity by rank (descending) and the head size, from item_stats.
+async fn popularity(run_dir: &Location) -> Result<(Vec<u64>, usize)> {
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::{DataType, Int64Type};
+    let batches = tailforge_core::parquet_io::read_parquet(&run_dir.join("analyze/item_stats.parquet")).await?;
+    let (mut counts, mut head) = (Vec::new(), 0);
+    for b in &batches {
+        let cast = |name: &str, to: &DataType| -> Result<arrow::array::ArrayRef> {
+            let c = b.column_by_name(name).ok_or_else(|| Error::internal(format!("item_stats: no column {name}")))?;
+            arrow::compute::cast(c, to).map_err(|e| Error::internal(e.to_string()))
+        };
+        let n = cast("interactions", &DataType::Int64)?;
+        let g = cast("group", &DataType::Utf8)?;
+        counts.extend(n.as_primitive::<Int64Type>().values().iter().map(|v| (*v).max(0) as u64));
+        let g = g.as_string::<i32>();
+        head += (0..g.len()).filter(|&i| g.value(i) == tailforge_core::schema::HEAD).count();
+    }
+    Ok((counts, head))
+}
+
+async fn report_html(m: &Manifest, run_dir: &Location) -> Result<String> {
+    use report::escape;
+    let mut sections = Vec::new();
+    let mut stages = String::from("<table><tr><th>stage</th><th>status</th><th>seconds</th><th>rows</th></tr>");
+    for st in &m.stages {
+        let rows: Vec<String> = st.rows.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        stages.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{:.2}</td><td>{}</td></tr>",
+            escape(&st.name),
+            escape(&st.status),
+            st.seconds,
+            escape(&rows.join(", "))
+        ));
+    }
+    stages.push_str("</table>");
+    sections.push(("Stages".to_string(), stages));
+    let (counts, head) = popularity(run_dir).await?;
+    let share = m.metrics.get("head_share").copied().unwrap_or(0.0);
+    sections.push((
+        "Item popularity and the long tail".to_string(),
+        format!(
+            "<p>Interactions by item rank (log–log). The red line is the head/tail cut: {head} head items hold {:.1}% of interactions; {} items are tail.</p>{}",
+            share * 100.0,
+            counts.len() - head,
+            report::popularity_svg(&counts, head)
+        ),
+    ));
+    let ndcg = |g: &str| m.metrics.get(&format!("mostpop_test_ndcg@10_{g}")).copied().unwrap_or(0.0);
+    let models = vec![("MostPop".to_string(), [ndcg("overall"), ndcg("head"), ndcg("tail")])];
+    sections.push((
+        "Head vs tail (eval-v1, test, NDCG@10 full ranking)".to_string(),
+        format!(
+            "<p>Bars: overall, head, tail. MostPop {:.4} / {:.4} / {:.4}. The augmented model joins this chart when the train stage lands.</p>{}",
+            ndcg("overall"),
+            ndcg("head"),
+            ndcg("tail"),
+            report::metrics_svg(&models)
+        ),
+    ));
+    sections.push((
+        "Provenance".to_string(),
+        format!(
+            "<p>tailforge {} ({}), config sha256 <code>{}</code>, {} input files.</p>",
+            escape(&m.tailforge_version),
+            escape(&m.git_revision),
+            escape(&m.config_hash),
+            m.input_files.len()
+        ),
+    ));
+    Ok(report::html(&format!("tailforge run {}", m.run_id), &sections))
 }
 
 #[cfg(test)]

@@ -1,0 +1,120 @@
+//! The run report: `report.md` and a self-contained `report.html` whose plots
+//! are SVG drawn with plotters and embedded inline (no external files, so the
+//! report can be mailed or opened straight from object storage).
+
+use std::fmt::Write as _;
+
+use plotters::prelude::*;
+
+/// Item popularity by rank on log–log axes, with the head/tail cut marked.
+pub fn popularity_svg(counts_by_rank: &[u64], head_items: usize) -> String {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (640, 360)).into_drawing_area();
+        let _ = root.fill(&WHITE);
+        let n = counts_by_rank.len().max(2) as f64;
+        let max = counts_by_rank.iter().copied().max().unwrap_or(1).max(1) as f64;
+        let chart = ChartBuilder::on(&root)
+            .margin(16)
+            .x_label_area_size(36)
+            .y_label_area_size(52)
+            .build_cartesian_2d((1f64..n).log_scale(), (1f64..max * 1.2).log_scale());
+        let Ok(mut chart) = chart else { return svg_fallback() };
+        let _ = chart.configure_mesh().x_desc("item rank").y_desc("interactions").draw();
+        let points = counts_by_rank.iter().enumerate().filter(|(_, c)| **c > 0).map(|(i, c)| ((i + 1) as f64, *c as f64));
+        let _ = chart.draw_series(LineSeries::new(points, &BLUE));
+        let cut = head_items.max(1) as f64;
+        let _ = chart.draw_series(LineSeries::new([(cut, 1.0), (cut, max * 1.2)], RED.stroke_width(2)));
+        let _ = root.present();
+    }
+    svg
+}
+
+/// Bars of NDCG@10 per group (overall, head, tail) for each model, labelled
+/// "<model> <group>".
+pub fn metrics_svg(models: &[(String, [f64; 3])]) -> String {
+    const GROUPS: [&str; 3] = ["overall", "head", "tail"];
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (640, 320)).into_drawing_area();
+        let _ = root.fill(&WHITE);
+        let max = models.iter().flat_map(|(_, v)| v.iter().copied()).fold(0.0f64, f64::max).max(0.01) * 1.2;
+        let bars = (GROUPS.len() * models.len()).max(1) as u32;
+        let chart = ChartBuilder::on(&root)
+            .margin(16)
+            .x_label_area_size(36)
+            .y_label_area_size(52)
+            .build_cartesian_2d((0u32..bars).into_segmented(), 0f64..max);
+        let Ok(mut chart) = chart else { return svg_fallback() };
+        let label = |x: &SegmentValue<u32>| match x {
+            SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => {
+                let (g, m) = (*i as usize / models.len().max(1), *i as usize % models.len().max(1));
+                match (models.get(m), GROUPS.get(g)) {
+                    (Some((name, _)), Some(group)) => format!("{name} {group}"),
+                    _ => String::new(),
+                }
+            }
+            SegmentValue::Last => String::new(),
+        };
+        let _ = chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(bars as usize)
+            .x_label_formatter(&label)
+            .y_desc("NDCG@10 (full ranking)")
+            .draw();
+        let palette = [BLUE, RED, GREEN, MAGENTA];
+        for (m, (_, values)) in models.iter().enumerate() {
+            let color = palette[m % palette.len()];
+            let data = values.iter().enumerate().map(|(g, v)| ((g * models.len() + m) as u32, *v));
+            let _ = chart.draw_series(Histogram::vertical(&chart).style(color.filled()).margin(12).data(data));
+        }
+        let _ = root.present();
+    }
+    svg
+}
+
+fn svg_fallback() -> String {
+    "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"1\" height=\"1\"/>".to_string()
+}
+
+/// Wraps the Markdown-ish sections and plots into one HTML page.
+pub fn html(title: &str, sections: &[(String, String)]) -> String {
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{}</title>\
+         <style>body{{font-family:system-ui,sans-serif;max-width:900px;margin:2em auto;color:#222}}\
+         table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}\
+         pre{{background:#f6f6f6;padding:8px}}</style></head><body><h1>{}</h1>",
+        escape(title),
+        escape(title)
+    );
+    for (heading, body) in sections {
+        let _ = write!(s, "<h2>{}</h2>{}", escape(heading), body);
+    }
+    s.push_str("</body></html>\n");
+    s
+}
+
+/// HTML-escapes text (run ids and metric names come from configuration).
+pub fn escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plots_are_svg_with_their_labels() {
+        let counts: Vec<u64> = (1..=500).map(|r| 10_000 / r).collect();
+        let svg = popularity_svg(&counts, 100);
+        assert!(svg.starts_with("<svg") && svg.contains("<polyline"), "{}", &svg[..svg.len().min(300)]);
+        assert!(svg.contains("item rank"), "axis label rendered");
+        let bars = metrics_svg(&[("mostpop".into(), [0.025, 0.055, 0.0])]);
+        assert!(bars.matches("<rect").count() >= 3, "{bars}");
+        assert!(bars.contains("mostpop tail"), "bars are labelled");
+        assert!(html("run <x>", &[("a".into(), bars)]).contains("run &lt;x&gt;"));
+    }
+}
