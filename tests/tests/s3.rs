@@ -68,25 +68,29 @@ fn run_s3(t: &TestDir, port: u16, args: &[&str]) {
     assert!(out.status.success(), "tailforge {} failed:\n{}", args.join(" "), stderr(&out));
 }
 
-/// Downloads every object under `prefix` into `dest` with boto3 from the tools venv.
+/// Runs a boto3 snippet against the moto server: `s3` is a ready client,
+/// `args` holds the remaining command-line arguments. Returns stdout.
+fn boto3(port: u16, what: &str, body: &str, args: &[&str]) -> String {
+    let script = format!(
+        "import sys, os, boto3\nargs = sys.argv[1:]\ns3 = boto3.client('s3', endpoint_url='http://127.0.0.1:{port}', \
+         aws_access_key_id='test', aws_secret_access_key='test', region_name='us-east-1')\n{body}"
+    );
+    let out = Command::new(venv_bin("python")).arg("-c").arg(script).args(args).output().unwrap();
+    assert!(out.status.success(), "{what} failed: {}", stderr(&out));
+    stdout(&out)
+}
+
+/// Downloads every object under `prefix` into `dest`; returns the keys below `prefix`, sorted.
 fn download(port: u16, bucket: &str, prefix: &str, dest: &std::path::Path) -> Vec<String> {
-    let script = r#"
-import sys, os, boto3
-port, bucket, prefix, dest = sys.argv[1:]
-s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", aws_access_key_id="test",
-                  aws_secret_access_key="test", region_name="us-east-1")
+    let body = r#"
+bucket, prefix, dest = args
 for obj in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", []):
     rel = obj["Key"][len(prefix):].lstrip("/")
     os.makedirs(os.path.dirname(os.path.join(dest, rel)) or dest, exist_ok=True)
     s3.download_file(bucket, obj["Key"], os.path.join(dest, rel))
     print(rel)
 "#;
-    let out = Command::new(venv_bin("python"))
-        .args(["-c", script, &port.to_string(), bucket, prefix, dest.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "download failed: {}", stderr(&out));
-    let mut keys: Vec<String> = stdout(&out).lines().map(str::to_string).collect();
+    let mut keys: Vec<String> = boto3(port, "download", body, &[bucket, prefix, dest.to_str().unwrap()]).lines().map(str::to_string).collect();
     keys.sort();
     keys
 }
@@ -173,15 +177,5 @@ fn the_pipeline_job_runs_against_s3_and_its_lock_holds_there() {
 }
 
 fn upload(port: u16, bucket: &str, key: &str, file: &std::path::Path) {
-    let script = r#"
-import sys, boto3
-port, bucket, key, path = sys.argv[1:]
-boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", aws_access_key_id="test",
-             aws_secret_access_key="test", region_name="us-east-1").upload_file(path, bucket, key)
-"#;
-    let out = Command::new(venv_bin("python"))
-        .args(["-c", script, &port.to_string(), bucket, key, file.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "upload failed: {}", stderr(&out));
+    boto3(port, "upload", "bucket, key, path = args\ns3.upload_file(path, bucket, key)\n", &[bucket, key, file.to_str().unwrap()]);
 }
