@@ -5,7 +5,21 @@
 use tailforge_tests::*;
 
 fn generate(t: &TestDir, out: &str, seed: &str) {
-    t.run_ok(&["demo-data", "--users", "400", "--items", "300", "--events", "20000", "--seed", seed, "--events-per-file", "7000", "--out", out]);
+    t.run_ok(&[
+        "demo-data",
+        "--users",
+        "400",
+        "--items",
+        "300",
+        "--events",
+        "20000",
+        "--seed",
+        seed,
+        "--events-per-file",
+        "7000",
+        "--out",
+        out,
+    ]);
 }
 
 fn file_bytes(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
@@ -30,14 +44,23 @@ fn same_seed_gives_identical_files_and_analysis() {
     assert_ne!(file_bytes(&t.path("a/events")), file_bytes(&t.path("c/events")));
 
     for run in ["a", "b"] {
-        t.run_ok(&["analyze", "--events", &format!("{run}/events"), "--items", &format!("{run}/items"), "--out", &format!("{run}-out")]);
+        t.run_ok(&[
+            "analyze",
+            "--events",
+            &format!("{run}/events"),
+            "--items",
+            &format!("{run}/items"),
+            "--out",
+            &format!("{run}-out"),
+        ]);
     }
     for table in ["item_stats", "tail_items", "sequences", "split"] {
         let a = read_parquet(&t.path(&format!("a-out/{table}.parquet")));
         let b = read_parquet(&t.path(&format!("b-out/{table}.parquet")));
         assert_eq!(a, b, "{table}");
     }
-    let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(t.path("a-out/summary.json")).unwrap()).unwrap();
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(t.path("a-out/summary.json")).unwrap()).unwrap();
     assert_eq!(s["events"], 20000);
     assert_eq!(s["users"], 400);
     assert_eq!(s["catalog_items"], 300);
@@ -67,7 +90,8 @@ fn hive_partitions_and_globs_select_files() {
     std::fs::write(t.path("logs/_tmp/junk.parquet"), b"not parquet").unwrap();
 
     let events_in = |out: &str| -> u64 {
-        let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(t.path(&format!("{out}/summary.json"))).unwrap()).unwrap();
+        let s: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(t.path(&format!("{out}/summary.json"))).unwrap()).unwrap();
         s["events_read"].as_u64().unwrap()
     };
     t.run_ok(&["analyze", "--events", "logs/", "--items", "gen/items", "--out", "all"]);
@@ -85,7 +109,8 @@ fn shipped_pipelines_load_and_the_demo_pipeline_runs() {
     for entry in std::fs::read_dir(root.join("pipelines")).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
-            let out = t.cmd().args(["analyze", "--pipeline", path.to_str().unwrap(), "--print-config"]).output().unwrap();
+            let out =
+                t.cmd().args(["analyze", "--pipeline", path.to_str().unwrap(), "--print-config"]).output().unwrap();
             assert!(out.status.success(), "{}: {}", path.display(), stderr(&out));
         }
     }
@@ -99,7 +124,8 @@ fn shipped_pipelines_load_and_the_demo_pipeline_runs() {
     let ml = root.join("pipelines/movielens-100k.toml");
     t.run_ok(&["analyze", "--pipeline", ml.to_str().unwrap()]);
     let s: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(t.path("data/movielens-100k/out/analyze/summary.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(t.path("data/movielens-100k/out/analyze/summary.json")).unwrap())
+            .unwrap();
     assert_eq!(s["events"], 100000);
 }
 
@@ -109,11 +135,26 @@ fn memory_limit_with_spilling_gives_the_same_result() {
     generate(&t, "gen", "5");
     t.run_ok(&["analyze", "--events", "gen/events", "--items", "gen/items", "--out", "free"]);
     t.run_ok(&[
-        "analyze", "--events", "gen/events", "--items", "gen/items", "--out", "tight",
-        "--set", "analyze.memory_limit=64MiB", "--set", "analyze.target_partitions=2", "--set", "analyze.batch_size=1024",
+        "analyze",
+        "--events",
+        "gen/events",
+        "--items",
+        "gen/items",
+        "--out",
+        "tight",
+        "--set",
+        "analyze.memory_limit=64MiB",
+        "--set",
+        "analyze.target_partitions=2",
+        "--set",
+        "analyze.batch_size=1024",
     ]);
     for table in ["item_stats", "sequences", "split"] {
-        assert_eq!(read_parquet(&t.path(&format!("free/{table}.parquet"))), read_parquet(&t.path(&format!("tight/{table}.parquet"))), "{table}");
+        assert_eq!(
+            read_parquet(&t.path(&format!("free/{table}.parquet"))),
+            read_parquet(&t.path(&format!("tight/{table}.parquet"))),
+            "{table}"
+        );
     }
 }
 
@@ -121,10 +162,16 @@ fn memory_limit_with_spilling_gives_the_same_result() {
 fn json_logs_are_one_object_per_line() {
     let t = TestDir::new();
     generate(&t, "gen", "9");
-    let out = t.cmd().args(["--log-format", "json", "analyze", "--events", "gen/events", "--items", "gen/items", "--out", "out"]).output().unwrap();
+    let out = t
+        .cmd()
+        .args(["--log-format", "json", "analyze", "--events", "gen/events", "--items", "gen/items", "--out", "out"])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
-    let lines: Vec<serde_json::Value> =
-        stderr(&out).lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect();
+    let lines: Vec<serde_json::Value> = stderr(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
     let done = lines.iter().find(|l| l["message"] == "analyze done").expect("a final log line");
     assert_eq!(done["events"], 20000);
     assert!(lines.iter().any(|l| l["message"] == "written" && l["output"] == "sequences" && l["seconds"].is_number()));

@@ -29,7 +29,17 @@ fn good_events() -> RecordBatch {
     batch(vec![
         ("user_id", ints(&[Some(1), Some(1), Some(1), Some(2), Some(2), Some(3)])),
         ("item_id", ints(&[Some(10), Some(20), Some(30), Some(10), Some(20), Some(10)])),
-        ("ts", ints(&[Some(1_600_000_000), Some(1_600_000_100), Some(1_600_000_200), Some(1_600_000_000), Some(1_600_000_050), Some(1_600_000_000)])),
+        (
+            "ts",
+            ints(&[
+                Some(1_600_000_000),
+                Some(1_600_000_100),
+                Some(1_600_000_200),
+                Some(1_600_000_000),
+                Some(1_600_000_050),
+                Some(1_600_000_000),
+            ]),
+        ),
     ])
 }
 
@@ -38,7 +48,12 @@ fn good_items() -> RecordBatch {
 }
 
 /// Writes the fixture and runs analyze on it, expecting failure with `code`.
-fn analyze_fails(events: Option<&RecordBatch>, items: Option<&RecordBatch>, extra: &[&str], code: i32) -> (TestDir, String) {
+fn analyze_fails(
+    events: Option<&RecordBatch>,
+    items: Option<&RecordBatch>,
+    extra: &[&str],
+    code: i32,
+) -> (TestDir, String) {
     let t = TestDir::new();
     if let Some(e) = events {
         write_parquet(&t.path("events/part-0.parquet"), e);
@@ -92,20 +107,31 @@ fn missing_column_lists_the_present_ones() {
 fn column_mapping_fixes_a_renamed_column() {
     let t = TestDir::new();
     let e = good_events();
-    let renamed = batch(vec![("customer", e.column(0).clone()), ("sku", e.column(1).clone()), ("time", e.column(2).clone())]);
+    let renamed =
+        batch(vec![("customer", e.column(0).clone()), ("sku", e.column(1).clone()), ("time", e.column(2).clone())]);
     write_parquet(&t.path("events/part-0.parquet"), &renamed);
     write_parquet(&t.path("items/part-0.parquet"), &good_items());
     t.run_ok(&[
-        "analyze", "--events", "events/", "--items", "items/", "--out", "out",
-        "--set", "inputs.events_columns.user_id=customer",
-        "--set", "inputs.events_columns.item_id=sku",
-        "--set", "inputs.events_columns.ts=time",
+        "analyze",
+        "--events",
+        "events/",
+        "--items",
+        "items/",
+        "--out",
+        "out",
+        "--set",
+        "inputs.events_columns.user_id=customer",
+        "--set",
+        "inputs.events_columns.item_id=sku",
+        "--set",
+        "inputs.events_columns.ts=time",
     ]);
 }
 
 #[test]
 fn wrong_type() {
-    let events = batch(vec![("user_id", ints(&[Some(1)])), ("item_id", ints(&[Some(10)])), ("ts", texts(&["yesterday"]))]);
+    let events =
+        batch(vec![("user_id", ints(&[Some(1)])), ("item_id", ints(&[Some(10)])), ("ts", texts(&["yesterday"]))]);
     let (_, err) = analyze_fails(Some(&events), Some(&good_items()), &[], DATA);
     assert!(err.contains("column \"ts\"") && err.contains("has type Utf8"), "{err}");
 }
@@ -143,7 +169,11 @@ fn negative_timestamps_are_implausible() {
     let e = good_events();
     let mut ts = super_ts(&e);
     ts[5] = -5;
-    let events = batch(vec![("user_id", e.column(0).clone()), ("item_id", e.column(1).clone()), ("ts", ints(&ts.into_iter().map(Some).collect::<Vec<_>>()))]);
+    let events = batch(vec![
+        ("user_id", e.column(0).clone()),
+        ("item_id", e.column(1).clone()),
+        ("ts", ints(&ts.into_iter().map(Some).collect::<Vec<_>>())),
+    ]);
     let (_, err) = analyze_fails(Some(&events), Some(&good_items()), &[], DATA);
     assert!(err.contains("row 6: implausible event time -5"), "{err}");
     assert!(err.contains("analyze.validation.min_ts"), "{err}");
@@ -158,7 +188,10 @@ fn empty_input() {
 
 #[test]
 fn duplicate_catalog_ids() {
-    let items = batch(vec![("item_id", ints(&[Some(10), Some(20), Some(20), Some(30)])), ("title", texts(&["a", "b", "b2", "c"]))]);
+    let items = batch(vec![
+        ("item_id", ints(&[Some(10), Some(20), Some(20), Some(30)])),
+        ("title", texts(&["a", "b", "b2", "c"])),
+    ]);
     let (_, err) = analyze_fails(Some(&good_events()), Some(&items), &[], DATA);
     assert!(err.contains("1 item ids occur more than once (e.g. \"20\""), "{err}");
     assert!(err.contains("column \"item_id\""), "{err}");
@@ -175,7 +208,9 @@ fn invalid_utf8_text_names_file_and_column() {
     write_parquet(&t.path("events/part-0.parquet"), &good_events());
     std::fs::create_dir_all(t.path("items")).unwrap();
     // The arrow writer refuses invalid UTF-8, so write the bytes at the Parquet level.
-    let schema = Arc::new(parse_message_type("message items { required int64 item_id; required binary title (UTF8); }").unwrap());
+    let schema = Arc::new(
+        parse_message_type("message items { required int64 item_id; required binary title (UTF8); }").unwrap(),
+    );
     let file = std::fs::File::create(t.path("items/part-0.parquet")).unwrap();
     let mut w = SerializedFileWriter::new(file, schema, Arc::new(WriterProperties::builder().build())).unwrap();
     let mut rg = w.next_row_group().unwrap();
@@ -183,7 +218,11 @@ fn invalid_utf8_text_names_file_and_column() {
     c.typed::<Int64Type>().write_batch(&[10, 20, 30], None, None).unwrap();
     c.close().unwrap();
     let mut c = rg.next_column().unwrap().unwrap();
-    let titles = [ByteArray::from(b"Ten".to_vec()), ByteArray::from(vec![b'M', b'i', b's', 0xe9, b'r']), ByteArray::from(b"Thirty".to_vec())];
+    let titles = [
+        ByteArray::from(b"Ten".to_vec()),
+        ByteArray::from(vec![b'M', b'i', b's', 0xe9, b'r']),
+        ByteArray::from(b"Thirty".to_vec()),
+    ];
     c.typed::<ByteArrayType>().write_batch(&titles, None, None).unwrap();
     c.close().unwrap();
     rg.close().unwrap();
@@ -199,7 +238,10 @@ fn unknown_config_key_is_a_usage_error() {
     let t = TestDir::new();
     std::fs::write(t.path("p.toml"), "[analyze]\nbatch_sise = 10\n").unwrap();
     let err = t.run_fails(&["analyze", "--pipeline", "p.toml", "--print-config"], USAGE);
-    assert!(err.contains("p.toml: analyze.batch_sise") || err.contains("p.toml: analyze: unknown field `batch_sise`"), "{err}");
+    assert!(
+        err.contains("p.toml: analyze.batch_sise") || err.contains("p.toml: analyze: unknown field `batch_sise`"),
+        "{err}"
+    );
     assert!(err.contains("batch_size"), "suggests the valid keys: {err}");
 }
 
@@ -217,11 +259,21 @@ fn bad_override_and_missing_arguments_are_usage_errors() {
 #[test]
 fn env_overrides_apply() {
     let t = TestDir::new();
-    let out = t.cmd().args(["analyze", "--print-config"]).env("TAILFORGE_ANALYZE__LONG_TAIL__RULE", "pareto").output().unwrap();
+    let out = t
+        .cmd()
+        .args(["analyze", "--print-config"])
+        .env("TAILFORGE_ANALYZE__LONG_TAIL__RULE", "pareto")
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("rule = \"pareto\""), "{}", stdout(&out));
     let err = {
-        let out = t.cmd().args(["analyze", "--print-config"]).env("TAILFORGE_ANALYZE__LONG_TAIL__RULE", "zipfian").output().unwrap();
+        let out = t
+            .cmd()
+            .args(["analyze", "--print-config"])
+            .env("TAILFORGE_ANALYZE__LONG_TAIL__RULE", "zipfian")
+            .output()
+            .unwrap();
         assert_eq!(out.status.code(), Some(USAGE));
         stderr(&out)
     };

@@ -163,8 +163,11 @@ fn split_follows_eval_v1() {
 fn latin1_titles_are_decoded() {
     let t = analyzed();
     let items = read_parquet(&t.path("ml/items/part-00000.parquet"));
-    let titles: HashMap<i64, String> =
-        i64s(&items, "item_id").into_iter().zip(strings(&items, "title")).map(|(i, s)| (i.unwrap(), s.unwrap())).collect();
+    let titles: HashMap<i64, String> = i64s(&items, "item_id")
+        .into_iter()
+        .zip(strings(&items, "title"))
+        .map(|(i, s)| (i.unwrap(), s.unwrap()))
+        .collect();
     assert_eq!(titles[&543], "Misérables, Les (1995)");
     assert_eq!(titles[&1233], "Nénette et Boni (1996)");
     assert_eq!(titles[&1], "Toy Story (1995)");
@@ -222,8 +225,10 @@ fn evaluate_reproduces_the_eval_v1_mostpop_check() {
     let t = analyzed();
     let out = t.run_ok(&["evaluate", "--input", "out", "--model", "mostpop", "--out", "eval"]);
     assert!(stdout(&out).contains("| overall |"), "prints the Markdown table:\n{}", stdout(&out));
-    let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(t.path("eval/metrics.json")).unwrap()).unwrap();
-    let at = |phase: &str, group: &str, metric: &str| format!("{:.6}", m[phase]["full"][group][metric].as_f64().unwrap());
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(t.path("eval/metrics.json")).unwrap()).unwrap();
+    let at =
+        |phase: &str, group: &str, metric: &str| format!("{:.6}", m[phase]["full"][group][metric].as_f64().unwrap());
     // EVAL.md "Check your evaluator".
     assert_eq!(at("test", "overall", "hr@10"), "0.049841");
     assert_eq!(at("test", "overall", "ndcg@10"), "0.025440");

@@ -30,7 +30,16 @@ fn a_run_writes_its_layout_manifest_and_latest_pointer() {
     let out = t.run_ok(&["run", "nightly.toml", "--date", "2026-11-22"]);
     assert!(stdout(&out).contains("run 2026-11-22 succeeded"), "{}", stdout(&out));
     let run = "out/runs/2026-11-22";
-    for f in ["analyze/_SUCCESS", "analyze/item_stats.parquet", "evaluate/_SUCCESS", "evaluate/metrics.json", "manifest.json", "report.md", "report.html", "metrics.prom"] {
+    for f in [
+        "analyze/_SUCCESS",
+        "analyze/item_stats.parquet",
+        "evaluate/_SUCCESS",
+        "evaluate/metrics.json",
+        "manifest.json",
+        "report.md",
+        "report.html",
+        "metrics.prom",
+    ] {
         assert!(t.path(&format!("{run}/{f}")).is_file(), "{run}/{f} missing");
     }
     let m = json(t.path(&format!("{run}/manifest.json")));
@@ -38,7 +47,12 @@ fn a_run_writes_its_layout_manifest_and_latest_pointer() {
     assert_eq!(m["run_id"], "2026-11-22");
     assert_eq!(m["config_hash"].as_str().unwrap().len(), 64);
     assert!(m["git_revision"].as_str().is_some_and(|r| !r.is_empty()));
-    let stages: Vec<(&str, &str)> = m["stages"].as_array().unwrap().iter().map(|s| (s["name"].as_str().unwrap(), s["status"].as_str().unwrap())).collect();
+    let stages: Vec<(&str, &str)> = m["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["name"].as_str().unwrap(), s["status"].as_str().unwrap()))
+        .collect();
     assert_eq!(stages, [("analyze", "succeeded"), ("evaluate", "succeeded")]);
     assert_eq!(m["stages"][0]["rows"]["sequences"], 300);
     assert!(m["stages"][0]["bytes"].as_u64().unwrap() > 0);
@@ -49,7 +63,10 @@ fn a_run_writes_its_layout_manifest_and_latest_pointer() {
     assert_eq!(json(t.path("out/latest"))["run_id"], "2026-11-22");
     let prom = std::fs::read_to_string(t.path("out/metrics.prom")).unwrap();
     assert!(prom.contains("tailforge_last_success_timestamp_seconds "), "{prom}");
-    assert!(prom.contains("tailforge_stage_rows{run_id=\"2026-11-22\",stage=\"analyze\",output=\"sequences\"} 300"), "{prom}");
+    assert!(
+        prom.contains("tailforge_stage_rows{run_id=\"2026-11-22\",stage=\"analyze\",output=\"sequences\"} 300"),
+        "{prom}"
+    );
     assert!(prom.contains("tailforge_tail_ndcg_at_10{run_id=\"2026-11-22\",model=\"mostpop\"}"), "{prom}");
     assert!(!t.path("out/_lock").exists(), "the lock is released");
     let report = std::fs::read_to_string(t.path(&format!("{run}/report.md"))).unwrap();
@@ -83,7 +100,11 @@ fn a_held_lock_keeps_a_second_run_off_the_output() {
     let t = setup();
     std::fs::create_dir_all(t.path("out")).unwrap();
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
-    std::fs::write(t.path("out/_lock"), format!("{{\"run_id\":\"other\",\"pid\":1,\"host\":\"h\",\"acquired_at\":{now}}}")).unwrap();
+    std::fs::write(
+        t.path("out/_lock"),
+        format!("{{\"run_id\":\"other\",\"pid\":1,\"host\":\"h\",\"acquired_at\":{now}}}"),
+    )
+    .unwrap();
     let err = t.run_fails(&["run", "nightly.toml", "--date", "2026-11-22"], 1);
     assert!(err.contains("another run holds the lock (run other"), "{err}");
     // A stale lock is taken over.

@@ -49,7 +49,8 @@ fn start_moto() -> Moto {
 /// CreateBucket with a plain HTTP PUT (moto does not check signatures).
 fn create_bucket(port: u16, bucket: &str) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(s, "PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+    write!(s, "PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        .unwrap();
     let mut response = String::new();
     s.read_to_string(&mut response).unwrap();
     assert!(response.starts_with("HTTP/1.1 200"), "CreateBucket failed: {response}");
@@ -90,7 +91,8 @@ for obj in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", []):
     s3.download_file(bucket, obj["Key"], os.path.join(dest, rel))
     print(rel)
 "#;
-    let mut keys: Vec<String> = boto3(port, "download", body, &[bucket, prefix, dest.to_str().unwrap()]).lines().map(str::to_string).collect();
+    let mut keys: Vec<String> =
+        boto3(port, "download", body, &[bucket, prefix, dest.to_str().unwrap()]).lines().map(str::to_string).collect();
     keys.sort();
     keys
 }
@@ -108,7 +110,19 @@ fn analyze_on_s3_equals_the_local_run() {
     let moto = start_moto();
     create_bucket(moto.port, "tailforge");
     let t = TestDir::new();
-    let demo_args = ["demo-data", "--users", "300", "--items", "200", "--events", "6000", "--seed", "7", "--events-per-file", "2500"];
+    let demo_args = [
+        "demo-data",
+        "--users",
+        "300",
+        "--items",
+        "200",
+        "--events",
+        "6000",
+        "--seed",
+        "7",
+        "--events-per-file",
+        "2500",
+    ];
 
     // Local run.
     t.run_ok(&[&demo_args[..], &["--out", "local"]].concat());
@@ -120,7 +134,15 @@ fn analyze_on_s3_equals_the_local_run() {
     run_s3(
         &t,
         moto.port,
-        &["analyze", "--events", "s3://tailforge/demo/events/*.parquet", "--items", "s3://tailforge/demo/items", "--out", "s3://tailforge/out"],
+        &[
+            "analyze",
+            "--events",
+            "s3://tailforge/demo/events/*.parquet",
+            "--items",
+            "s3://tailforge/demo/items",
+            "--out",
+            "s3://tailforge/out",
+        ],
     );
 
     let keys = download(moto.port, "tailforge", "out/", &t.path("s3-out"));
@@ -136,13 +158,14 @@ fn analyze_on_s3_equals_the_local_run() {
     let s = summary_without_timings(&t.path("s3-out/summary.json"));
     assert_eq!(s, summary_without_timings(&t.path("local-out/summary.json")));
     assert_eq!(s["events"], 6000);
-    let files = serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(t.path("s3-out/summary.json")).unwrap())
-        .unwrap()["input_files"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["url"].as_str().unwrap().to_string())
-        .collect::<Vec<_>>();
+    let files =
+        serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(t.path("s3-out/summary.json")).unwrap())
+            .unwrap()["input_files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["url"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>();
     assert!(files.iter().any(|f| f == "s3://tailforge/demo/events/part-00002.parquet"), "{files:?}");
 }
 
@@ -151,7 +174,23 @@ fn the_pipeline_job_runs_against_s3_and_its_lock_holds_there() {
     let moto = start_moto();
     create_bucket(moto.port, "nightly");
     let t = TestDir::new();
-    run_s3(&t, moto.port, &["demo-data", "--users", "200", "--items", "150", "--events", "5000", "--seed", "3", "--out", "s3://nightly/in/dt=2026-11-22"]);
+    run_s3(
+        &t,
+        moto.port,
+        &[
+            "demo-data",
+            "--users",
+            "200",
+            "--items",
+            "150",
+            "--events",
+            "5000",
+            "--seed",
+            "3",
+            "--out",
+            "s3://nightly/in/dt=2026-11-22",
+        ],
+    );
     std::fs::write(
         t.path("p.toml"),
         "output = \"s3://nightly/tf\"\n[inputs]\nevents = \"s3://nightly/in/dt={date}/events/\"\nitems = \"s3://nightly/in/dt={date}/items/\"\n",
@@ -159,17 +198,28 @@ fn the_pipeline_job_runs_against_s3_and_its_lock_holds_there() {
     .unwrap();
     run_s3(&t, moto.port, &["run", "p.toml", "--date", "2026-11-22"]);
     let keys = download(moto.port, "nightly", "tf/", &t.path("tf"));
-    for k in ["latest", "metrics.prom", "runs/2026-11-22/manifest.json", "runs/2026-11-22/analyze/_SUCCESS", "runs/2026-11-22/evaluate/metrics.json"] {
+    for k in [
+        "latest",
+        "metrics.prom",
+        "runs/2026-11-22/manifest.json",
+        "runs/2026-11-22/analyze/_SUCCESS",
+        "runs/2026-11-22/evaluate/metrics.json",
+    ] {
         assert!(keys.iter().any(|x| x == k), "{k} missing from {keys:?}");
     }
     assert!(!keys.iter().any(|x| x == "_lock"), "lock released");
-    let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(t.path("tf/runs/2026-11-22/manifest.json")).unwrap()).unwrap();
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(t.path("tf/runs/2026-11-22/manifest.json")).unwrap()).unwrap();
     assert_eq!(m["status"], "succeeded");
     assert!(m["input_files"][0]["url"].as_str().unwrap().starts_with("s3://nightly/in/dt=2026-11-22/"), "{m}");
 
     // A second run while a lock object exists is refused (conditional put on S3).
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
-    std::fs::write(t.path("lock.json"), format!("{{\"run_id\":\"other\",\"pid\":1,\"host\":\"h\",\"acquired_at\":{now}}}")).unwrap();
+    std::fs::write(
+        t.path("lock.json"),
+        format!("{{\"run_id\":\"other\",\"pid\":1,\"host\":\"h\",\"acquired_at\":{now}}}"),
+    )
+    .unwrap();
     upload(moto.port, "nightly", "tf/_lock", &t.path("lock.json"));
     let out = with_s3_env(&mut t.cmd(), moto.port).args(["run", "p.toml", "--date", "2026-11-22"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
@@ -177,5 +227,10 @@ fn the_pipeline_job_runs_against_s3_and_its_lock_holds_there() {
 }
 
 fn upload(port: u16, bucket: &str, key: &str, file: &std::path::Path) {
-    boto3(port, "upload", "bucket, key, path = args\ns3.upload_file(path, bucket, key)\n", &[bucket, key, file.to_str().unwrap()]);
+    boto3(
+        port,
+        "upload",
+        "bucket, key, path = args\ns3.upload_file(path, bucket, key)\n",
+        &[bucket, key, file.to_str().unwrap()],
+    );
 }

@@ -9,14 +9,14 @@
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef, TimeUnit};
+use datafusion::common::Column;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::datasource::physical_plan::parquet::metadata::DFParquetMetadata;
 use datafusion::logical_expr::{Expr, cast, lit};
 use datafusion::prelude::{DataFrame, SessionContext};
 use datafusion::scalar::ScalarValue;
-use datafusion::common::Column;
 use futures::{StreamExt, TryStreamExt};
-use datafusion::datasource::physical_plan::parquet::metadata::DFParquetMetadata;
 use tailforge_core::config::{EventColumns, ItemColumns, TsUnit};
 use tailforge_core::schema::{IdKind, InputFile, is_text};
 use tailforge_core::{DataError, Error, Location, Result};
@@ -93,16 +93,15 @@ pub async fn open_input(ctx: &SessionContext, role: &'static str, location: &Loc
     if metas.is_empty() {
         return Err(DataError::new(format!("no Parquet files (*.parquet) found for the {role} input"))
             .file(location.display())
-            .hint("point it at a .parquet file, a directory or Hive prefix holding them, or a glob such as dir/*.parquet")
+            .hint(
+                "point it at a .parquet file, a directory or Hive prefix holding them, or a glob such as dir/*.parquet",
+            )
             .into());
     }
     // Footers are small: fetch them concurrently, fail on the first bad file
     // in listing order.
-    let schemas: Vec<Result<SchemaRef>> = futures::stream::iter(metas.iter())
-        .map(|m| read_schema(location, m))
-        .buffered(16)
-        .collect()
-        .await;
+    let schemas: Vec<Result<SchemaRef>> =
+        futures::stream::iter(metas.iter()).map(|m| read_schema(location, m)).buffered(16).collect().await;
     let mut files = Vec::with_capacity(metas.len());
     let mut file_schemas = Vec::with_capacity(metas.len());
     for (meta, schema) in metas.iter().zip(schemas) {
@@ -203,25 +202,47 @@ pub struct EventsShape {
 pub fn events_shape(input: &InputTable, columns: &EventColumns, ts_unit: TsUnit) -> Result<EventsShape> {
     let mut shape: Option<EventsShape> = None;
     for (file, schema) in &input.schemas {
-        let user = id_kind(input, require(input, schema, file, &columns.user_id, "events_columns.user_id")?, file, &columns.user_id)?;
-        let item = id_kind(input, require(input, schema, file, &columns.item_id, "events_columns.item_id")?, file, &columns.item_id)?;
+        let user = id_kind(
+            input,
+            require(input, schema, file, &columns.user_id, "events_columns.user_id")?,
+            file,
+            &columns.user_id,
+        )?;
+        let item = id_kind(
+            input,
+            require(input, schema, file, &columns.item_id, "events_columns.item_id")?,
+            file,
+            &columns.item_id,
+        )?;
         let ts_type = require(input, schema, file, &columns.ts, "events_columns.ts")?.clone();
-        let ts_ok = ts_type.is_integer() || matches!(ts_type, DataType::Timestamp(..) | DataType::Date32 | DataType::Date64);
+        let ts_ok =
+            ts_type.is_integer() || matches!(ts_type, DataType::Timestamp(..) | DataType::Date32 | DataType::Date64);
         if !ts_ok {
-            return Err(DataError::new(format!("has type {ts_type}; event times must be timestamps or integer Unix times")).file(file).column(&columns.ts)
-                .hint("store ts as a Parquet timestamp or an integer (set inputs.ts_unit for ms/us/ns)").into());
+            return Err(DataError::new(format!(
+                "has type {ts_type}; event times must be timestamps or integer Unix times"
+            ))
+            .file(file)
+            .column(&columns.ts)
+            .hint("store ts as a Parquet timestamp or an integer (set inputs.ts_unit for ms/us/ns)")
+            .into());
         }
         let event_type = schema.field_with_name(&columns.event_type).ok().map(|f| f.data_type().clone());
         if let Some(dt) = &event_type
             && !is_text(dt)
         {
-            return Err(DataError::new(format!("has type {dt}; event types must be strings")).file(file).column(&columns.event_type).into());
+            return Err(DataError::new(format!("has type {dt}; event types must be strings"))
+                .file(file)
+                .column(&columns.event_type)
+                .into());
         }
         let weight = schema.field_with_name(&columns.weight).ok().map(|f| f.data_type().clone());
         if let Some(dt) = &weight
             && !(dt.is_numeric())
         {
-            return Err(DataError::new(format!("has type {dt}; weights must be numbers")).file(file).column(&columns.weight).into());
+            return Err(DataError::new(format!("has type {dt}; weights must be numbers"))
+                .file(file)
+                .column(&columns.weight)
+                .into());
         }
         let mut text_columns = Vec::new();
         for (name, kind) in [(&columns.user_id, user), (&columns.item_id, item)] {
@@ -280,8 +301,11 @@ impl EventsShape {
         } else {
             lit(ScalarValue::Utf8(None))
         };
-        let weight =
-            if self.has_weight { cast(column_ref(&c.weight), DataType::Float64) } else { lit(ScalarValue::Float64(None)) };
+        let weight = if self.has_weight {
+            cast(column_ref(&c.weight), DataType::Float64)
+        } else {
+            lit(ScalarValue::Float64(None))
+        };
         df.select(vec![
             cast(column_ref(&c.user_id), self.user.data_type()).alias("user_id"),
             cast(column_ref(&c.item_id), item_kind.data_type()).alias("item_id"),
@@ -310,10 +334,18 @@ pub fn items_shape(input: &InputTable, columns: &ItemColumns) -> Result<ItemsSha
     let (_, schema) = input.schemas.first().ok_or_else(|| Error::internal("no items files"))?;
     let mut shape = None;
     for (file, schema) in &input.schemas {
-        let item = id_kind(input, require(input, schema, file, &columns.item_id, "items_columns.item_id")?, file, &columns.item_id)?;
+        let item = id_kind(
+            input,
+            require(input, schema, file, &columns.item_id, "items_columns.item_id")?,
+            file,
+            &columns.item_id,
+        )?;
         let title = require(input, schema, file, &columns.title, "items_columns.title")?;
         if !is_text(title) {
-            return Err(DataError::new(format!("has type {title}; titles must be strings")).file(file).column(&columns.title).into());
+            return Err(DataError::new(format!("has type {title}; titles must be strings"))
+                .file(file)
+                .column(&columns.title)
+                .into());
         }
         if shape.is_none() {
             shape = Some(item);

@@ -52,6 +52,9 @@ pub mod sql {
     pub const SUMMARY: &str = include_str!("../../../sql/summary.sql");
 }
 
+/// A named SQL parameter (`$name` in a file) and its typed value.
+pub type Param = (&'static str, ScalarValue);
+
 /// What to analyze and where to write it.
 pub struct AnalyzeRequest {
     pub events: Location,
@@ -107,7 +110,8 @@ pub async fn analyze(req: &AnalyzeRequest) -> Result<AnalyzeSummary> {
     // 3. Interactions, then each output in dependency order. Outputs are read
     //    back from their files by the queries after them, not recomputed.
     let dedup = cfg.dedup.as_str();
-    let interactions = run_sql(&ctx, "interactions.sql", sql::INTERACTIONS, &[("dedup", ScalarValue::from(dedup))]).await?;
+    let interactions =
+        run_sql(&ctx, "interactions.sql", sql::INTERACTIONS, &[("dedup", ScalarValue::from(dedup))]).await?;
     register(&ctx, "interactions", interactions)?;
 
     let lt = &cfg.long_tail;
@@ -118,7 +122,7 @@ pub async fn analyze(req: &AnalyzeRequest) -> Result<AnalyzeSummary> {
         ("min_count", ScalarValue::from(lt.min_count as i64)),
         ("percentile", ScalarValue::from(lt.percentile)),
     ];
-    let steps: [(&str, &str, &[(&str, ScalarValue)]); 4] = [
+    let steps: [(&str, &str, &[Param]); 4] = [
         (outputs::SEQUENCES, sql::SEQUENCES, &[]),
         (outputs::SPLIT, sql::SPLIT, &[]),
         (outputs::ITEM_STATS, sql::ITEM_STATS, &item_stats_params),
@@ -146,7 +150,8 @@ pub async fn analyze(req: &AnalyzeRequest) -> Result<AnalyzeSummary> {
     }
 
     // 4. summary.json, then _SUCCESS last.
-    let s = collect_one(run_sql(&ctx, "summary.sql", sql::SUMMARY, &[]).await?, "summary.sql").await.map_err(classify)?;
+    let s =
+        collect_one(run_sql(&ctx, "summary.sql", sql::SUMMARY, &[]).await?, "summary.sql").await.map_err(classify)?;
     timings.insert("total".to_string(), secs(started));
     let summary = AnalyzeSummary {
         events: s.i64("events")? as u64,
@@ -209,13 +214,19 @@ fn register(ctx: &SessionContext, name: &str, df: DataFrame) -> Result<()> {
 
 /// Plans one SQL file and binds its `$name` parameters as typed values —
 /// values are never spliced into the SQL text.
-pub async fn run_sql(ctx: &SessionContext, file: &str, text: &str, params: &[(&str, ScalarValue)]) -> Result<DataFrame> {
+pub async fn run_sql(
+    ctx: &SessionContext,
+    file: &str,
+    text: &str,
+    params: &[(&str, ScalarValue)],
+) -> Result<DataFrame> {
     let df = ctx.sql(text).await.map_err(|e| Error::internal(format!("sql/{file}: {e}")))?;
     if params.is_empty() {
         return Ok(df);
     }
     let map: HashMap<String, _> = params.iter().map(|(k, v)| (k.to_string(), v.clone().into())).collect();
-    df.with_param_values(ParamValues::Map(map)).map_err(|e| Error::internal(format!("sql/{file}: binding parameters: {e}")))
+    df.with_param_values(ParamValues::Map(map))
+        .map_err(|e| Error::internal(format!("sql/{file}: binding parameters: {e}")))
 }
 
 fn check_output(name: &str, df: &DataFrame, user: IdKind, item: IdKind) -> Result<()> {
@@ -223,7 +234,9 @@ fn check_output(name: &str, df: &DataFrame, user: IdKind, item: IdKind) -> Resul
     let expected: Vec<_> = match name {
         outputs::ITEM_STATS => schema::item_stats_schema(item).fields().iter().map(|f| f.as_ref().clone()).collect(),
         outputs::TAIL_ITEMS => schema::tail_items_fixed_fields(item),
-        outputs::SEQUENCES => schema::sequences_schema(user, item).fields().iter().map(|f| f.as_ref().clone()).collect(),
+        outputs::SEQUENCES => {
+            schema::sequences_schema(user, item).fields().iter().map(|f| f.as_ref().clone()).collect()
+        }
         outputs::SPLIT => schema::split_schema(user, item).fields().iter().map(|f| f.as_ref().clone()).collect(),
         other => return Err(Error::internal(format!("no schema for output {other}"))),
     };
@@ -254,7 +267,9 @@ pub(crate) fn classify(e: DataFusionError) -> Error {
         return Error::config(
             "(config)",
             "analyze.memory_limit",
-            format!("the query needs more memory than the limit allows and could not spill: {msg}; raise the limit or check analyze.spill_dir / max_temp_size"),
+            format!(
+                "the query needs more memory than the limit allows and could not spill: {msg}; raise the limit or check analyze.spill_dir / max_temp_size"
+            ),
         );
     }
     Error::internal(format!("query failed: {msg}"))

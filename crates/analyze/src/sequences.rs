@@ -49,7 +49,13 @@ pub async fn write_sorted(sorted: DataFrame, schema: SchemaRef, target: &Locatio
 
 /// Writes every complete user in `pending` (all users when `last`), keeps
 /// the rest; returns the rows kept.
-async fn cut(pending: &mut Vec<RecordBatch>, schema: &SchemaRef, last: bool, sink: &mut ParquetSink, users: &mut u64) -> Result<usize> {
+async fn cut(
+    pending: &mut Vec<RecordBatch>,
+    schema: &SchemaRef,
+    last: bool,
+    sink: &mut ParquetSink,
+    users: &mut u64,
+) -> Result<usize> {
     let Some(first) = pending.first() else { return Ok(0) };
     let batch = concat_batches(&first.schema(), pending.iter()).map_err(|e| Error::internal(e.to_string()))?;
     pending.clear();
@@ -68,12 +74,17 @@ async fn cut(pending: &mut Vec<RecordBatch>, schema: &SchemaRef, last: bool, sin
             let values = datafusion::arrow::compute::cast(&batch.column(column).slice(0, end), item.data_type())
                 .map_err(|e| Error::internal(e.to_string()))?;
             let offsets = OffsetBuffer::from_lengths(ranges[..complete].iter().map(|r| r.len()));
-            Ok(Arc::new(ListArray::try_new(Arc::clone(item), offsets, values, None).map_err(|e| Error::internal(e.to_string()))?))
+            Ok(Arc::new(
+                ListArray::try_new(Arc::clone(item), offsets, values, None)
+                    .map_err(|e| Error::internal(e.to_string()))?,
+            ))
         };
         let starts = UInt32Array::from_iter_values(ranges[..complete].iter().map(|r| r.start as u32));
         let user_ids = take(batch.column(0), &starts, None).map_err(|e| Error::internal(e.to_string()))?;
-        let user_ids = datafusion::arrow::compute::cast(&user_ids, schema.field(0).data_type()).map_err(|e| Error::internal(e.to_string()))?;
-        let lengths: ArrayRef = Arc::new(Int64Array::from_iter_values(ranges[..complete].iter().map(|r| r.len() as i64)));
+        let user_ids = datafusion::arrow::compute::cast(&user_ids, schema.field(0).data_type())
+            .map_err(|e| Error::internal(e.to_string()))?;
+        let lengths: ArrayRef =
+            Arc::new(Int64Array::from_iter_values(ranges[..complete].iter().map(|r| r.len() as i64)));
         let out = RecordBatch::try_new(Arc::clone(schema), vec![user_ids, list(1, 1)?, list(2, 2)?, lengths])
             .map_err(|e| Error::internal(format!("sequences: {e}")))?;
         sink.write(&out).await?;

@@ -42,7 +42,8 @@ pub fn build_session(cfg: &AnalyzeConfig) -> Result<SessionContext> {
             .map_err(|e| Error::config("(config)", format!("analyze.datafusion.\"{key}\""), e.to_string()))?;
     }
 
-    let max_temp = parse_bytes(&cfg.max_temp_size).map_err(|m| Error::config("(config)", "analyze.max_temp_size", m))?;
+    let max_temp =
+        parse_bytes(&cfg.max_temp_size).map_err(|m| Error::config("(config)", "analyze.max_temp_size", m))?;
     // Merging many spill files at once holds a batch per file in memory; cap
     // the fan-in so a long external sort merges in several bounded passes.
     let mut disk = DiskManagerBuilder::default().with_max_temp_directory_size(max_temp).with_max_spill_merge_fan_in(16);
@@ -57,7 +58,8 @@ pub fn build_session(cfg: &AnalyzeConfig) -> Result<SessionContext> {
         ));
         runtime = runtime.with_memory_pool(pool);
     }
-    let runtime = runtime.build_arc().map_err(|e| Error::internal(format!("cannot build the DataFusion runtime: {e}")))?;
+    let runtime =
+        runtime.build_arc().map_err(|e| Error::internal(format!("cannot build the DataFusion runtime: {e}")))?;
     Ok(SessionContext::new_with_config_rt(config, runtime))
 }
 

@@ -62,7 +62,8 @@ impl Checker<'_> {
             let value = found.as_ref().and_then(|f| f.2.clone()).unwrap_or_default();
             let max = row.opt_i64("max_ts")?.unwrap_or_default();
             let hint = if max > 100_000_000_000 {
-                "the values look like milliseconds or finer: set inputs.ts_unit = \"ms\" (or \"us\", \"ns\")".to_string()
+                "the values look like milliseconds or finer: set inputs.ts_unit = \"ms\" (or \"us\", \"ns\")"
+                    .to_string()
             } else {
                 format!(
                     "fix the times at the source, or widen analyze.validation.min_ts / max_ts (now {} .. {})",
@@ -116,7 +117,9 @@ impl Checker<'_> {
         // Decode every text column once, so bad text fails here, located.
         let catalog = self.ctx.table("catalog").await.map_err(|e| Error::internal(e.to_string()))?;
         let names: Vec<String> = catalog.schema().fields().iter().map(|f| f.name().clone()).collect();
-        let decoded = catalog.aggregate(vec![], names.iter().map(|n| decode_all(n)).collect()).map_err(|e| Error::internal(e.to_string()))?;
+        let decoded = catalog
+            .aggregate(vec![], names.iter().map(|n| decode_all(n)).collect())
+            .map_err(|e| Error::internal(e.to_string()))?;
         if let Err(e) = decoded.collect().await {
             return Err(self.explain(e, input, &shape.text_columns).await);
         }
@@ -134,8 +137,7 @@ impl Checker<'_> {
         for (file, _) in &input.schemas {
             for column in text_columns {
                 let Ok(df) = single.read_parquet(file.as_str(), ParquetReadOptions::default()).await else { continue };
-                let Ok(df) = df.aggregate(vec![], vec![decode_all(column)])
-                else {
+                let Ok(df) = df.aggregate(vec![], vec![decode_all(column)]) else {
                     continue;
                 };
                 if df.collect().await.is_err() {
@@ -195,13 +197,20 @@ async fn locate(
         let df = normalize(df)?
             .window(vec![row_number().alias("__row")])
             .and_then(|df| df.filter(bad.clone()))
-            .and_then(|df| df.select(vec![col("__row"), datafusion::logical_expr::cast(col(value_column), datafusion::arrow::datatypes::DataType::Utf8).alias("__value")]))
+            .and_then(|df| {
+                df.select(vec![
+                    col("__row"),
+                    datafusion::logical_expr::cast(col(value_column), datafusion::arrow::datatypes::DataType::Utf8)
+                        .alias("__value"),
+                ])
+            })
             .and_then(|df| df.limit(0, Some(1)))
             .map_err(|e| Error::internal(format!("locating a bad row: {e}")))?;
         let batches = df.collect().await.map_err(|e| Error::storage(file.clone(), e))?;
         if let Some(b) = batches.iter().find(|b| b.num_rows() > 0) {
             let row = b.column(0).as_primitive_opt::<datafusion::arrow::datatypes::UInt64Type>().map(|a| a.value(0));
-            let row = row.or_else(|| b.column(0).as_primitive_opt::<Int64Type>().map(|a| a.value(0) as u64)).unwrap_or(0);
+            let row =
+                row.or_else(|| b.column(0).as_primitive_opt::<Int64Type>().map(|a| a.value(0) as u64)).unwrap_or(0);
             let value = b.column(1).as_string_opt::<i32>().filter(|a| !a.is_null(0)).map(|a| a.value(0).to_string());
             return Ok(Some((file.clone(), row, value)));
         }

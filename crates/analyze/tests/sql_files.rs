@@ -12,7 +12,7 @@ use datafusion::arrow::util::pretty::pretty_format_batches;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 use datafusion::scalar::ScalarValue;
-use tailforge_analyze::{run_sql, sql, udf};
+use tailforge_analyze::{Param, run_sql, sql, udf};
 
 fn table(columns: Vec<(&str, ArrayRef)>) -> Arc<MemTable> {
     let schema = Arc::new(Schema::new(
@@ -59,7 +59,7 @@ async fn run(ctx: &SessionContext, file: &str, text: &str, params: &[(&str, Scal
 async fn pipeline(dedup: &str, rule: &str, share: f64) -> (SessionContext, Vec<String>) {
     let ctx = fixture().await;
     let mut out = Vec::new();
-    let steps: [(&str, &str, Vec<(&str, ScalarValue)>); 4] = [
+    let steps: [(&str, &str, Vec<Param>); 4] = [
         ("interactions", sql::INTERACTIONS, vec![("dedup", ScalarValue::from(dedup))]),
         ("sequences", sql::SEQUENCES, vec![]),
         ("split", sql::SPLIT, vec![]),

@@ -193,8 +193,13 @@ fn init_logging(cli: &Cli) {
         _ => "trace",
     };
     let filter = std::env::var("TAILFORGE_LOG").unwrap_or_else(|_| default.to_string());
-    let filter = tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).with_ansi(std::io::stderr().is_terminal());
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal());
     match cli.log_format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.init(),
@@ -230,7 +235,13 @@ async fn run(cli: Cli) -> Result<()> {
                 events_per_file: a.events_per_file,
             };
             let s = tailforge_ingest::demo::generate(&params, &out).await?;
-            println!("wrote demo data: {} users, {} items, {} events in {} files", s.users, s.items, s.events, s.files.len());
+            println!(
+                "wrote demo data: {} users, {} items, {} events in {} files",
+                s.users,
+                s.items,
+                s.events,
+                s.files.len()
+            );
             println!("  events: {}", out.as_dir().join("events/").display());
             println!("  items:  {}", out.as_dir().join("items/").display());
             Ok(())
@@ -266,7 +277,11 @@ async fn run(cli: Cli) -> Result<()> {
             let options = EvalOptions::default();
             let valid = evaluate(&dataset, &scorer, tailforge_train::Phase::Valid, &options)?;
             let test = evaluate(&dataset, &scorer, tailforge_train::Phase::Test, &options)?;
-            let markdown = format!("## {variant}: test (eval-v1)\n\n{}\n## {variant}: validation\n\n{}", test.to_markdown(), valid.to_markdown());
+            let markdown = format!(
+                "## {variant}: test (eval-v1)\n\n{}\n## {variant}: validation\n\n{}",
+                test.to_markdown(),
+                valid.to_markdown()
+            );
             print!("{markdown}");
             if let Some(out) = a.out {
                 let out = Location::parse(&out)?.as_dir();
@@ -290,11 +305,13 @@ async fn run(cli: Cli) -> Result<()> {
                 print!("{}", config.to_toml());
                 return Ok(());
             }
-            let missing = |what: &str, flag: &str| {
-                Error::usage(format!("no {what}: pass {flag} or set it in the pipeline file"))
-            };
-            let events = Location::parse(config.inputs.events.as_deref().ok_or_else(|| missing("events input", "--events URL"))?)?;
-            let items = Location::parse(config.inputs.items.as_deref().ok_or_else(|| missing("items input", "--items URL"))?)?;
+            let missing =
+                |what: &str, flag: &str| Error::usage(format!("no {what}: pass {flag} or set it in the pipeline file"));
+            let events = Location::parse(
+                config.inputs.events.as_deref().ok_or_else(|| missing("events input", "--events URL"))?,
+            )?;
+            let items =
+                Location::parse(config.inputs.items.as_deref().ok_or_else(|| missing("items input", "--items URL"))?)?;
             let out = match (a.out, &config.output) {
                 (Some(o), _) => Location::parse(&o)?,
                 (None, Some(root)) => Location::parse(root)?.as_dir().join("analyze/"),

@@ -276,9 +276,8 @@ impl PipelineConfig {
         let (mut root, file_name) = match pipeline {
             Some(path) => {
                 let name = path.display().to_string();
-                let text = std::fs::read_to_string(path).map_err(|e| {
-                    Error::usage(format!("{name}: cannot read the pipeline file: {e}"))
-                })?;
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| Error::usage(format!("{name}: cannot read the pipeline file: {e}")))?;
                 let table: toml::Table = toml::from_str(&text)
                     .map_err(|e| Error::config(&name, "(syntax)", e.to_string().trim_end().to_string()))?;
                 (table, name)
@@ -300,7 +299,9 @@ impl PipelineConfig {
         }
         for set in sets {
             let Some((key, value)) = set.split_once('=') else {
-                return Err(Error::usage(format!("--set {set}: expected key=value, e.g. --set analyze.long_tail.share=0.1")));
+                return Err(Error::usage(format!(
+                    "--set {set}: expected key=value, e.g. --set analyze.long_tail.share=0.1"
+                )));
             };
             let key = key.trim();
             set_dotted(&mut root, key, parse_value(value.trim()))
@@ -329,7 +330,11 @@ impl PipelineConfig {
         let lt = &self.analyze.long_tail;
         let unit_interval = |key: &str, v: f64, closed_top: bool| -> Result<()> {
             let ok = v > 0.0 && (v < 1.0 || (closed_top && v == 1.0));
-            if ok { Ok(()) } else { Err(Error::config(source, key, format!("{v} is out of range: expected a share in (0, 1)"))) }
+            if ok {
+                Ok(())
+            } else {
+                Err(Error::config(source, key, format!("{v} is out of range: expected a share in (0, 1)")))
+            }
         };
         unit_interval("analyze.long_tail.share", lt.share, false)?;
         unit_interval("analyze.long_tail.pareto_share", lt.pareto_share, true)?;
@@ -381,7 +386,8 @@ pub fn parse_bytes(text: &str) -> std::result::Result<u64, String> {
     let t = text.trim();
     let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: f64 = num.parse().map_err(|_| format!("{text:?} is not a size: expected e.g. \"4GiB\", \"512MB\" or \"0\""))?;
+    let n: f64 =
+        num.parse().map_err(|_| format!("{text:?} is not a size: expected e.g. \"4GiB\", \"512MB\" or \"0\""))?;
     let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1.0,
         "k" | "kb" => 1e3,
@@ -392,7 +398,9 @@ pub fn parse_bytes(text: &str) -> std::result::Result<u64, String> {
         "gib" => 1024.0 * 1024.0 * 1024.0,
         "t" | "tb" => 1e12,
         "tib" => 1024.0f64.powi(4),
-        other => return Err(format!("{text:?}: unknown size unit {other:?} (use B, KB, KiB, MB, MiB, GB, GiB, TB, TiB)")),
+        other => {
+            return Err(format!("{text:?}: unknown size unit {other:?} (use B, KB, KiB, MB, MiB, GB, GiB, TB, TiB)"));
+        }
     };
     Ok((n * mult) as u64)
 }

@@ -55,7 +55,12 @@ impl ParquetSink {
 pub async fn read_parquet(location: &Location) -> Result<Vec<RecordBatch>> {
     let name = location.display();
     let bytes = location.get().await?;
-    let not_parquet = |e: &dyn std::fmt::Display| Error::from(DataError::new(format!("not a readable Parquet file: {e}")).file(&name));
-    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| not_parquet(&e))?.build().map_err(|e| not_parquet(&e))?;
+    let not_parquet = |e: &dyn std::fmt::Display| {
+        Error::from(DataError::new(format!("not a readable Parquet file: {e}")).file(&name))
+    };
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .map_err(|e| not_parquet(&e))?
+        .build()
+        .map_err(|e| not_parquet(&e))?;
     reader.collect::<std::result::Result<Vec<_>, _>>().map_err(|e| not_parquet(&e))
 }

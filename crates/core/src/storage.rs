@@ -78,18 +78,16 @@ impl Location {
                     .build()
                     .map_err(|e| Error::usage(format!("{text}: cannot configure S3 (check AWS_* variables): {e}")))?,
             ),
-            "gs" => Arc::new(
-                GoogleCloudStorageBuilder::from_env()
-                    .with_url(url.as_str())
-                    .build()
-                    .map_err(|e| Error::usage(format!("{text}: cannot configure GCS (check GOOGLE_* variables): {e}")))?,
-            ),
-            "az" | "azure" | "abfs" | "abfss" | "adl" => Arc::new(
-                MicrosoftAzureBuilder::from_env()
-                    .with_url(url.as_str())
-                    .build()
-                    .map_err(|e| Error::usage(format!("{text}: cannot configure Azure (check AZURE_* variables): {e}")))?,
-            ),
+            "gs" => {
+                Arc::new(GoogleCloudStorageBuilder::from_env().with_url(url.as_str()).build().map_err(|e| {
+                    Error::usage(format!("{text}: cannot configure GCS (check GOOGLE_* variables): {e}"))
+                })?)
+            }
+            "az" | "azure" | "abfs" | "abfss" | "adl" => {
+                Arc::new(MicrosoftAzureBuilder::from_env().with_url(url.as_str()).build().map_err(|e| {
+                    Error::usage(format!("{text}: cannot configure Azure (check AZURE_* variables): {e}"))
+                })?)
+            }
             "memory" => memory_store(),
             other => {
                 return Err(Error::usage(format!(
@@ -97,8 +95,8 @@ impl Location {
                 )));
             }
         };
-        let path = Path::from_url_path(url.path())
-            .map_err(|e| Error::usage(format!("{text}: invalid path in URL: {e}")))?;
+        let path =
+            Path::from_url_path(url.path()).map_err(|e| Error::usage(format!("{text}: invalid path in URL: {e}")))?;
         Ok(Location { url, glob, store, path })
     }
 

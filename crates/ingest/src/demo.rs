@@ -410,11 +410,31 @@ const CATEGORIES: [Category; 12] = [
 ];
 
 const COLOURS: [&str; 12] = [
-    "black", "white", "grey", "navy", "teal", "olive", "burgundy", "mustard", "coral", "sand", "forest green", "sky blue",
+    "black",
+    "white",
+    "grey",
+    "navy",
+    "teal",
+    "olive",
+    "burgundy",
+    "mustard",
+    "coral",
+    "sand",
+    "forest green",
+    "sky blue",
 ];
 
 const MATERIALS: [&str; 10] = [
-    "cotton", "merino", "leather", "canvas", "recycled nylon", "bamboo", "aluminium", "walnut", "cork", "stainless steel",
+    "cotton",
+    "merino",
+    "leather",
+    "canvas",
+    "recycled nylon",
+    "bamboo",
+    "aluminium",
+    "walnut",
+    "cork",
+    "stainless steel",
 ];
 
 const PRICE_BANDS: [&str; 4] = ["budget", "mid", "premium", "luxury"];
@@ -529,8 +549,7 @@ impl Shop {
         let by_category: Vec<CategoryItems> = members
             .into_iter()
             .map(|items| {
-                let weights =
-                    Cumulative::new(items.iter().map(|&i| f64::from(rank[i as usize]).powf(-zipf_exponent)));
+                let weights = Cumulative::new(items.iter().map(|&i| f64::from(rank[i as usize]).powf(-zipf_exponent)));
                 CategoryItems { items, weights }
             })
             .collect();
@@ -571,9 +590,8 @@ async fn write_items(shop: &Shop, location: &Location) -> Result<u64> {
     let mut sink = ParquetSink::create(location, schema.clone())?;
     for (chunk_index, chunk) in shop.items.chunks(ITEM_BATCH_ROWS).enumerate() {
         let first_id = (chunk_index * ITEM_BATCH_ROWS) as i64 + 1;
-        let text = |f: fn(&Item) -> &'static str| -> ArrayRef {
-            Arc::new(StringArray::from_iter_values(chunk.iter().map(f)))
-        };
+        let text =
+            |f: fn(&Item) -> &'static str| -> ArrayRef { Arc::new(StringArray::from_iter_values(chunk.iter().map(f))) };
         let columns: Vec<ArrayRef> = vec![
             Arc::new(Int64Array::from_iter_values((0..chunk.len() as i64).map(|i| first_id + i))),
             Arc::new(StringArray::from_iter_values(chunk.iter().map(Item::title))),
@@ -811,7 +829,6 @@ impl EventColumns {
             .map_err(|e| Error::internal(format!("demo-data: cannot build an events batch: {e}")))
     }
 }
-
 
 /// Everything needed to generate any chunk of events.
 struct Generator {
@@ -1114,7 +1131,8 @@ mod tests {
 
     #[tokio::test]
     async fn same_seed_same_bytes_other_seed_other_rows() {
-        let params = DemoParams { users: 300, items: 200, events: 20_000, events_per_file: 7_000, ..Default::default() };
+        let params =
+            DemoParams { users: 300, items: 200, events: 20_000, events_per_file: 7_000, ..Default::default() };
         let (dir_a, out_a, a) = run(&params).await;
         let (dir_b, out_b, b) = run(&params).await;
         assert_eq!(a.files, b.files);

@@ -18,7 +18,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::dataframe::DataFrameWriteOptions;
 use datafusion::prelude::{CsvReadOptions, SessionContext};
 use serde::{Deserialize, Serialize};
@@ -32,8 +32,25 @@ const LATEST_ITEMS_SQL: &str = include_str!("../../../sql/import_movielens_items
 
 /// The 19 MovieLens-100k genres in flag order, used when `u.genre` is absent.
 const ML100K_GENRES: [&str; 19] = [
-    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama", "Fantasy",
-    "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western",
+    "unknown",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
 ];
 
 /// What was imported.
@@ -61,9 +78,9 @@ pub async fn import(src: &Path, out: &Location) -> Result<ImportSummary> {
     }
 }
 
-
 fn read(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| Error::from(DataError::new(format!("cannot read: {e}")).file(path.display().to_string())))
+    std::fs::read(path)
+        .map_err(|e| Error::from(DataError::new(format!("cannot read: {e}")).file(path.display().to_string())))
 }
 
 /// Latin-1 maps each byte to the code point of the same value, so decoding
@@ -84,8 +101,7 @@ async fn import_100k(src: &Path, out: &Location) -> Result<ImportSummary> {
     // u.data: user \t item \t rating \t timestamp
     let data_path = src.join("u.data");
     let data = read(&data_path)?;
-    let text = std::str::from_utf8(&data)
-        .map_err(|e| bad_line(&data_path, 0, format!("not ASCII/UTF-8 text: {e}")))?;
+    let text = std::str::from_utf8(&data).map_err(|e| bad_line(&data_path, 0, format!("not ASCII/UTF-8 text: {e}")))?;
     let (mut users, mut items, mut ts, mut weights) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
@@ -93,10 +109,17 @@ async fn import_100k(src: &Path, out: &Location) -> Result<ImportSummary> {
         }
         let fields: Vec<&str> = line.split('\t').collect();
         if fields.len() != 4 {
-            return Err(bad_line(&data_path, i + 1, format!("expected 4 tab-separated fields, found {}", fields.len())));
+            return Err(bad_line(
+                &data_path,
+                i + 1,
+                format!("expected 4 tab-separated fields, found {}", fields.len()),
+            ));
         }
         let int = |k: usize, what: &str| -> Result<i64> {
-            fields[k].trim().parse::<i64>().map_err(|_| bad_line(&data_path, i + 1, format!("{what} {:?} is not an integer", fields[k])))
+            fields[k]
+                .trim()
+                .parse::<i64>()
+                .map_err(|_| bad_line(&data_path, i + 1, format!("{what} {:?} is not an integer", fields[k])))
         };
         users.push(int(0, "user id")?);
         items.push(int(1, "item id")?);
@@ -122,10 +145,12 @@ async fn import_100k(src: &Path, out: &Location) -> Result<ImportSummary> {
         let text = decode_latin1(&read(&genre_path)?);
         let mut g: Vec<(usize, String)> = Vec::new();
         for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-            let (name, idx) = line
-                .rsplit_once('|')
-                .ok_or_else(|| bad_line(&genre_path, i + 1, "expected name|index".into()))?;
-            let idx: usize = idx.trim().parse().map_err(|_| bad_line(&genre_path, i + 1, format!("index {idx:?} is not an integer")))?;
+            let (name, idx) =
+                line.rsplit_once('|').ok_or_else(|| bad_line(&genre_path, i + 1, "expected name|index".into()))?;
+            let idx: usize = idx
+                .trim()
+                .parse()
+                .map_err(|_| bad_line(&genre_path, i + 1, format!("index {idx:?} is not an integer")))?;
             g.push((idx, name.to_string()));
         }
         g.sort();
@@ -137,16 +162,24 @@ async fn import_100k(src: &Path, out: &Location) -> Result<ImportSummary> {
     // u.item: id|title|release date|video release date|IMDb URL|19 flags, latin-1.
     let item_path = src.join("u.item");
     let text = decode_latin1(&read(&item_path)?);
-    let (mut ids, mut titles, mut release, mut genre_col, mut urls) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut ids, mut titles, mut release, mut genre_col, mut urls) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
         let f: Vec<&str> = line.split('|').collect();
         if f.len() != 5 + genres.len() {
-            return Err(bad_line(&item_path, i + 1, format!("expected {} |-separated fields, found {}", 5 + genres.len(), f.len())));
+            return Err(bad_line(
+                &item_path,
+                i + 1,
+                format!("expected {} |-separated fields, found {}", 5 + genres.len(), f.len()),
+            ));
         }
-        let id: i64 = f[0].trim().parse().map_err(|_| bad_line(&item_path, i + 1, format!("item id {:?} is not an integer", f[0])))?;
+        let id: i64 = f[0]
+            .trim()
+            .parse()
+            .map_err(|_| bad_line(&item_path, i + 1, format!("item id {:?} is not an integer", f[0])))?;
         let mut g = Vec::new();
         for (k, flag) in f[5..].iter().enumerate() {
             match flag.trim() {
@@ -205,11 +238,16 @@ async fn import_latest(src: &Path, out: &Location) -> Result<ImportSummary> {
     let ctx = SessionContext::new();
     ctx.runtime_env().register_object_store(&out.store_url(), out.store());
     let csv = |name: &str| src.join(name).display().to_string();
-    for (table, file, required) in [("ratings", "ratings.csv", true), ("movies", "movies.csv", true), ("tags", "tags.csv", false)] {
+    for (table, file, required) in
+        [("ratings", "ratings.csv", true), ("movies", "movies.csv", true), ("tags", "tags.csv", false)]
+    {
         let path = src.join(file);
         if !path.is_file() {
             if required {
-                return Err(Error::usage(format!("{}: missing {file} (MovieLens latest needs ratings.csv and movies.csv)", src.display())));
+                return Err(Error::usage(format!(
+                    "{}: missing {file} (MovieLens latest needs ratings.csv and movies.csv)",
+                    src.display()
+                )));
             }
             // No tags: an empty table with the expected columns keeps one SQL path.
             ctx.sql("CREATE TABLE tags (\"userId\" BIGINT, \"movieId\" BIGINT, tag VARCHAR, \"timestamp\" BIGINT)")
@@ -217,16 +255,21 @@ async fn import_latest(src: &Path, out: &Location) -> Result<ImportSummary> {
                 .map_err(|e| Error::internal(e.to_string()))?;
             continue;
         }
-        ctx.register_csv(table, &csv(file), CsvReadOptions::new().has_header(true))
-            .await
-            .map_err(|e| Error::from(DataError::new(format!("cannot read as CSV: {e}")).file(path.display().to_string())))?;
+        ctx.register_csv(table, &csv(file), CsvReadOptions::new().has_header(true)).await.map_err(|e| {
+            Error::from(DataError::new(format!("cannot read as CSV: {e}")).file(path.display().to_string()))
+        })?;
     }
     let mut counts = Vec::new();
-    for (sql_name, sql, target) in
-        [("import_movielens_events.sql", LATEST_EVENTS_SQL, "events"), ("import_movielens_items.sql", LATEST_ITEMS_SQL, "items")]
-    {
+    for (sql_name, sql, target) in [
+        ("import_movielens_events.sql", LATEST_EVENTS_SQL, "events"),
+        ("import_movielens_items.sql", LATEST_ITEMS_SQL, "items"),
+    ] {
         let df = ctx.sql(sql).await.map_err(|e| {
-            Error::from(DataError::new(format!("the CSV files do not have MovieLens columns: {e}")).file(src.display().to_string()).hint(format!("checked by sql/{sql_name}")))
+            Error::from(
+                DataError::new(format!("the CSV files do not have MovieLens columns: {e}"))
+                    .file(src.display().to_string())
+                    .hint(format!("checked by sql/{sql_name}")),
+            )
         })?;
         let loc = out.join(&format!("{target}/part-00000.parquet"));
         let written = df
@@ -264,9 +307,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let src = dir.path().join("ml");
         std::fs::create_dir(&src).unwrap();
-        std::fs::write(src.join("ratings.csv"), "userId,movieId,rating,timestamp\n1,10,4.5,1000000000\n2,10,3.0,1000000100\n2,20,5.0,1000000200\n").unwrap();
+        std::fs::write(
+            src.join("ratings.csv"),
+            "userId,movieId,rating,timestamp\n1,10,4.5,1000000000\n2,10,3.0,1000000100\n2,20,5.0,1000000200\n",
+        )
+        .unwrap();
         std::fs::write(src.join("movies.csv"), "movieId,title,genres\n10,\"Heat, The (1995)\",Action|Crime\n20,Up (2009),Animation\n30,Cold (2001),Drama\n").unwrap();
-        std::fs::write(src.join("tags.csv"), "userId,movieId,tag,timestamp\n1,10,Heist,1\n2,10,heist,2\n2,10,Pacino,3\n").unwrap();
+        std::fs::write(
+            src.join("tags.csv"),
+            "userId,movieId,tag,timestamp\n1,10,Heist,1\n2,10,heist,2\n2,10,Pacino,3\n",
+        )
+        .unwrap();
         let out = Location::parse(dir.path().join("out").to_str().unwrap()).unwrap();
         let s = import(&src, &out).await.unwrap();
         assert_eq!((s.events, s.items), (3, 3));

@@ -194,9 +194,12 @@ pub async fn run(req: &RunRequest) -> Result<Manifest> {
     for input in [&mut config.inputs.events, &mut config.inputs.items].into_iter().flatten() {
         *input = input.replace("{date}", &req.date);
     }
-    let root = Location::parse(config.output.as_deref().ok_or_else(|| {
-        Error::usage("no output: set output = \"…\" in the pipeline or --set output=URL")
-    })?)?
+    let root = Location::parse(
+        config
+            .output
+            .as_deref()
+            .ok_or_else(|| Error::usage("no output: set output = \"…\" in the pipeline or --set output=URL"))?,
+    )?
     .as_dir();
     let events = config.inputs.events.clone().ok_or_else(|| Error::usage("no inputs.events in the pipeline"))?;
     let items = config.inputs.items.clone().ok_or_else(|| Error::usage("no inputs.items in the pipeline"))?;
@@ -241,7 +244,8 @@ async fn run_stages(
     previous: Option<&Manifest>,
     manifest: &mut Manifest,
 ) -> Result<()> {
-    let fingerprint = |stage: &str| sha256_hex(format!("{stage}\n{}\n{events}\n{items}", manifest.config_hash).as_bytes());
+    let fingerprint =
+        |stage: &str| sha256_hex(format!("{stage}\n{}\n{events}\n{items}", manifest.config_hash).as_bytes());
 
     // analyze
     let analyze_dir = run_dir.join("analyze/");
@@ -359,7 +363,9 @@ async fn write_run_files(root: &Location, run_dir: &Location, manifest: &Manifes
         run_dir.join("report.html").put(report_html(manifest, run_dir).await?.into_bytes()).await?;
         root.join("metrics.prom").put(prom.into_bytes()).await?;
         let latest = serde_json::json!({ "run_id": manifest.run_id, "manifest": format!("runs/{}/manifest.json", manifest.run_id), "finished_at": manifest.finished_at });
-        root.join("latest").put(serde_json::to_vec_pretty(&latest).map_err(|e| Error::internal(e.to_string()))?).await?;
+        root.join("latest")
+            .put(serde_json::to_vec_pretty(&latest).map_err(|e| Error::internal(e.to_string()))?)
+            .await?;
     }
     Ok(())
 }
@@ -368,8 +374,13 @@ async fn write_run_files(root: &Location, run_dir: &Location, manifest: &Manifes
 pub fn prometheus_text(m: &Manifest, ok: bool) -> String {
     let mut s = String::new();
     let label = format!("run_id=\"{}\"", m.run_id);
-    s.push_str("# HELP tailforge_run_duration_seconds Wall time of the run.\n# TYPE tailforge_run_duration_seconds gauge\n");
-    s.push_str(&format!("tailforge_run_duration_seconds{{{label}}} {}\n", m.metrics.get("run_seconds").copied().unwrap_or(0.0)));
+    s.push_str(
+        "# HELP tailforge_run_duration_seconds Wall time of the run.\n# TYPE tailforge_run_duration_seconds gauge\n",
+    );
+    s.push_str(&format!(
+        "tailforge_run_duration_seconds{{{label}}} {}\n",
+        m.metrics.get("run_seconds").copied().unwrap_or(0.0)
+    ));
     s.push_str("# HELP tailforge_run_success Whether the run succeeded (1) or failed (0).\n# TYPE tailforge_run_success gauge\n");
     s.push_str(&format!("tailforge_run_success{{{label}}} {}\n", u8::from(ok)));
     s.push_str("# HELP tailforge_stage_rows Rows written per stage output.\n# TYPE tailforge_stage_rows gauge\n");
@@ -378,7 +389,9 @@ pub fn prometheus_text(m: &Manifest, ok: bool) -> String {
             s.push_str(&format!("tailforge_stage_rows{{{label},stage=\"{}\",output=\"{output}\"}} {n}\n", st.name));
         }
     }
-    s.push_str("# HELP tailforge_stage_seconds Wall time per stage (0 when skipped).\n# TYPE tailforge_stage_seconds gauge\n");
+    s.push_str(
+        "# HELP tailforge_stage_seconds Wall time per stage (0 when skipped).\n# TYPE tailforge_stage_seconds gauge\n",
+    );
     for st in &m.stages {
         let secs = if st.status == "skipped" { 0.0 } else { st.seconds };
         s.push_str(&format!("tailforge_stage_seconds{{{label},stage=\"{}\"}} {secs}\n", st.name));
@@ -396,7 +409,12 @@ pub fn prometheus_text(m: &Manifest, ok: bool) -> String {
 
 async fn report_markdown(m: &Manifest, run_dir: &Location) -> String {
     let mut s = format!("# tailforge run {}\n\n", m.run_id);
-    s.push_str(&format!("tailforge {} ({}), config sha256 {}\n\n", m.tailforge_version, m.git_revision, &m.config_hash[..12]));
+    s.push_str(&format!(
+        "tailforge {} ({}), config sha256 {}\n\n",
+        m.tailforge_version,
+        m.git_revision,
+        &m.config_hash[..12]
+    ));
     s.push_str("| stage | status | seconds | rows |\n|---|---|---:|---|\n");
     for st in &m.stages {
         let rows: Vec<String> = st.rows.iter().map(|(k, v)| format!("{k} {v}")).collect();

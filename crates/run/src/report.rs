@@ -21,7 +21,8 @@ pub fn popularity_svg(counts_by_rank: &[u64], head_items: usize) -> String {
             .build_cartesian_2d((1f64..n).log_scale(), (1f64..max * 1.2).log_scale());
         let Ok(mut chart) = chart else { return svg_fallback() };
         let _ = chart.configure_mesh().x_desc("item rank").y_desc("interactions").draw();
-        let points = counts_by_rank.iter().enumerate().filter(|(_, c)| **c > 0).map(|(i, c)| ((i + 1) as f64, *c as f64));
+        let points =
+            counts_by_rank.iter().enumerate().filter(|(_, c)| **c > 0).map(|(i, c)| ((i + 1) as f64, *c as f64));
         let _ = chart.draw_series(LineSeries::new(points, &BLUE));
         let cut = head_items.max(1) as f64;
         let _ = chart.draw_series(LineSeries::new([(cut, 1.0), (cut, max * 1.2)], RED.stroke_width(2)));
