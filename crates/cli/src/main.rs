@@ -41,6 +41,8 @@ enum Command {
     DemoData(DemoDataArgs),
     /// Item popularity, the long tail, sequences and the eval-v1 split.
     Analyze(AnalyzeArgs),
+    /// Write descriptions and keywords for the tail items with a local LLM (llama.cpp).
+    Generate(GenerateArgs),
     /// Score a baseline under protocol eval-v1 (head vs tail, full and sampled).
     Evaluate(EvaluateArgs),
     /// Run the pipeline as one job: runs/<run_id>/<stage>/, manifest, lock, latest pointer.
@@ -72,6 +74,32 @@ struct RunArgs {
 enum Baseline {
     /// Most popular items first (training popularity, ties by item id): eval-v1's check.
     Mostpop,
+}
+
+#[derive(Args)]
+struct GenerateArgs {
+    /// Output directory of `tailforge analyze` (reads its tail_items.parquet), or a tail_items Parquet file.
+    #[arg(long)]
+    input: String,
+    /// Output location: generated/ and rejects/ shards, summary.json, _SUCCESS. Re-running resumes.
+    #[arg(long)]
+    out: String,
+    /// Generate for at most this many tail items (in rank order).
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Sequences decoded together in one batch.
+    #[arg(long)]
+    parallel: Option<u32>,
+    /// GGUF model file. Default: models/SmolLM2-135M-Instruct.Q4_1.gguf (installed by `make setup`).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// llama.cpp threads; 0 = all cores. On a machine shared with other work, fewer threads
+    /// than cores is much faster (llama.cpp threads busy-wait for each other).
+    #[arg(long)]
+    threads: Option<u32>,
+    /// Run seed; each item's seed derives from it and the item id.
+    #[arg(long)]
+    seed: Option<u64>,
 }
 
 #[derive(Args)]
@@ -192,9 +220,12 @@ fn init_logging(cli: &Cli) {
         (false, 1) => "debug",
         _ => "trace",
     };
-    let filter = std::env::var("TAILFORGE_LOG").unwrap_or_else(|_| default.to_string());
-    let filter =
-        tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // llama.cpp logs every tensor and buffer at info level: keep them to
+    // warnings unless asked for (-vv, or TAILFORGE_LOG=llama-cpp-2=info).
+    let default = if cli.verbose >= 2 { default.to_string() } else { format!("{default},llama-cpp-2=warn") };
+    let filter = std::env::var("TAILFORGE_LOG").unwrap_or_else(|_| default.clone());
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -265,6 +296,37 @@ async fn run(cli: Cli) -> Result<()> {
             }
             let root = Location::parse(output_root(&request.config)?)?.as_dir();
             println!("  report: {}", root.join(&format!("runs/{}/report.md", m.run_id)).display());
+            Ok(())
+        }
+        Command::Generate(a) => {
+            let mut cfg = tailforge_generate::GenerateConfig::default();
+            cfg.limit = a.limit.or(cfg.limit);
+            cfg.parallel = a.parallel.unwrap_or(cfg.parallel);
+            cfg.model = a.model.unwrap_or(cfg.model);
+            cfg.n_threads = a.threads.unwrap_or(cfg.n_threads);
+            cfg.seed = a.seed.unwrap_or(cfg.seed);
+            let input = if a.input.ends_with(".parquet") {
+                Location::parse(&a.input)?
+            } else {
+                Location::parse(&a.input)?.as_dir().join("tail_items.parquet")
+            };
+            let out = Location::parse(&a.out)?;
+            let s = tailforge_generate::generate(&input, &out, &cfg).await?;
+            println!(
+                "generated for {} items ({} skipped as done before): {} accepted, {} rejected",
+                s.items,
+                s.skipped,
+                s.accepted,
+                s.rejected_total()
+            );
+            for (reason, n) in &s.rejected {
+                println!("  rejected {reason}: {n}");
+            }
+            println!(
+                "  {:.1} generated tok/s, {:.1} prompt tok/s, {:.1} s",
+                s.generated_tokens_per_s, s.prompt_tokens_per_s, s.seconds
+            );
+            println!("  outputs: {}", out.as_dir().display());
             Ok(())
         }
         Command::Evaluate(a) => {

@@ -1,0 +1,400 @@
+//! The llama.cpp side: one model, one context with `parallel` sequences,
+//! continuous batching. Runs on a blocking thread and reports each finished
+//! item through a channel.
+
+use std::collections::VecDeque;
+use std::io::Read;
+use std::num::NonZeroU32;
+use std::path::Path;
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
+use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::LlamaToken;
+use llama_cpp_2::token::data::LlamaTokenData;
+use llama_cpp_2::token::data_array::LlamaTokenDataArray;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use tailforge_core::{Error, Result};
+
+use crate::config::GenerateConfig;
+use crate::contract::{Answer, GRAMMAR, Reject, Validator};
+use crate::hash::item_seed;
+use crate::prompt::plain_chat;
+
+/// One item to generate for: its key (the item id as text) and its two
+/// rendered chat messages.
+pub(crate) struct WorkItem {
+    pub key: String,
+    pub system: String,
+    pub user: String,
+}
+
+/// What the engine reports per item, in completion order.
+pub(crate) enum Event {
+    Accepted {
+        index: usize,
+        answer: Answer,
+        seed: u32,
+        prompt_hash: String,
+        prompt_tokens: u32,
+        generated_tokens: u32,
+        generation_ms: u64,
+    },
+    Rejected {
+        index: usize,
+        reason: Reject,
+        attempts: u32,
+    },
+}
+
+/// Token counts of a run (all attempts, accepted or not).
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct EngineStats {
+    pub prompt_tokens: u64,
+    pub generated_tokens: u64,
+    /// Seconds in `llama_decode`.
+    pub decode_seconds: f64,
+    /// Seconds in sampling (grammar included).
+    pub sample_seconds: f64,
+}
+
+fn model_error(path: &Path, message: impl std::fmt::Display) -> Error {
+    Error::config("generate", "generate.model", format!("{}: {message}", path.display()))
+}
+
+/// Checks that `path` is a readable GGUF file and returns its SHA-256 (hex).
+pub(crate) fn check_model(path: &Path) -> Result<String> {
+    let mut f = std::fs::File::open(path).map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::NotFound { " (run `make setup` to download the default model)" } else { "" };
+        model_error(path, format!("cannot open model file: {e}{hint}"))
+    })?;
+    let mut magic = [0u8; 4];
+    f.read_exact(&mut magic).map_err(|_| model_error(path, "not a GGUF model file (too short)"))?;
+    if &magic != b"GGUF" {
+        return Err(model_error(path, "not a GGUF model file (bad magic bytes)"));
+    }
+    let mut h = Sha256::new();
+    h.update(magic);
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(|e| Error::io(path.display().to_string(), e))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex(&h.finalize()))
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The process-wide llama.cpp backend (it may be initialized only once).
+fn backend() -> Result<&'static LlamaBackend> {
+    static BACKEND: OnceLock<std::result::Result<LlamaBackend, String>> = OnceLock::new();
+    BACKEND
+        .get_or_init(|| {
+            llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
+            LlamaBackend::init().map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|e| Error::internal(format!("cannot initialize llama.cpp: {e}")))
+}
+
+/// Turns the two messages into the model's prompt: its own chat template,
+/// or [`plain_chat`] when the GGUF has none (or llama.cpp cannot apply it).
+fn chat_prompt(model: &LlamaModel, template: Option<&LlamaChatTemplate>, system: &str, user: &str) -> String {
+    if let Some(t) = template {
+        let mut msgs = Vec::with_capacity(2);
+        if !system.is_empty() {
+            msgs.extend(LlamaChatMessage::new("system".into(), system.into()).ok());
+        }
+        if let Ok(m) = LlamaChatMessage::new("user".into(), user.into()) {
+            msgs.push(m);
+            if let Ok(s) = model.apply_chat_template(t, &msgs, true) {
+                return s;
+            }
+        }
+    }
+    plain_chat(system, user)
+}
+
+/// A sequence being decoded.
+struct Active {
+    index: usize,
+    attempt: u32,
+    seed: u32,
+    sampler: Sampler,
+    /// Prompt tokens not yet decoded (all of them until the first step).
+    pending: Option<Vec<LlamaToken>>,
+    prompt_tokens: u32,
+    prompt_hash: String,
+    pos: i32,
+    last: Option<LlamaToken>,
+    logits_at: i32,
+    in_batch: bool,
+    out: Vec<u8>,
+    generated: u32,
+    started: Instant,
+}
+
+/// A sequence's sampler: the grammar, and the sampling chain (temperature,
+/// top-p, seeded draw) kept apart so that the common case skips the grammar
+/// over the whole vocabulary: draw without it, keep the token if the grammar
+/// allows it, else draw again over the grammar-filtered logits (llama.cpp's
+/// own `common_sampler` does the same). Deterministic for a given seed.
+struct Sampler {
+    grammar: LlamaSampler,
+    chain: LlamaSampler,
+}
+
+impl Sampler {
+    fn new(model: &LlamaModel, cfg: &GenerateConfig, seed: u32) -> Result<Sampler> {
+        let grammar = LlamaSampler::grammar(model, GRAMMAR, "root")
+            .map_err(|e| Error::internal(format!("the output grammar does not load: {e}")))?;
+        let chain = if cfg.temperature <= 0.0 {
+            LlamaSampler::chain_simple([LlamaSampler::greedy()])
+        } else {
+            LlamaSampler::chain_simple([
+                LlamaSampler::top_k(TOP_K),
+                LlamaSampler::temp(cfg.temperature),
+                LlamaSampler::top_p(cfg.top_p, 1),
+                LlamaSampler::dist(seed),
+            ])
+        };
+        Ok(Sampler { grammar, chain })
+    }
+
+    fn candidates(logits: &[f32]) -> LlamaTokenDataArray {
+        LlamaTokenDataArray::from_iter(
+            logits.iter().enumerate().map(|(i, &l)| LlamaTokenData::new(LlamaToken(i as i32), l, 0.0)),
+            false,
+        )
+    }
+
+    /// Draws the next token from output `idx`; `None` if the grammar allows no token.
+    fn sample(&mut self, logits: &[f32]) -> Option<LlamaToken> {
+        let mut all = Self::candidates(logits);
+        all.apply_sampler(&mut self.chain);
+        let token = match all.selected_token() {
+            Some(t) if self.allows(t) => t,
+            _ => {
+                let mut all = Self::candidates(logits);
+                all.apply_sampler(&mut self.grammar);
+                all.data.retain(|d| d.logit().is_finite());
+                if all.data.is_empty() {
+                    return None;
+                }
+                all.apply_sampler(&mut self.chain);
+                all.selected_token()?
+            }
+        };
+        self.grammar.accept(token);
+        self.chain.accept(token);
+        Some(token)
+    }
+
+    fn allows(&mut self, token: LlamaToken) -> bool {
+        let mut one = LlamaTokenDataArray::new(vec![LlamaTokenData::new(token, 1.0, 0.0)], false);
+        one.apply_sampler(&mut self.grammar);
+        one.data.first().is_some_and(|d| d.logit().is_finite())
+    }
+}
+
+/// Candidates kept before temperature and top-p.
+const TOP_K: i32 = 40;
+
+/// Generates for every item; blocks. Stops early (Ok) if the receiver is gone.
+pub(crate) fn run(
+    cfg: &GenerateConfig,
+    items: &[WorkItem],
+    validator: &Validator,
+    tx: mpsc::Sender<Event>,
+) -> Result<EngineStats> {
+    let mut stats = EngineStats::default();
+    if items.is_empty() {
+        return Ok(stats);
+    }
+    let backend = backend()?;
+    let model = LlamaModel::load_from_file(backend, &cfg.model, &LlamaModelParams::default())
+        .map_err(|e| model_error(&cfg.model, format!("llama.cpp cannot load this model ({e}); is the file a complete GGUF?")))?;
+    let n_seq = cfg.parallel;
+    let n_ctx_total = cfg
+        .n_ctx
+        .checked_mul(n_seq)
+        .ok_or_else(|| Error::config("generate", "generate.n_ctx", "n_ctx * parallel is too large"))?;
+    let threads = cfg.threads();
+    let params = LlamaContextParams::default()
+        .with_n_ctx(NonZeroU32::new(n_ctx_total))
+        .with_n_batch(cfg.n_ctx)
+        .with_n_ubatch(cfg.n_ctx.min(512))
+        .with_n_seq_max(n_seq)
+        .with_n_threads(threads)
+        .with_n_threads_batch(threads);
+    let mut ctx = model
+        .new_context(backend, params)
+        .map_err(|e| Error::internal(format!("llama.cpp cannot create a context (n_ctx {n_ctx_total}, parallel {n_seq}): {e}")))?;
+    let template = model.chat_template(None).ok();
+    if template.is_none() {
+        tracing::warn!(model = %cfg.model.display(), "the model has no chat template; using the plain template");
+    }
+    let vocab = model.vocab();
+    let capacity = cfg.n_ctx as usize;
+    let max_prompt = (cfg.n_ctx - cfg.max_new_tokens) as usize;
+    let mut batch = LlamaBatch::new(capacity, 1);
+
+    let mut queue: VecDeque<(usize, u32)> = (0..items.len()).map(|i| (i, 0)).collect();
+    // Tokenized prompts, kept for retries.
+    let mut prompts: Vec<Option<(std::sync::Arc<Vec<LlamaToken>>, String)>> = vec![None; items.len()];
+    let mut slots: Vec<Option<Active>> = (0..n_seq).map(|_| None).collect();
+
+    let send = |ev: Event| tx.blocking_send(ev).is_ok();
+
+    loop {
+        // Refill free slots from the queue.
+        for s in 0..slots.len() {
+            while slots[s].is_none() {
+                let Some((index, attempt)) = queue.pop_front() else { break };
+                let (tokens, prompt_hash) = match &prompts[index] {
+                    Some((t, h)) => (t.clone(), h.clone()),
+                    None => {
+                        let item = &items[index];
+                        let text = chat_prompt(&model, template.as_ref(), &item.system, &item.user);
+                        let t = std::sync::Arc::new(vocab.tokenize(text.as_bytes(), true, true));
+                        let h = hex(&Sha256::digest(text.as_bytes()));
+                        prompts[index] = Some((t.clone(), h.clone()));
+                        (t, h)
+                    }
+                };
+                if tokens.is_empty() || tokens.len() > max_prompt {
+                    tracing::warn!(item_id = items[index].key, tokens = tokens.len(), max_prompt, "prompt too long, item rejected");
+                    if !send(Event::Rejected { index, reason: Reject::PromptTooLong, attempts: attempt + 1 }) {
+                        return Ok(stats);
+                    }
+                    continue;
+                }
+                let seed = item_seed(cfg.seed, &items[index].key, attempt);
+                ctx.clear_kv_cache_seq(Some(s as u32), None, None)
+                    .map_err(|e| Error::internal(format!("KV cache: {e}")))?;
+                slots[s] = Some(Active {
+                    index,
+                    attempt,
+                    seed,
+                    sampler: Sampler::new(&model, cfg, seed)?,
+                    prompt_tokens: tokens.len() as u32,
+                    pending: Some(tokens.to_vec()),
+                    prompt_hash,
+                    pos: 0,
+                    last: None,
+                    logits_at: -1,
+                    in_batch: false,
+                    out: Vec::new(),
+                    generated: 0,
+                    started: Instant::now(),
+                });
+            }
+        }
+
+        // One batch: a token for each generating sequence, then whole prompts that fit.
+        batch.clear();
+        for (s, slot) in slots.iter_mut().enumerate() {
+            let Some(a) = slot else { continue };
+            a.in_batch = false;
+            if let (None, Some(tok)) = (&a.pending, a.last) {
+                batch.add(tok, a.pos, &[s as i32], true).map_err(|e| Error::internal(format!("batch: {e}")))?;
+                a.logits_at = batch.n_tokens() - 1;
+                a.pos += 1;
+                a.in_batch = true;
+            }
+        }
+        for (s, slot) in slots.iter_mut().enumerate() {
+            let Some(a) = slot else { continue };
+            let Some(tokens) = &a.pending else { continue };
+            if batch.n_tokens() as usize + tokens.len() > capacity {
+                continue;
+            }
+            let last = tokens.len() - 1;
+            for (i, t) in tokens.iter().enumerate() {
+                batch.add(*t, i as i32, &[s as i32], i == last).map_err(|e| Error::internal(format!("batch: {e}")))?;
+            }
+            stats.prompt_tokens += tokens.len() as u64;
+            a.pos = tokens.len() as i32;
+            a.logits_at = batch.n_tokens() - 1;
+            a.pending = None;
+            a.in_batch = true;
+        }
+        if batch.n_tokens() == 0 {
+            if slots.iter().all(Option::is_none) && queue.is_empty() {
+                break;
+            }
+            return Err(Error::internal("generate: nothing to decode while sequences are pending"));
+        }
+        let t = Instant::now();
+        ctx.decode(&mut batch).map_err(|e| Error::internal(format!("llama.cpp decode failed: {e}")))?;
+        stats.decode_seconds += t.elapsed().as_secs_f64();
+
+        // Sample one token per sequence in the batch; finish those that are done.
+        for s in 0..slots.len() {
+            let done = {
+                let Some(a) = slots[s].as_mut() else { continue };
+                if !a.in_batch {
+                    continue;
+                }
+                let t = Instant::now();
+                let tok = a.sampler.sample(ctx.get_logits_ith(a.logits_at));
+                stats.sample_seconds += t.elapsed().as_secs_f64();
+                match tok {
+                None => Some(Some(Reject::InvalidJson)),
+                Some(tok) if vocab.is_eog(tok) => Some(None),
+                Some(tok) => {
+                    vocab.token_to_piece_into(tok, &mut a.out, false, None);
+                    a.generated += 1;
+                    stats.generated_tokens += 1;
+                    a.last = Some(tok);
+                    if a.generated >= cfg.max_new_tokens { Some(Some(Reject::Truncated)) } else { None }
+                }
+                }
+            };
+            let Some(forced) = done else { continue };
+            let Some(a) = slots[s].take() else { continue };
+            ctx.clear_kv_cache_seq(Some(s as u32), None, None).map_err(|e| Error::internal(format!("KV cache: {e}")))?;
+            let text = String::from_utf8_lossy(&a.out);
+            // An answer cut off at max_new_tokens may still be complete JSON.
+            let verdict = match (validator.check(&text), forced) {
+                (Err(Reject::InvalidJson), Some(r)) => Err(r),
+                (v, _) => v,
+            };
+            let event = match verdict {
+                Ok(answer) => Event::Accepted {
+                    index: a.index,
+                    answer,
+                    seed: a.seed,
+                    prompt_hash: a.prompt_hash,
+                    prompt_tokens: a.prompt_tokens,
+                    generated_tokens: a.generated,
+                    generation_ms: a.started.elapsed().as_millis() as u64,
+                },
+                Err(reason) => {
+                    tracing::debug!(item_id = items[a.index].key, attempt = a.attempt, reason = reason.as_str(), output = %text, "answer rejected");
+                    if a.attempt < cfg.max_retries {
+                        queue.push_front((a.index, a.attempt + 1));
+                        continue;
+                    }
+                    Event::Rejected { index: a.index, reason, attempts: a.attempt + 1 }
+                }
+            };
+            if !send(event) {
+                return Ok(stats);
+            }
+        }
+    }
+    Ok(stats)
+}

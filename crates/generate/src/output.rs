@@ -1,0 +1,271 @@
+//! Reading `tail_items` and writing/reading the output shards.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, Int64Array, Int64Builder, ListBuilder, StringArray, StringBuilder};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::record_batch::RecordBatch;
+
+use tailforge_core::parquet_io::{ParquetSink, read_parquet};
+use tailforge_core::schema::{IdKind, is_text};
+use tailforge_core::{DataError, Error, Location, Result};
+
+pub const GENERATED_DIR: &str = "generated";
+pub const REJECTS_DIR: &str = "rejects";
+
+/// An item id, keeping its input kind.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ItemId {
+    Int(i64),
+    Str(String),
+}
+
+impl ItemId {
+    /// The id as text: the key for seeds and resume.
+    pub fn key(&self) -> String {
+        match self {
+            ItemId::Int(i) => i.to_string(),
+            ItemId::Str(s) => s.clone(),
+        }
+    }
+}
+
+/// One input item.
+#[derive(Debug, Clone)]
+pub struct Item {
+    pub id: ItemId,
+    pub title: Option<String>,
+    /// (column name, value) of each non-null text attribute.
+    pub attributes: Vec<(String, String)>,
+}
+
+/// Columns of `tail_items` that are not attributes.
+const NOT_ATTRIBUTES: [&str; 4] = ["item_id", "title", "interactions", "rank"];
+
+fn as_strings(col: &ArrayRef, file: &str, name: &str) -> Result<StringArray> {
+    let c = cast(col, &DataType::Utf8)
+        .map_err(|e| Error::from(DataError::new(format!("cannot read as text: {e}")).file(file).column(name)))?;
+    c.as_any()
+        .downcast_ref::<StringArray>()
+        .cloned()
+        .ok_or_else(|| Error::internal(format!("{file}: column {name}: cast to Utf8 gave another type")))
+}
+
+/// Reads `tail_items` (or any table with `item_id`, optional `title` and text attributes).
+pub async fn read_items(input: &Location) -> Result<(IdKind, Vec<Item>)> {
+    let file = input.display();
+    let batches = read_parquet(input).await?;
+    let mut items = Vec::new();
+    let mut kind = None;
+    for batch in &batches {
+        let schema = batch.schema();
+        let Some(id_idx) = schema.index_of("item_id").ok() else {
+            return Err(DataError::new("no item_id column").file(&file).hint("the input must be analyze's tail_items.parquet").into());
+        };
+        let id_type = schema.field(id_idx).data_type();
+        let k = IdKind::of(id_type).ok_or_else(|| {
+            Error::from(DataError::new(format!("item ids of type {id_type} are not supported")).file(&file).column("item_id"))
+        })?;
+        kind = Some(k);
+        let id_col = batch.column(id_idx);
+        let ints = match k {
+            IdKind::Int64 => Some(
+                cast(id_col, &DataType::Int64)
+                    .map_err(|e| Error::from(DataError::new(format!("{e}")).file(&file).column("item_id")))?,
+            ),
+            IdKind::Utf8 => None,
+        };
+        let strs = match k {
+            IdKind::Utf8 => Some(as_strings(id_col, &file, "item_id")?),
+            IdKind::Int64 => None,
+        };
+        let title = match schema.index_of("title") {
+            Ok(i) => Some(as_strings(batch.column(i), &file, "title")?),
+            Err(_) => None,
+        };
+        let mut attrs = Vec::new();
+        for (i, f) in schema.fields().iter().enumerate() {
+            if NOT_ATTRIBUTES.contains(&f.name().as_str()) || !is_text(f.data_type()) {
+                continue;
+            }
+            attrs.push((f.name().clone(), as_strings(batch.column(i), &file, f.name())?));
+        }
+        for row in 0..batch.num_rows() {
+            let id = if let Some(a) = &ints {
+                let a = a.as_any().downcast_ref::<Int64Array>().ok_or_else(|| Error::internal("item_id cast"))?;
+                if a.is_null(row) {
+                    return Err(DataError::new("null item_id").file(&file).column("item_id").row(items.len() as u64).into());
+                }
+                ItemId::Int(a.value(row))
+            } else if let Some(a) = &strs {
+                if a.is_null(row) {
+                    return Err(DataError::new("null item_id").file(&file).column("item_id").row(items.len() as u64).into());
+                }
+                ItemId::Str(a.value(row).to_string())
+            } else {
+                return Err(Error::internal("item_id kind"));
+            };
+            let title = title.as_ref().and_then(|t| (!t.is_null(row)).then(|| t.value(row).to_string()));
+            let attributes = attrs
+                .iter()
+                .filter(|(_, a)| !a.is_null(row))
+                .map(|(n, a)| (n.clone(), a.value(row).to_string()))
+                .collect();
+            items.push(Item { id, title, attributes });
+        }
+    }
+    Ok((kind.unwrap_or(IdKind::Int64), items))
+}
+
+/// `generated/part-NNNNN.parquet`: one row per accepted item.
+///
+/// * `item_id`: as in the input (`Int64` or `Utf8`)
+/// * `description`, `keywords`: the validated answer (keywords trimmed, lower-cased, de-duplicated)
+/// * `model_sha256`: SHA-256 of the GGUF file
+/// * `prompt_hash`: SHA-256 of the item's full prompt text (chat template applied)
+/// * `params_hash`: SHA-256 of template, grammar and sampling parameters ([`crate::GenerateSummary::params_hash`])
+/// * `seed`: the sampler seed of the accepted attempt
+/// * `prompt_tokens`, `generated_tokens`, `generation_ms`: cost of the accepted attempt
+///   (`generation_ms` is wall time while sharing the batch with other sequences)
+pub fn generated_schema(kind: IdKind) -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("item_id", kind.data_type(), false),
+        Field::new("description", DataType::Utf8, false),
+        Field::new("keywords", DataType::new_list(DataType::Utf8, true), false),
+        Field::new("model_sha256", DataType::Utf8, false),
+        Field::new("prompt_hash", DataType::Utf8, false),
+        Field::new("params_hash", DataType::Utf8, false),
+        Field::new("seed", DataType::Int64, false),
+        Field::new("prompt_tokens", DataType::Int64, false),
+        Field::new("generated_tokens", DataType::Int64, false),
+        Field::new("generation_ms", DataType::Int64, false),
+    ]))
+}
+
+/// `rejects/part-NNNNN.parquet`: items without a valid answer after all
+/// attempts; `reason` is a [`crate::Reject`] name of the last attempt.
+pub fn rejects_schema(kind: IdKind) -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("item_id", kind.data_type(), false),
+        Field::new("reason", DataType::Utf8, false),
+        Field::new("attempts", DataType::Int64, false),
+    ]))
+}
+
+/// One accepted row.
+#[derive(Debug, Clone)]
+pub struct GeneratedRow {
+    pub id: ItemId,
+    pub description: String,
+    pub keywords: Vec<String>,
+    pub prompt_hash: String,
+    pub seed: u32,
+    pub prompt_tokens: u32,
+    pub generated_tokens: u32,
+    pub generation_ms: u64,
+}
+
+/// One rejected item.
+#[derive(Debug, Clone)]
+pub struct RejectRow {
+    pub id: ItemId,
+    pub reason: String,
+    pub attempts: u32,
+}
+
+fn id_array(kind: IdKind, ids: impl Iterator<Item = ItemId>) -> ArrayRef {
+    match kind {
+        IdKind::Int64 => {
+            let mut b = Int64Builder::new();
+            for id in ids {
+                match id {
+                    ItemId::Int(i) => b.append_value(i),
+                    ItemId::Str(s) => b.append_option(s.parse::<i64>().ok()),
+                }
+            }
+            Arc::new(b.finish())
+        }
+        IdKind::Utf8 => Arc::new(StringArray::from_iter_values(ids.map(|i| i.key()))),
+    }
+}
+
+pub fn generated_batch(kind: IdKind, rows: &[GeneratedRow], model_sha256: &str, params_hash: &str) -> Result<RecordBatch> {
+    let mut kw = ListBuilder::new(StringBuilder::new());
+    for r in rows {
+        for k in &r.keywords {
+            kw.values().append_value(k);
+        }
+        kw.append(true);
+    }
+    let n = rows.len();
+    let i64s = |f: &dyn Fn(&GeneratedRow) -> i64| -> ArrayRef { Arc::new(Int64Array::from_iter_values(rows.iter().map(f))) };
+    let columns: Vec<ArrayRef> = vec![
+        id_array(kind, rows.iter().map(|r| r.id.clone())),
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.description.as_str()))),
+        Arc::new(kw.finish()),
+        Arc::new(StringArray::from_iter_values(std::iter::repeat_n(model_sha256, n))),
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.prompt_hash.as_str()))),
+        Arc::new(StringArray::from_iter_values(std::iter::repeat_n(params_hash, n))),
+        i64s(&|r| i64::from(r.seed)),
+        i64s(&|r| i64::from(r.prompt_tokens)),
+        i64s(&|r| i64::from(r.generated_tokens)),
+        i64s(&|r| r.generation_ms as i64),
+    ];
+    RecordBatch::try_new(generated_schema(kind), columns).map_err(|e| Error::internal(format!("generated batch: {e}")))
+}
+
+pub fn rejects_batch(kind: IdKind, rows: &[RejectRow]) -> Result<RecordBatch> {
+    let columns: Vec<ArrayRef> = vec![
+        id_array(kind, rows.iter().map(|r| r.id.clone())),
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.reason.as_str()))),
+        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| i64::from(r.attempts)))),
+    ];
+    RecordBatch::try_new(rejects_schema(kind), columns).map_err(|e| Error::internal(format!("rejects batch: {e}")))
+}
+
+/// Name of shard `n`.
+pub fn shard_name(n: u32) -> String {
+    format!("part-{n:05}.parquet")
+}
+
+/// Writes one shard atomically (visible only once complete).
+pub async fn write_shard(dir: &Location, n: u32, batch: &RecordBatch) -> Result<()> {
+    let loc = dir.join(&shard_name(n));
+    let mut sink = ParquetSink::create(&loc, batch.schema())?;
+    sink.write(batch).await?;
+    sink.finish().await?;
+    Ok(())
+}
+
+/// The complete shards in `dir`: their item keys and the next shard number.
+pub async fn existing_shards(dir: &Location) -> Result<(HashSet<String>, u32)> {
+    let mut keys = HashSet::new();
+    let mut next = 0u32;
+    let objects = match dir.as_dir().list_recursive().await {
+        Ok(o) => o,
+        Err(e) => {
+            // A missing local directory lists as an error on some stores.
+            if dir.url().scheme() == "file" && dir.url().to_file_path().map(|p| !p.exists()).unwrap_or(false) {
+                return Ok((keys, 0));
+            }
+            return Err(e);
+        }
+    };
+    for meta in objects {
+        let Some(name) = meta.location.filename() else { continue };
+        let Some(num) = name.strip_prefix("part-").and_then(|r| r.strip_suffix(".parquet")) else { continue };
+        let Ok(num) = num.parse::<u32>() else { continue };
+        next = next.max(num.saturating_add(1));
+        let loc = dir.join(name);
+        for batch in read_parquet(&loc).await? {
+            let Some(col) = batch.column_by_name("item_id") else {
+                return Err(DataError::new("no item_id column").file(loc.display()).hint("delete this shard or the output directory").into());
+            };
+            let s = as_strings(col, &loc.display(), "item_id")?;
+            keys.extend(s.iter().flatten().map(str::to_string));
+        }
+    }
+    Ok((keys, next))
+}
