@@ -49,10 +49,14 @@ impl Checker<'_> {
             let n = row.i64(count_col)?;
             if n > 0 {
                 let found = locate(self.ctx, input, &normalize, col(column).is_null(), column).await?;
-                return Err(located(found, input, name)
-                    .message(format!("null value ({n} null in all); every event needs a user, an item and a time"))
-                    .hint("drop or repair the rows without a value before running tailforge")
-                    .into());
+                return Err(located(
+                    found,
+                    input,
+                    name,
+                    format!("null value ({n} null in all); every event needs a user, an item and a time"),
+                )
+                .hint("drop or repair the rows without a value before running tailforge")
+                .into());
             }
         }
         let implausible = row.i64("implausible_ts")?;
@@ -70,8 +74,7 @@ impl Checker<'_> {
                     v.min_ts, v.max_ts
                 )
             };
-            return Err(located(found, input, &c.ts)
-                .message(format!(
+            return Err(located(found, input, &c.ts, format!(
                     "implausible event time {value} (Unix seconds after inputs.ts_unit); {implausible} events lie outside {} .. {}",
                     v.min_ts, v.max_ts
                 ))
@@ -97,10 +100,14 @@ impl Checker<'_> {
         if nulls > 0 {
             let normalize = |df: DataFrame| shape.normalize(df, item_kind);
             let found = locate(self.ctx, input, &normalize, col("item_id").is_null(), "item_id").await?;
-            return Err(located(found, input, id_col)
-                .message(format!("null item id ({nulls} in all); every catalog row needs an id"))
-                .hint("drop or repair catalog rows without an id")
-                .into());
+            return Err(located(
+                found,
+                input,
+                id_col,
+                format!("null item id ({nulls} in all); every catalog row needs an id"),
+            )
+            .hint("drop or repair catalog rows without an id")
+            .into());
         }
         let duplicated = row.i64("duplicated_ids")?;
         if duplicated > 0 {
@@ -218,24 +225,11 @@ async fn locate(
     Ok(None)
 }
 
-/// Starts a data error at the found location (or the input as a whole).
-fn located(found: Found, input: &InputTable, column: &str) -> LocatedError {
-    let mut e = DataError::new("").column(column);
-    e = match found {
+/// A data error at the found location (or naming the input as a whole).
+fn located(found: Found, input: &InputTable, column: &str, message: String) -> DataError {
+    let e = DataError::new(message).column(column);
+    match found {
         Some((file, row, _)) => e.file(file).row(row),
         None => e.file(input.location.display()),
-    };
-    LocatedError(e)
-}
-
-struct LocatedError(DataError);
-
-impl LocatedError {
-    fn message(mut self, m: String) -> Self {
-        self.0.message = m;
-        self
-    }
-    fn hint(self, h: impl Into<String>) -> DataError {
-        self.0.hint(h)
     }
 }
