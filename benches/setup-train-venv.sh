@@ -24,5 +24,6 @@ fi
 pip=("$VENV/bin/pip" install --disable-pip-version-check --quiet)
 "${pip[@]}" --upgrade pip
 "${pip[@]}" --no-deps "torch==$TORCH_VERSION"
+# pip then warns that torch "requires" triton and cuda-bindings: expected, they are left out on purpose.
 "${pip[@]}" -r benches/requirements-train.txt
 "$VENV/bin/python" -c "$check"
