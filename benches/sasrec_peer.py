@@ -38,8 +38,8 @@ The evaluator is checked against EVAL.md's MostPop figures at every start.
 Threads: on a 2-core machine shared with other work (a cargo build), torch's
 OpenMP threads spin at every barrier by default, and --threads 2 ran 3-4x
 slower than --threads 1 (14.2 vs 4.3 s/epoch); OMP_WAIT_POLICY=PASSIVE (set
-before Python starts) fixes that (3.6 s/epoch). Results do not depend on the
-thread count.
+before Python starts) fixes that (3.6 s/epoch). The thread count changes
+results only through float summation order.
 """
 
 from __future__ import annotations
