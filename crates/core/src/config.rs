@@ -20,6 +20,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+mod generate;
+pub use generate::GenerateConfig;
+
 /// A whole pipeline: inputs, the output root and each stage's settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -32,11 +35,19 @@ pub struct PipelineConfig {
     pub inputs: InputsConfig,
     /// The analyze stage.
     pub analyze: AnalyzeConfig,
+    /// The generate stage (llama.cpp).
+    pub generate: GenerateConfig,
 }
 
 impl Default for PipelineConfig {
     fn default() -> Self {
-        PipelineConfig { output: None, seed: 42, inputs: InputsConfig::default(), analyze: AnalyzeConfig::default() }
+        PipelineConfig {
+            output: None,
+            seed: 42,
+            inputs: InputsConfig::default(),
+            analyze: AnalyzeConfig::default(),
+            generate: GenerateConfig::default(),
+        }
     }
 }
 
@@ -260,7 +271,7 @@ impl Default for ValidationConfig {
 
 /// The top-level keys, so `TAILFORGE_*` variables that are not settings
 /// (like `TAILFORGE_LOG`) are left alone.
-const TOP_LEVEL_KEYS: &[&str] = &["output", "seed", "inputs", "analyze"];
+const TOP_LEVEL_KEYS: &[&str] = &["output", "seed", "inputs", "analyze", "generate"];
 
 /// Environment variable prefix for overrides.
 pub const ENV_PREFIX: &str = "TAILFORGE_";
@@ -348,6 +359,7 @@ impl PipelineConfig {
         if v.min_ts >= v.max_ts {
             return Err(Error::config(source, "analyze.validation.min_ts", "must be below analyze.validation.max_ts"));
         }
+        self.generate.validate(source)?;
         Ok(())
     }
 

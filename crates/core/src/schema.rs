@@ -203,3 +203,48 @@ pub struct InputFile {
     pub size: u64,
     pub e_tag: Option<String>,
 }
+
+/// Names of the generate outputs under the stage directory.
+pub mod generate_outputs {
+    /// Directory of `part-NNNNN.parquet` shards of accepted rows ([`super::generated_schema`]).
+    pub const GENERATED: &str = "generated";
+    /// Directory of `part-NNNNN.parquet` shards of rejected items ([`super::rejects_schema`]).
+    pub const REJECTS: &str = "rejects";
+    pub const SUMMARY: &str = "summary.json";
+}
+
+/// `generate/generated/part-NNNNN.parquet`: one row per accepted item.
+///
+/// * `item_id`: as in the input (`Int64` or `Utf8`)
+/// * `description`, `keywords`: the validated answer (keywords trimmed, lower-cased, de-duplicated)
+/// * `model_sha256`: SHA-256 of the GGUF file
+/// * `prompt_hash`: SHA-256 of the item's full prompt text (chat template applied)
+/// * `params_hash`: SHA-256 of prompt template, grammar and sampling parameters
+/// * `seed`: the sampler seed of the accepted attempt
+/// * `prompt_tokens`, `generated_tokens`, `generation_ms`: cost of the accepted attempt
+///   (`generation_ms` is wall time while sharing the batch with other sequences)
+pub fn generated_schema(item: IdKind) -> Schema {
+    Schema::new(vec![
+        Field::new("item_id", item.data_type(), false),
+        Field::new("description", DataType::Utf8, false),
+        Field::new("keywords", DataType::new_list(DataType::Utf8, true), false),
+        Field::new("model_sha256", DataType::Utf8, false),
+        Field::new("prompt_hash", DataType::Utf8, false),
+        Field::new("params_hash", DataType::Utf8, false),
+        Field::new("seed", DataType::Int64, false),
+        Field::new("prompt_tokens", DataType::Int64, false),
+        Field::new("generated_tokens", DataType::Int64, false),
+        Field::new("generation_ms", DataType::Int64, false),
+    ])
+}
+
+/// `generate/rejects/part-NNNNN.parquet`: items without a valid answer after
+/// all attempts; `reason` names the filter of the last attempt
+/// (`invalid_json`, `truncated`, `near_duplicate`, …).
+pub fn rejects_schema(item: IdKind) -> Schema {
+    Schema::new(vec![
+        Field::new("item_id", item.data_type(), false),
+        Field::new("reason", DataType::Utf8, false),
+        Field::new("attempts", DataType::Int64, false),
+    ])
+}

@@ -2,11 +2,12 @@
 //! continuous batching. Runs on a blocking thread and reports each finished
 //! item through a channel.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::io::Read;
 use std::num::NonZeroU32;
 use std::path::Path;
 use std::sync::OnceLock;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use llama_cpp_2::context::params::LlamaContextParams;
@@ -23,9 +24,11 @@ use tokio::sync::mpsc;
 
 use tailforge_core::{Error, Result};
 
-use crate::config::GenerateConfig;
+use crate::config::{GenerateConfig, gpu_layers};
 use crate::contract::{Answer, GRAMMAR, Reject, Validator};
+use crate::dedup::NearDuplicates;
 use crate::hash::item_seed;
+use crate::progress::Live;
 use crate::prompt::plain_chat;
 
 /// One item to generate for: its key (the item id as text) and its two
@@ -55,7 +58,7 @@ pub(crate) enum Event {
 }
 
 /// Token counts of a run (all attempts, accepted or not).
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct EngineStats {
     pub prompt_tokens: u64,
     pub generated_tokens: u64,
@@ -63,6 +66,8 @@ pub(crate) struct EngineStats {
     pub decode_seconds: f64,
     /// Seconds in sampling (grammar included).
     pub sample_seconds: f64,
+    /// Failed attempts by filter (reason), retried ones included.
+    pub attempt_rejects: BTreeMap<&'static str, u64>,
 }
 
 fn model_error(path: &Path, message: impl std::fmt::Display) -> Error {
@@ -72,7 +77,11 @@ fn model_error(path: &Path, message: impl std::fmt::Display) -> Error {
 /// Checks that `path` is a readable GGUF file and returns its SHA-256 (hex).
 pub(crate) fn check_model(path: &Path) -> Result<String> {
     let mut f = std::fs::File::open(path).map_err(|e| {
-        let hint = if e.kind() == std::io::ErrorKind::NotFound { " (run `make setup` to download the default model)" } else { "" };
+        let hint = if e.kind() == std::io::ErrorKind::NotFound {
+            " (run `make setup` to download the default model)"
+        } else {
+            ""
+        };
         model_error(path, format!("cannot open model file: {e}{hint}"))
     })?;
     let mut magic = [0u8; 4];
@@ -212,11 +221,39 @@ impl Sampler {
 /// Candidates kept before temperature and top-p.
 const TOP_K: i32 = 40;
 
+/// For the benchmark (`make bench-generate`): with `TAILFORGE_GENERATE_TRACE=<file>`,
+/// the engine writes every batch it decodes (`D <n_tokens> <seq>:<pos>:<count> …`)
+/// and every KV clear (`C <seq>`), and `benches/generate/ceiling.cpp`
+/// replays exactly these shapes with bare `llama_decode` calls.
+struct Trace(Option<std::io::BufWriter<std::fs::File>>);
+
+impl Trace {
+    fn from_env() -> Trace {
+        let file = std::env::var_os("TAILFORGE_GENERATE_TRACE").and_then(|p| match std::fs::File::create(&p) {
+            Ok(f) => Some(std::io::BufWriter::new(f)),
+            Err(e) => {
+                tracing::warn!(path = %std::path::Path::new(&p).display(), error = %e, "cannot write the batch trace");
+                None
+            }
+        });
+        Trace(file)
+    }
+
+    fn line(&mut self, text: impl FnOnce() -> String) {
+        if let Some(f) = &mut self.0 {
+            use std::io::Write;
+            let _ = writeln!(f, "{}", text());
+        }
+    }
+}
+
 /// Generates for every item; blocks. Stops early (Ok) if the receiver is gone.
 pub(crate) fn run(
     cfg: &GenerateConfig,
     items: &[WorkItem],
     validator: &Validator,
+    dups: &mut NearDuplicates,
+    live: &Live,
     tx: mpsc::Sender<Event>,
 ) -> Result<EngineStats> {
     let mut stats = EngineStats::default();
@@ -224,8 +261,10 @@ pub(crate) fn run(
         return Ok(stats);
     }
     let backend = backend()?;
-    let model = LlamaModel::load_from_file(backend, &cfg.model, &LlamaModelParams::default())
-        .map_err(|e| model_error(&cfg.model, format!("llama.cpp cannot load this model ({e}); is the file a complete GGUF?")))?;
+    let model_params = LlamaModelParams::default().with_n_gpu_layers(gpu_layers(cfg));
+    let model = LlamaModel::load_from_file(backend, &cfg.model, &model_params).map_err(|e| {
+        model_error(&cfg.model, format!("llama.cpp cannot load this model ({e}); is the file a complete GGUF?"))
+    })?;
     let n_seq = cfg.parallel;
     let n_ctx_total = cfg
         .n_ctx
@@ -239,9 +278,9 @@ pub(crate) fn run(
         .with_n_seq_max(n_seq)
         .with_n_threads(threads)
         .with_n_threads_batch(threads);
-    let mut ctx = model
-        .new_context(backend, params)
-        .map_err(|e| Error::internal(format!("llama.cpp cannot create a context (n_ctx {n_ctx_total}, parallel {n_seq}): {e}")))?;
+    let mut ctx = model.new_context(backend, params).map_err(|e| {
+        Error::internal(format!("llama.cpp cannot create a context (n_ctx {n_ctx_total}, parallel {n_seq}): {e}"))
+    })?;
     let template = model.chat_template(None).ok();
     if template.is_none() {
         tracing::warn!(model = %cfg.model.display(), "the model has no chat template; using the plain template");
@@ -257,6 +296,8 @@ pub(crate) fn run(
     let mut slots: Vec<Option<Active>> = (0..n_seq).map(|_| None).collect();
 
     let send = |ev: Event| tx.blocking_send(ev).is_ok();
+    let mut trace = Trace::from_env();
+    let mut segments: Vec<(usize, i32, usize)> = Vec::new();
 
     loop {
         // Refill free slots from the queue.
@@ -275,7 +316,13 @@ pub(crate) fn run(
                     }
                 };
                 if tokens.is_empty() || tokens.len() > max_prompt {
-                    tracing::warn!(item_id = items[index].key, tokens = tokens.len(), max_prompt, "prompt too long, item rejected");
+                    tracing::warn!(
+                        item_id = items[index].key,
+                        tokens = tokens.len(),
+                        max_prompt,
+                        "prompt too long, item rejected"
+                    );
+                    *stats.attempt_rejects.entry(Reject::PromptTooLong.as_str()).or_default() += 1;
                     if !send(Event::Rejected { index, reason: Reject::PromptTooLong, attempts: attempt + 1 }) {
                         return Ok(stats);
                     }
@@ -305,11 +352,13 @@ pub(crate) fn run(
 
         // One batch: a token for each generating sequence, then whole prompts that fit.
         batch.clear();
+        segments.clear();
         for (s, slot) in slots.iter_mut().enumerate() {
             let Some(a) = slot else { continue };
             a.in_batch = false;
             if let (None, Some(tok)) = (&a.pending, a.last) {
                 batch.add(tok, a.pos, &[s as i32], true).map_err(|e| Error::internal(format!("batch: {e}")))?;
+                segments.push((s, a.pos, 1));
                 a.logits_at = batch.n_tokens() - 1;
                 a.pos += 1;
                 a.in_batch = true;
@@ -326,6 +375,8 @@ pub(crate) fn run(
                 batch.add(*t, i as i32, &[s as i32], i == last).map_err(|e| Error::internal(format!("batch: {e}")))?;
             }
             stats.prompt_tokens += tokens.len() as u64;
+            segments.push((s, 0, tokens.len()));
+            live.prompt_tokens.fetch_add(tokens.len() as u64, Ordering::Relaxed);
             a.pos = tokens.len() as i32;
             a.logits_at = batch.n_tokens() - 1;
             a.pending = None;
@@ -337,6 +388,10 @@ pub(crate) fn run(
             }
             return Err(Error::internal("generate: nothing to decode while sequences are pending"));
         }
+        trace.line(|| {
+            let segs: Vec<String> = segments.iter().map(|(s, p, c)| format!("{s}:{p}:{c}")).collect();
+            format!("D {} {}", batch.n_tokens(), segs.join(" "))
+        });
         let t = Instant::now();
         ctx.decode(&mut batch).map_err(|e| Error::internal(format!("llama.cpp decode failed: {e}")))?;
         stats.decode_seconds += t.elapsed().as_secs_f64();
@@ -352,26 +407,40 @@ pub(crate) fn run(
                 let tok = a.sampler.sample(ctx.get_logits_ith(a.logits_at));
                 stats.sample_seconds += t.elapsed().as_secs_f64();
                 match tok {
-                None => Some(Some(Reject::InvalidJson)),
-                Some(tok) if vocab.is_eog(tok) => Some(None),
-                Some(tok) => {
-                    vocab.token_to_piece_into(tok, &mut a.out, false, None);
-                    a.generated += 1;
-                    stats.generated_tokens += 1;
-                    a.last = Some(tok);
-                    if a.generated >= cfg.max_new_tokens { Some(Some(Reject::Truncated)) } else { None }
-                }
+                    None => Some(Some(Reject::InvalidJson)),
+                    Some(tok) if vocab.is_eog(tok) => Some(None),
+                    Some(tok) => {
+                        vocab.token_to_piece_into(tok, &mut a.out, false, None);
+                        a.generated += 1;
+                        stats.generated_tokens += 1;
+                        live.generated_tokens.fetch_add(1, Ordering::Relaxed);
+                        a.last = Some(tok);
+                        if a.generated >= cfg.max_new_tokens { Some(Some(Reject::Truncated)) } else { None }
+                    }
                 }
             };
             let Some(forced) = done else { continue };
             let Some(a) = slots[s].take() else { continue };
-            ctx.clear_kv_cache_seq(Some(s as u32), None, None).map_err(|e| Error::internal(format!("KV cache: {e}")))?;
+            ctx.clear_kv_cache_seq(Some(s as u32), None, None)
+                .map_err(|e| Error::internal(format!("KV cache: {e}")))?;
+            trace.line(|| format!("C {s}"));
             let text = String::from_utf8_lossy(&a.out);
             // An answer cut off at max_new_tokens may still be complete JSON.
             let verdict = match (validator.check(&text), forced) {
                 (Err(Reject::InvalidJson), Some(r)) => Err(r),
                 (v, _) => v,
             };
+            // Near-duplicates of accepted descriptions (resumed and cached ones included).
+            let verdict = verdict.and_then(|answer| match dups.check(&answer.description) {
+                Some(similarity) => {
+                    tracing::debug!(item_id = items[a.index].key, similarity, "near-duplicate description");
+                    Err(Reject::NearDuplicate)
+                }
+                None => Ok(answer),
+            });
+            if let Ok(answer) = &verdict {
+                dups.insert(&answer.description);
+            }
             let event = match verdict {
                 Ok(answer) => Event::Accepted {
                     index: a.index,
@@ -383,6 +452,7 @@ pub(crate) fn run(
                     generation_ms: a.started.elapsed().as_millis() as u64,
                 },
                 Err(reason) => {
+                    *stats.attempt_rejects.entry(reason.as_str()).or_default() += 1;
                     tracing::debug!(item_id = items[a.index].key, attempt = a.attempt, reason = reason.as_str(), output = %text, "answer rejected");
                     if a.attempt < cfg.max_retries {
                         queue.push_front((a.index, a.attempt + 1));

@@ -10,44 +10,64 @@
 //!   new seed up to `max_retries` times, then recorded as a reject.
 //! * One llama.cpp context decodes `parallel` sequences at once; finished
 //!   sequences free their KV cells and the slot takes the next item.
+//! * Quality filters ([`contract`], [`dedup`]): refusals and boilerplate,
+//!   echoes of the prompt, near-duplicates of accepted descriptions; counts
+//!   per filter go to `summary.json`.
 //! * Output: `generated/part-NNNNN.parquet` every `shard_size` accepted
 //!   items and `rejects/part-NNNNN.parquet`, each written atomically; a
 //!   rerun skips the items already in either, so a killed run loses at most
 //!   its unwritten shard and never duplicates.
+//! * A cross-run [`cache`] keyed by a fingerprint of model, prompt template,
+//!   sampling parameters and seed: a later run reuses the rows of items it
+//!   saw before and generates only for new ones.
 
+pub mod cache;
 pub mod config;
 pub mod contract;
+pub mod dedup;
 mod engine;
 pub mod hash;
 pub mod output;
+pub mod progress;
 pub mod prompt;
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
+use tailforge_core::schema::IdKind;
 use tailforge_core::{Error, Location, Result};
 
 pub use config::GenerateConfig;
 pub use contract::{Answer, Reject};
 
+use cache::Cache;
 use engine::{Event, WorkItem};
 use output::{GeneratedRow, RejectRow};
 
-/// What a run did.
+/// What a run did (`summary.json`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct GenerateSummary {
     /// Input items considered (after `limit`).
     pub items: u64,
-    /// Items skipped because an earlier run already wrote them (accepted or rejected).
+    /// Items skipped because an earlier run into the same output already wrote them (accepted or rejected).
     pub skipped: u64,
-    /// Items accepted in this run.
+    /// Items whose row (or reject) was taken from the cross-run cache instead of generated.
+    pub reused_from_cache: u64,
+    /// Items generated and accepted in this run.
     pub accepted: u64,
-    /// Items rejected in this run, by reason.
+    /// Items generated and rejected in this run, by the reason of their last attempt
+    /// (rejects reused from the cache are in `reused_from_cache`).
     pub rejected: BTreeMap<String, u64>,
+    /// Failed attempts per filter (reason), retried ones included.
+    pub filtered_attempts: BTreeMap<String, u64>,
+    /// Rows in `generated/` and `rejects/` after this run (earlier runs' included).
+    pub generated_rows: u64,
+    pub rejected_rows: u64,
     /// Prompt tokens decoded (all attempts).
     pub prompt_tokens: u64,
     /// Tokens generated (all attempts).
@@ -65,6 +85,10 @@ pub struct GenerateSummary {
     pub model_sha256: String,
     /// Hash of the prompt template, grammar and sampling parameters.
     pub params_hash: String,
+    /// The cache fingerprint (model, params, seed).
+    pub fingerprint: String,
+    /// The cache directory of this fingerprint, if the cache is on.
+    pub cache: Option<String>,
 }
 
 impl GenerateSummary {
@@ -80,14 +104,18 @@ pub fn load_template(cfg: &GenerateConfig) -> Result<prompt::PromptTemplate> {
         Some(p) => {
             let text = std::fs::read_to_string(p).map_err(|e| Error::io(p.display().to_string(), e))?;
             if text.len() > 64 * 1024 {
-                return Err(Error::config(p.display().to_string(), "generate.prompt", "prompt template larger than 64 KiB"));
+                return Err(Error::config(
+                    p.display().to_string(),
+                    "generate.prompt",
+                    "prompt template larger than 64 KiB",
+                ));
             }
             prompt::PromptTemplate::parse(&text, &p.display().to_string())
         }
     }
 }
 
-/// The hash of everything besides the model and the item that decides an answer.
+/// The hash of everything besides the model, the seed and the item that decides an answer.
 fn params_hash(cfg: &GenerateConfig, template: &prompt::PromptTemplate) -> String {
     let canonical = serde_json::json!({
         "system": template.system,
@@ -99,44 +127,198 @@ fn params_hash(cfg: &GenerateConfig, template: &prompt::PromptTemplate) -> Strin
         "max_retries": cfg.max_retries,
         "max_title_chars": cfg.max_title_chars,
         "n_ctx": cfg.n_ctx,
+        "near_duplicate": [cfg.near_duplicate_threshold, cfg.near_duplicate_shingle as f64],
     });
     engine::hex(&Sha256::digest(canonical.to_string().as_bytes()))
 }
 
+/// Buffers rows and writes them as shards: accepted rows every `shard_size`
+/// (with the rejects so far), new rows also into the cache.
+struct Writer<'a> {
+    kind: IdKind,
+    gen_dir: Location,
+    rej_dir: Location,
+    next_gen: u32,
+    next_rej: u32,
+    /// Accepted rows not yet written; `Some(input_hash)` for rows generated now (to be cached).
+    accepted: Vec<(GeneratedRow, Option<String>)>,
+    rejected: Vec<(RejectRow, Option<String>)>,
+    written_gen: u64,
+    written_rej: u64,
+    cache: Option<&'a Cache>,
+    model_sha256: &'a str,
+    params_hash: &'a str,
+    shard_size: usize,
+}
+
+impl Writer<'_> {
+    /// Writes a shard if `shard_size` accepted rows are waiting (or any rows, with `all`).
+    async fn flush(&mut self, all: bool) -> Result<()> {
+        if self.accepted.len() >= self.shard_size || (all && !self.accepted.is_empty()) {
+            let rows: Vec<GeneratedRow> = self.accepted.iter().map(|(r, _)| r.clone()).collect();
+            let batch = output::generated_batch(self.kind, &rows, self.model_sha256, self.params_hash)?;
+            output::write_shard(&self.gen_dir, self.next_gen, &batch).await?;
+            self.next_gen += 1;
+            self.written_gen += rows.len() as u64;
+            if let Some(cache) = self.cache {
+                let new: Vec<(String, GeneratedRow)> =
+                    self.accepted.iter().filter_map(|(r, h)| h.as_ref().map(|h| (h.clone(), r.clone()))).collect();
+                if let Err(e) = cache.add(self.kind, &new, self.model_sha256, self.params_hash).await {
+                    tracing::warn!(cache = cache.location().display(), error = %e, "could not add rows to the generate cache");
+                }
+            }
+            self.accepted.clear();
+            // Rejects go out with each accepted shard, so a resumed run re-tries few.
+            self.write_rejects().await?;
+        }
+        if all {
+            self.write_rejects().await?;
+        }
+        Ok(())
+    }
+
+    async fn write_rejects(&mut self) -> Result<()> {
+        if !self.rejected.is_empty() {
+            let rows: Vec<RejectRow> = self.rejected.iter().map(|(r, _)| r.clone()).collect();
+            let batch = output::rejects_batch(self.kind, &rows)?;
+            output::write_shard(&self.rej_dir, self.next_rej, &batch).await?;
+            self.next_rej += 1;
+            self.written_rej += rows.len() as u64;
+            if let Some(cache) = self.cache {
+                let new: Vec<(String, RejectRow)> =
+                    self.rejected.iter().filter_map(|(r, h)| h.as_ref().map(|h| (h.clone(), r.clone()))).collect();
+                if let Err(e) = cache.add_rejects(self.kind, &new).await {
+                    tracing::warn!(cache = cache.location().display(), error = %e, "could not add rejects to the generate cache");
+                }
+            }
+            self.rejected.clear();
+        }
+        Ok(())
+    }
+}
+
+/// The file in an output directory naming the fingerprint its rows were generated with.
+pub const FINGERPRINT_FILE: &str = "_FINGERPRINT";
+
+/// What to do with an output directory that holds rows of another fingerprint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnStale {
+    /// Refuse with a usage error (ad hoc `tailforge generate`: the directory is the user's).
+    Fail,
+    /// Delete those rows and start over (`tailforge run`'s own stage directory).
+    Replace,
+}
+
 /// Generates descriptions for the items of `input_tail_items` (analyze's
 /// `tail_items.parquet`) into `out` (`generated/`, `rejects/`,
-/// `summary.json`, `_SUCCESS`). Resumes a previous run into the same `out`.
+/// `summary.json`, `_SUCCESS`). Resumes a previous run into the same `out`;
+/// with `cfg.use_cache` and `cfg.cache` set, reuses and fills that cache.
 pub async fn generate(input_tail_items: &Location, out: &Location, cfg: &GenerateConfig) -> Result<GenerateSummary> {
+    generate_with(input_tail_items, out, cfg, OnStale::Fail).await
+}
+
+/// Deletes every object below `dir`.
+async fn delete_all(dir: &Location) -> Result<()> {
+    let dir = dir.as_dir();
+    for (name, loc) in output::parquet_files(&dir).await? {
+        tracing::debug!(file = name, "deleting a stale shard");
+        loc.delete_if_exists().await?;
+    }
+    Ok(())
+}
+
+/// [`generate`], choosing what happens to rows of another fingerprint in `out`.
+pub async fn generate_with(
+    input_tail_items: &Location,
+    out: &Location,
+    cfg: &GenerateConfig,
+    on_stale: OnStale,
+) -> Result<GenerateSummary> {
     let started = Instant::now();
-    cfg.validate()?;
+    cfg.validate("generate")?;
     let template = load_template(cfg)?;
     let model_path = cfg.model.clone();
     let model_sha256 = tokio::task::spawn_blocking(move || engine::check_model(&model_path))
         .await
         .map_err(|e| Error::internal(format!("model check task: {e}")))??;
     let params_hash = params_hash(cfg, &template);
+    let fingerprint = cache::fingerprint(&model_sha256, &params_hash, cfg.seed);
 
     let (kind, mut items) = output::read_items(input_tail_items).await?;
     if let Some(limit) = cfg.limit {
         items.truncate(limit);
     }
+    let out = out.as_dir();
     let gen_dir = out.join(output::GENERATED_DIR);
     let rej_dir = out.join(output::REJECTS_DIR);
     out.join(tailforge_core::storage::SUCCESS_MARKER).delete_if_exists().await?;
-    let (done_gen, mut next_gen) = output::existing_shards(&gen_dir).await?;
-    let (done_rej, mut next_rej) = output::existing_shards(&rej_dir).await?;
+    // Resume only rows generated the same way: another model, prompt, sampling or seed starts over.
+    let fp_loc = out.join(FINGERPRINT_FILE);
+    if fp_loc.exists().await? {
+        let before = fp_loc.get().await?;
+        let before = String::from_utf8_lossy(&before).trim().to_string();
+        if before != fingerprint {
+            match on_stale {
+                OnStale::Fail => {
+                    return Err(Error::usage(format!(
+                        "{}: holds rows generated with another model, prompt template, sampling parameters or seed \
+                         (fingerprint {before:.12}…, now {fingerprint:.12}…): use another output location, or delete it to start over",
+                        out.display()
+                    )));
+                }
+                OnStale::Replace => {
+                    tracing::warn!(
+                        out = out.display(),
+                        "generation settings changed: deleting the rows of the earlier settings"
+                    );
+                    delete_all(&gen_dir).await?;
+                    delete_all(&rej_dir).await?;
+                }
+            }
+        }
+    }
+    fp_loc.put(fingerprint.clone().into_bytes()).await?;
+    let done_gen = output::existing_shards(&gen_dir).await?;
+    let done_rej = output::existing_shards(&rej_dir).await?;
+    let cache = match (cfg.use_cache, &cfg.cache) {
+        (true, Some(root)) => Some(Cache::open(&Location::parse(root)?, &fingerprint).await?),
+        _ => None,
+    };
 
     let mut summary = GenerateSummary {
         items: items.len() as u64,
         model_sha256: model_sha256.clone(),
         params_hash: params_hash.clone(),
+        fingerprint: fingerprint.clone(),
+        cache: cache.as_ref().map(|c| c.location().display()),
         ..Default::default()
+    };
+    // Accepted descriptions of this output so far: the near-duplicate filter's reference.
+    let mut dups = dedup::NearDuplicates::new(cfg.near_duplicate_shingle, cfg.near_duplicate_threshold);
+    for d in &done_gen.descriptions {
+        dups.insert(d);
+    }
+    let mut writer = Writer {
+        kind,
+        gen_dir,
+        rej_dir,
+        next_gen: done_gen.next,
+        next_rej: done_rej.next,
+        accepted: Vec::new(),
+        rejected: Vec::new(),
+        written_gen: 0,
+        written_rej: 0,
+        cache: cache.as_ref(),
+        model_sha256: &model_sha256,
+        params_hash: &params_hash,
+        shard_size: cfg.shard_size,
     };
     let mut seen = HashSet::new();
     let mut todo = Vec::new();
+    let mut work = Vec::new();
     for item in items {
         let key = item.id.key();
-        if done_gen.contains(&key) || done_rej.contains(&key) {
+        if done_gen.keys.contains(&key) || done_rej.keys.contains(&key) {
             summary.skipped += 1;
             continue;
         }
@@ -144,34 +326,65 @@ pub async fn generate(input_tail_items: &Location, out: &Location, cfg: &Generat
             tracing::warn!(item_id = key, "duplicate item_id in the input, generating once");
             continue;
         }
-        todo.push(item);
+        let title = prompt::prepare_title(&key, item.title.as_deref(), cfg.max_title_chars);
+        let attributes = prompt::prepare_attributes(&item.attributes);
+        let (system, user) = template.render(&title, &attributes);
+        let input_hash = cache::input_hash(&system, &user);
+        if let Some(row) = cache.as_ref().and_then(|c| c.get(&key, &input_hash)) {
+            summary.reused_from_cache += 1;
+            dups.insert(&row.description);
+            writer.accepted.push((GeneratedRow { id: item.id.clone(), ..row.clone() }, None));
+            writer.flush(false).await?;
+            continue;
+        }
+        if let Some((reason, attempts)) = cache.as_ref().and_then(|c| c.get_reject(&key, &input_hash)) {
+            summary.reused_from_cache += 1;
+            let row = RejectRow { id: item.id.clone(), reason: reason.to_string(), attempts };
+            writer.rejected.push((row, None));
+            continue;
+        }
+        todo.push((item, input_hash));
+        work.push(WorkItem { key, system, user });
     }
-    let work: Vec<WorkItem> = todo
-        .iter()
-        .map(|it| {
-            let key = it.id.key();
-            let title = prompt::prepare_title(&key, it.title.as_deref(), cfg.max_title_chars);
-            let attributes = prompt::prepare_attributes(&it.attributes);
-            let (system, user) = template.render(&title, &attributes);
-            WorkItem { key, system, user }
-        })
-        .collect();
-    tracing::info!(items = summary.items, skipped = summary.skipped, todo = work.len(), parallel = cfg.parallel, "generate");
+    tracing::info!(
+        items = summary.items,
+        skipped = summary.skipped,
+        reused_from_cache = summary.reused_from_cache,
+        todo = work.len(),
+        parallel = cfg.parallel,
+        "generate"
+    );
 
     let validator = contract::Validator::new(&template.instruction_text());
+    let live = Arc::new(progress::Live::default());
+    let mut progress = progress::Progress::new(work.len() as u64, cfg.progress_interval_s, live.clone());
     let (tx, mut rx) = mpsc::channel::<Event>(1024);
     let engine_cfg = cfg.clone();
-    let engine = tokio::task::spawn_blocking(move || engine::run(&engine_cfg, &work, &validator, tx));
+    let engine_live = live.clone();
+    let engine = tokio::task::spawn_blocking(move || {
+        let mut dups = dups;
+        engine::run(&engine_cfg, &work, &validator, &mut dups, &engine_live, tx)
+    });
 
-    let mut accepted: Vec<GeneratedRow> = Vec::new();
-    let mut rejected: Vec<RejectRow> = Vec::new();
+    let mut ticker = tokio::time::interval(progress.tick_every());
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut write_error = None;
-    while let Some(ev) = rx.recv().await {
+    loop {
+        let ev = tokio::select! {
+            ev = rx.recv() => ev,
+            _ = ticker.tick() => {
+                progress.tick();
+                continue;
+            }
+        };
+        let Some(ev) = ev else { break };
         match ev {
             Event::Accepted { index, answer, seed, prompt_hash, prompt_tokens, generated_tokens, generation_ms } => {
                 summary.accepted += 1;
-                accepted.push(GeneratedRow {
-                    id: todo[index].id.clone(),
+                progress.item(true);
+                let (item, input_hash) = &todo[index];
+                let row = GeneratedRow {
+                    id: item.id.clone(),
                     description: answer.description,
                     keywords: answer.keywords,
                     prompt_hash,
@@ -179,47 +392,35 @@ pub async fn generate(input_tail_items: &Location, out: &Location, cfg: &Generat
                     prompt_tokens,
                     generated_tokens,
                     generation_ms,
-                });
+                };
+                writer.accepted.push((row, Some(input_hash.clone())));
             }
             Event::Rejected { index, reason, attempts } => {
+                progress.item(false);
                 *summary.rejected.entry(reason.as_str().to_string()).or_default() += 1;
-                rejected.push(RejectRow { id: todo[index].id.clone(), reason: reason.as_str().to_string(), attempts });
+                let (item, input_hash) = &todo[index];
+                let row = RejectRow { id: item.id.clone(), reason: reason.as_str().to_string(), attempts };
+                writer.rejected.push((row, Some(input_hash.clone())));
             }
         }
-        if accepted.len() >= cfg.shard_size {
-            let batch = output::generated_batch(kind, &accepted, &model_sha256, &params_hash)?;
-            if let Err(e) = output::write_shard(&gen_dir, next_gen, &batch).await {
-                write_error = Some(e);
-                break;
-            }
-            next_gen += 1;
-            accepted.clear();
-            // Rejects go out with each accepted shard, so a resumed run re-tries few.
-            if !rejected.is_empty() {
-                let batch = output::rejects_batch(kind, &rejected)?;
-                if let Err(e) = output::write_shard(&rej_dir, next_rej, &batch).await {
-                    write_error = Some(e);
-                    break;
-                }
-                next_rej += 1;
-                rejected.clear();
-            }
+        if let Err(e) = writer.flush(false).await {
+            write_error = Some(e);
+            break;
         }
     }
     drop(rx);
+    progress.finish();
     let stats = engine.await.map_err(|e| Error::internal(format!("generation task: {e}")))?;
     if let Some(e) = write_error {
         return Err(e);
     }
     let stats = stats?;
-    if !accepted.is_empty() {
-        output::write_shard(&gen_dir, next_gen, &output::generated_batch(kind, &accepted, &model_sha256, &params_hash)?).await?;
-    }
-    if !rejected.is_empty() {
-        output::write_shard(&rej_dir, next_rej, &output::rejects_batch(kind, &rejected)?).await?;
-    }
+    writer.flush(true).await?;
 
     let seconds = started.elapsed().as_secs_f64();
+    summary.generated_rows = done_gen.keys.len() as u64 + writer.written_gen;
+    summary.rejected_rows = done_rej.keys.len() as u64 + writer.written_rej;
+    summary.filtered_attempts = stats.attempt_rejects.iter().map(|(k, v)| (k.to_string(), *v)).collect();
     summary.prompt_tokens = stats.prompt_tokens;
     summary.generated_tokens = stats.generated_tokens;
     summary.seconds = seconds;
@@ -230,11 +431,14 @@ pub async fn generate(input_tail_items: &Location, out: &Location, cfg: &Generat
         summary.generated_tokens_per_s = stats.generated_tokens as f64 / seconds;
     }
     let json = serde_json::to_vec_pretty(&summary).map_err(|e| Error::internal(format!("summary: {e}")))?;
-    out.join("summary.json").put(json).await?;
+    out.join(tailforge_core::schema::generate_outputs::SUMMARY).put(json).await?;
     out.join(tailforge_core::storage::SUCCESS_MARKER).put(Vec::<u8>::new()).await?;
     tracing::info!(
+        items = summary.items,
         accepted = summary.accepted,
+        reused_from_cache = summary.reused_from_cache,
         rejected = summary.rejected_total(),
+        prompt_tok_s = format!("{:.1}", summary.prompt_tokens_per_s),
         generated_tok_s = format!("{:.1}", summary.generated_tokens_per_s),
         seconds = format!("{seconds:.1}"),
         "generate done"

@@ -5,15 +5,15 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, Int64Array, Int64Builder, ListBuilder, StringArray, StringBuilder};
 use arrow::compute::cast;
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::datatypes::{DataType, SchemaRef};
 use arrow::record_batch::RecordBatch;
 
 use tailforge_core::parquet_io::{ParquetSink, read_parquet};
-use tailforge_core::schema::{IdKind, is_text};
+use tailforge_core::schema::{self, IdKind, is_text};
 use tailforge_core::{DataError, Error, Location, Result};
 
-pub const GENERATED_DIR: &str = "generated";
-pub const REJECTS_DIR: &str = "rejects";
+pub const GENERATED_DIR: &str = schema::generate_outputs::GENERATED;
+pub const REJECTS_DIR: &str = schema::generate_outputs::REJECTS;
 
 /// An item id, keeping its input kind.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -62,11 +62,16 @@ pub async fn read_items(input: &Location) -> Result<(IdKind, Vec<Item>)> {
     for batch in &batches {
         let schema = batch.schema();
         let Some(id_idx) = schema.index_of("item_id").ok() else {
-            return Err(DataError::new("no item_id column").file(&file).hint("the input must be analyze's tail_items.parquet").into());
+            return Err(DataError::new("no item_id column")
+                .file(&file)
+                .hint("the input must be analyze's tail_items.parquet")
+                .into());
         };
         let id_type = schema.field(id_idx).data_type();
         let k = IdKind::of(id_type).ok_or_else(|| {
-            Error::from(DataError::new(format!("item ids of type {id_type} are not supported")).file(&file).column("item_id"))
+            Error::from(
+                DataError::new(format!("item ids of type {id_type} are not supported")).file(&file).column("item_id"),
+            )
         })?;
         kind = Some(k);
         let id_col = batch.column(id_idx);
@@ -96,12 +101,20 @@ pub async fn read_items(input: &Location) -> Result<(IdKind, Vec<Item>)> {
             let id = if let Some(a) = &ints {
                 let a = a.as_any().downcast_ref::<Int64Array>().ok_or_else(|| Error::internal("item_id cast"))?;
                 if a.is_null(row) {
-                    return Err(DataError::new("null item_id").file(&file).column("item_id").row(items.len() as u64).into());
+                    return Err(DataError::new("null item_id")
+                        .file(&file)
+                        .column("item_id")
+                        .row(items.len() as u64)
+                        .into());
                 }
                 ItemId::Int(a.value(row))
             } else if let Some(a) = &strs {
                 if a.is_null(row) {
-                    return Err(DataError::new("null item_id").file(&file).column("item_id").row(items.len() as u64).into());
+                    return Err(DataError::new("null item_id")
+                        .file(&file)
+                        .column("item_id")
+                        .row(items.len() as u64)
+                        .into());
                 }
                 ItemId::Str(a.value(row).to_string())
             } else {
@@ -119,39 +132,14 @@ pub async fn read_items(input: &Location) -> Result<(IdKind, Vec<Item>)> {
     Ok((kind.unwrap_or(IdKind::Int64), items))
 }
 
-/// `generated/part-NNNNN.parquet`: one row per accepted item.
-///
-/// * `item_id`: as in the input (`Int64` or `Utf8`)
-/// * `description`, `keywords`: the validated answer (keywords trimmed, lower-cased, de-duplicated)
-/// * `model_sha256`: SHA-256 of the GGUF file
-/// * `prompt_hash`: SHA-256 of the item's full prompt text (chat template applied)
-/// * `params_hash`: SHA-256 of template, grammar and sampling parameters ([`crate::GenerateSummary::params_hash`])
-/// * `seed`: the sampler seed of the accepted attempt
-/// * `prompt_tokens`, `generated_tokens`, `generation_ms`: cost of the accepted attempt
-///   (`generation_ms` is wall time while sharing the batch with other sequences)
+/// `generated/part-NNNNN.parquet` ([`tailforge_core::schema::generated_schema`]).
 pub fn generated_schema(kind: IdKind) -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("item_id", kind.data_type(), false),
-        Field::new("description", DataType::Utf8, false),
-        Field::new("keywords", DataType::new_list(DataType::Utf8, true), false),
-        Field::new("model_sha256", DataType::Utf8, false),
-        Field::new("prompt_hash", DataType::Utf8, false),
-        Field::new("params_hash", DataType::Utf8, false),
-        Field::new("seed", DataType::Int64, false),
-        Field::new("prompt_tokens", DataType::Int64, false),
-        Field::new("generated_tokens", DataType::Int64, false),
-        Field::new("generation_ms", DataType::Int64, false),
-    ]))
+    Arc::new(schema::generated_schema(kind))
 }
 
-/// `rejects/part-NNNNN.parquet`: items without a valid answer after all
-/// attempts; `reason` is a [`crate::Reject`] name of the last attempt.
+/// `rejects/part-NNNNN.parquet` ([`tailforge_core::schema::rejects_schema`]).
 pub fn rejects_schema(kind: IdKind) -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("item_id", kind.data_type(), false),
-        Field::new("reason", DataType::Utf8, false),
-        Field::new("attempts", DataType::Int64, false),
-    ]))
+    Arc::new(schema::rejects_schema(kind))
 }
 
 /// One accepted row.
@@ -191,7 +179,12 @@ fn id_array(kind: IdKind, ids: impl Iterator<Item = ItemId>) -> ArrayRef {
     }
 }
 
-pub fn generated_batch(kind: IdKind, rows: &[GeneratedRow], model_sha256: &str, params_hash: &str) -> Result<RecordBatch> {
+pub fn generated_batch(
+    kind: IdKind,
+    rows: &[GeneratedRow],
+    model_sha256: &str,
+    params_hash: &str,
+) -> Result<RecordBatch> {
     let mut kw = ListBuilder::new(StringBuilder::new());
     for r in rows {
         for k in &r.keywords {
@@ -200,7 +193,8 @@ pub fn generated_batch(kind: IdKind, rows: &[GeneratedRow], model_sha256: &str, 
         kw.append(true);
     }
     let n = rows.len();
-    let i64s = |f: &dyn Fn(&GeneratedRow) -> i64| -> ArrayRef { Arc::new(Int64Array::from_iter_values(rows.iter().map(f))) };
+    let i64s =
+        |f: &dyn Fn(&GeneratedRow) -> i64| -> ArrayRef { Arc::new(Int64Array::from_iter_values(rows.iter().map(f))) };
     let columns: Vec<ArrayRef> = vec![
         id_array(kind, rows.iter().map(|r| r.id.clone())),
         Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.description.as_str()))),
@@ -239,33 +233,61 @@ pub async fn write_shard(dir: &Location, n: u32, batch: &RecordBatch) -> Result<
     Ok(())
 }
 
-/// The complete shards in `dir`: their item keys and the next shard number.
-pub async fn existing_shards(dir: &Location) -> Result<(HashSet<String>, u32)> {
-    let mut keys = HashSet::new();
-    let mut next = 0u32;
-    let objects = match dir.as_dir().list_recursive().await {
+/// What earlier runs left in an output shard directory.
+#[derive(Debug, Default)]
+pub struct Existing {
+    /// Item keys of all rows.
+    pub keys: HashSet<String>,
+    /// The `description` of each row, when the shards have one (generated/).
+    pub descriptions: Vec<String>,
+    /// The next shard number.
+    pub next: u32,
+}
+
+/// The complete shards in `dir`: their item keys, descriptions and the next shard number.
+pub async fn existing_shards(dir: &Location) -> Result<Existing> {
+    let mut found = Existing::default();
+    for (name, loc) in parquet_files(dir).await? {
+        let Some(num) = name.strip_prefix("part-").and_then(|r| r.strip_suffix(".parquet")) else { continue };
+        let Ok(num) = num.parse::<u32>() else { continue };
+        found.next = found.next.max(num.saturating_add(1));
+        for batch in read_parquet(&loc).await? {
+            let Some(col) = batch.column_by_name("item_id") else {
+                return Err(DataError::new("no item_id column")
+                    .file(loc.display())
+                    .hint("this is not a tailforge generate shard: delete it or the output directory")
+                    .into());
+            };
+            let s = as_strings(col, &loc.display(), "item_id")?;
+            found.keys.extend(s.iter().flatten().map(str::to_string));
+            if let Some(d) = batch.column_by_name("description") {
+                let d = as_strings(d, &loc.display(), "description")?;
+                found.descriptions.extend(d.iter().flatten().map(str::to_string));
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// The `*.parquet` objects in `dir` (name, location), by name; none if `dir` does not exist.
+pub async fn parquet_files(dir: &Location) -> Result<Vec<(String, Location)>> {
+    let dir = dir.as_dir();
+    let objects = match dir.list_recursive().await {
         Ok(o) => o,
         Err(e) => {
             // A missing local directory lists as an error on some stores.
             if dir.url().scheme() == "file" && dir.url().to_file_path().map(|p| !p.exists()).unwrap_or(false) {
-                return Ok((keys, 0));
+                return Ok(Vec::new());
             }
             return Err(e);
         }
     };
-    for meta in objects {
-        let Some(name) = meta.location.filename() else { continue };
-        let Some(num) = name.strip_prefix("part-").and_then(|r| r.strip_suffix(".parquet")) else { continue };
-        let Ok(num) = num.parse::<u32>() else { continue };
-        next = next.max(num.saturating_add(1));
-        let loc = dir.join(name);
-        for batch in read_parquet(&loc).await? {
-            let Some(col) = batch.column_by_name("item_id") else {
-                return Err(DataError::new("no item_id column").file(loc.display()).hint("delete this shard or the output directory").into());
-            };
-            let s = as_strings(col, &loc.display(), "item_id")?;
-            keys.extend(s.iter().flatten().map(str::to_string));
-        }
-    }
-    Ok((keys, next))
+    let mut names: Vec<String> = objects
+        .iter()
+        .filter_map(|m| m.location.filename().map(str::to_string))
+        .filter(|n| n.ends_with(".parquet") && !n.starts_with('.'))
+        .collect();
+    names.sort();
+    names.dedup();
+    Ok(names.into_iter().map(|n| (n.clone(), dir.join(&n))).collect())
 }

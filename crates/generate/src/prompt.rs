@@ -37,7 +37,13 @@ impl PromptTemplate {
             }
             match section {
                 None if trimmed.is_empty() || trimmed.starts_with('#') => {}
-                None => return Err(Error::config(source, "generate.prompt", "text before the first `### system` or `### user` line")),
+                None => {
+                    return Err(Error::config(
+                        source,
+                        "generate.prompt",
+                        "text before the first `### system` or `### user` line",
+                    ));
+                }
                 Some("system") => {
                     system.push_str(line);
                     system.push('\n');
