@@ -178,3 +178,57 @@ pub fn analyze_movielens(t: &TestDir, sets: &[&str]) {
     }
     t.run_ok(&args);
 }
+
+/// The default generation model (SmolLM2-135M-Instruct Q4_1, installed by `make setup`).
+pub fn smollm2() -> PathBuf {
+    let p = repo_root().join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(p.is_file(), "{} missing: run `make setup`", p.display());
+    p
+}
+
+/// Held by tests that run the LLM, so that they never run concurrently in
+/// one test binary (two generations on 2 cores slow each other ~10×).
+pub fn llm_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The rows of every `part-*.parquet` shard below `dir` (a generate output's
+/// `generated/` or `rejects/`), keyed by item id, each row rendered as
+/// `column=value` strings for all columns but `skip`. Panics on an item id
+/// that appears twice.
+pub fn shard_rows(dir: &Path, skip: &[&str]) -> std::collections::BTreeMap<String, Vec<String>> {
+    let mut rows = std::collections::BTreeMap::new();
+    let Ok(entries) = std::fs::read_dir(dir) else { return rows };
+    let mut files: Vec<PathBuf> = entries
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| {
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("part-") && n.ends_with(".parquet"))
+        })
+        .collect();
+    files.sort();
+    for f in files {
+        let b = read_parquet(&f);
+        let ids = strings(&b, "item_id");
+        let opts = arrow::util::display::FormatOptions::default();
+        let cols: Vec<(String, arrow::util::display::ArrayFormatter)> = b
+            .schema()
+            .fields()
+            .iter()
+            .enumerate()
+            .filter(|(_, fl)| !skip.contains(&fl.name().as_str()))
+            .map(|(i, fl)| {
+                (
+                    fl.name().clone(),
+                    arrow::util::display::ArrayFormatter::try_new(b.column(i), &opts).expect("formatter"),
+                )
+            })
+            .collect();
+        for (r, id) in ids.into_iter().enumerate() {
+            let id = id.expect("non-null item_id");
+            let row: Vec<String> = cols.iter().map(|(n, fmt)| format!("{n}={}", fmt.value(r))).collect();
+            assert!(rows.insert(id.clone(), row).is_none(), "item {id} appears twice in {}", dir.display());
+        }
+    }
+    rows
+}

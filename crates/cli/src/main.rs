@@ -78,12 +78,16 @@ enum Baseline {
 
 #[derive(Args)]
 struct GenerateArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
     /// Output directory of `tailforge analyze` (reads its tail_items.parquet), or a tail_items Parquet file.
+    /// Default: <output>/analyze/ from the pipeline.
     #[arg(long)]
-    input: String,
+    input: Option<String>,
     /// Output location: generated/ and rejects/ shards, summary.json, _SUCCESS. Re-running resumes.
+    /// Default: <output>/generate/ from the pipeline.
     #[arg(long)]
-    out: String,
+    out: Option<String>,
     /// Generate for at most this many tail items (in rank order).
     #[arg(long)]
     limit: Option<usize>,
@@ -299,35 +303,19 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Generate(a) => {
-            let mut cfg = tailforge_generate::GenerateConfig::default();
-            cfg.limit = a.limit.or(cfg.limit);
-            cfg.parallel = a.parallel.unwrap_or(cfg.parallel);
-            cfg.model = a.model.unwrap_or(cfg.model);
-            cfg.n_threads = a.threads.unwrap_or(cfg.n_threads);
-            cfg.seed = a.seed.unwrap_or(cfg.seed);
-            let input = if a.input.ends_with(".parquet") {
-                Location::parse(&a.input)?
-            } else {
-                Location::parse(&a.input)?.as_dir().join("tail_items.parquet")
-            };
-            let out = Location::parse(&a.out)?;
-            let s = tailforge_generate::generate(&input, &out, &cfg).await?;
-            println!(
-                "generated for {} items ({} skipped as done before): {} accepted, {} rejected",
-                s.items,
-                s.skipped,
-                s.accepted,
-                s.rejected_total()
-            );
-            for (reason, n) in &s.rejected {
-                println!("  rejected {reason}: {n}");
+            let mut config = load_config(&a.config)?;
+            let g = &mut config.generate;
+            g.limit = a.limit.or(g.limit);
+            g.parallel = a.parallel.unwrap_or(g.parallel);
+            g.model = a.model.unwrap_or(g.model.clone());
+            g.n_threads = a.threads.unwrap_or(g.n_threads);
+            g.seed = a.seed.unwrap_or(g.seed);
+            config.validate("command line")?;
+            if a.config.print_config {
+                print!("{}", config.to_toml());
+                return Ok(());
             }
-            println!(
-                "  {:.1} generated tok/s, {:.1} prompt tok/s, {:.1} s",
-                s.generated_tokens_per_s, s.prompt_tokens_per_s, s.seconds
-            );
-            println!("  outputs: {}", out.as_dir().display());
-            Ok(())
+            generate_command(config, a.input, a.out).await
         }
         Command::Evaluate(a) => {
             use tailforge_train::eval::{EvalOptions, evaluate};
@@ -397,4 +385,51 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `tailforge generate`: input and output from the flags or the pipeline's
+/// output root; the cache at `generate.cache` or `<output>/cache/generate`.
+async fn generate_command(config: PipelineConfig, input: Option<String>, out: Option<String>) -> Result<()> {
+    let missing = |what: &str, flag: &str| {
+        Error::usage(format!("no {what}: pass {flag}, or --pipeline with output = \"…\" (see docs/config.md)"))
+    };
+    let root = config.output.as_deref().map(Location::parse).transpose()?.map(|l| l.as_dir());
+    let input = match (input, &root) {
+        (Some(i), _) if i.ends_with(".parquet") => Location::parse(&i)?,
+        (Some(i), _) => Location::parse(&i)?.as_dir().join("tail_items.parquet"),
+        (None, Some(r)) => r.join("analyze/tail_items.parquet"),
+        (None, None) => return Err(missing("input", "--input ANALYZE_OUT")),
+    };
+    let out = match (out, &root) {
+        (Some(o), _) => Location::parse(&o)?,
+        (None, Some(r)) => r.join("generate/"),
+        (None, None) => return Err(missing("output", "--out URL")),
+    };
+    let mut cfg = config.generate.clone();
+    cfg.cache = cfg.cache_location(config.output.as_deref());
+    let s = tailforge_generate::generate(&input, &out, &cfg).await?;
+    println!(
+        "generated for {} items ({} skipped as done before, {} reused from cache): {} accepted, {} rejected",
+        s.items,
+        s.skipped,
+        s.reused_from_cache,
+        s.accepted,
+        s.rejected_total()
+    );
+    for (reason, n) in &s.rejected {
+        println!("  rejected {reason}: {n}");
+    }
+    if !s.filtered_attempts.is_empty() {
+        let f: Vec<String> = s.filtered_attempts.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        println!("  filtered attempts (retries included): {}", f.join(", "));
+    }
+    println!(
+        "  {:.1} generated tok/s, {:.1} prompt tok/s, {:.1} s",
+        s.generated_tokens_per_s, s.prompt_tokens_per_s, s.seconds
+    );
+    if let Some(c) = &s.cache {
+        println!("  cache: {c}");
+    }
+    println!("  outputs: {}", out.as_dir().display());
+    Ok(())
 }
