@@ -5,7 +5,7 @@ CARGO ?= cargo
 BIN := $(CARGO_TARGET_DIR)/release/tailforge
 DEMO_DIR ?= data/demo
 
-.PHONY: all setup build test demo bench bench-analyze fmt lint clean-data
+.PHONY: all setup build test demo bench bench-analyze bench-generate fmt lint clean-data
 
 all: build
 
@@ -27,11 +27,15 @@ demo: setup build
 	$(BIN) run pipelines/demo.toml
 
 ## bench: all benchmarks (results go to BENCHMARKS.md by hand, with the machine).
-bench: bench-analyze
+bench: bench-analyze bench-generate
 
 ## bench-analyze: tailforge analyze vs DuckDB on 10M demo events; 100M under 4 GB.
 bench-analyze: setup build
 	bash benches/analyze.sh
+
+## bench-generate: tailforge generate tok/s at parallel 1/4/8/16 vs a bare llama_decode replay (C++ driver).
+bench-generate: setup build
+	bash benches/generate.sh
 
 fmt:
 	$(CARGO) fmt --all

@@ -18,7 +18,8 @@ fn setup() -> TestDir {
     }
     std::fs::write(
         t.path("nightly.toml"),
-        "output = \"out\"\n[inputs]\nevents = \"logs/dt={date}/\"\nitems = \"gen/items/\"\n",
+        // The LLM stage has its own test below; these are about the run mechanics.
+        "output = \"out\"\n[inputs]\nevents = \"logs/dt={date}/\"\nitems = \"gen/items/\"\n[generate]\nenabled = false\n",
     )
     .unwrap();
     t
@@ -130,4 +131,82 @@ fn a_failed_run_keeps_latest_and_resumes_after_the_fix() {
     t.run_ok(&["run", "nightly.toml", "--date", "2026-11-23"]);
     assert_eq!(json(t.path("out/latest"))["run_id"], "2026-11-23");
     t.run_fails(&["run", "nightly.toml", "--date", "2026-13-01"], 2);
+}
+
+/// The generate stage in a run: tail items of the run's analyze output, rows
+/// in the manifest and metrics, a report section; the next night's run into
+/// another run directory reuses the rows from `<output>/cache/generate`.
+#[test]
+fn the_generate_stage_runs_after_analyze_and_the_next_night_reuses_its_rows() {
+    let _llm = llm_lock();
+    let t = setup();
+    for date in ["2026-11-22", "2026-11-23"] {
+        std::fs::create_dir_all(t.path(&format!("logs/dt={date}"))).unwrap();
+        for f in std::fs::read_dir(t.path("gen/events")).unwrap() {
+            let f = f.unwrap().path();
+            std::fs::copy(&f, t.path(&format!("logs/dt={date}")).join(f.file_name().unwrap())).unwrap();
+        }
+    }
+    let model = smollm2();
+    let sets = [
+        "--set".to_string(),
+        "generate.enabled=true".to_string(),
+        "--set".to_string(),
+        format!("generate.model={}", model.display()),
+        "--set".to_string(),
+        "generate.limit=4".to_string(),
+        "--set".to_string(),
+        "generate.n_threads=1".to_string(),
+        "--set".to_string(),
+        "generate.parallel=4".to_string(),
+    ];
+    let run = |date: &str| {
+        let mut args = vec!["run", "nightly.toml", "--date", date];
+        args.extend(sets.iter().map(String::as_str));
+        t.run_ok(&args)
+    };
+    let out = run("2026-11-22");
+    assert!(stdout(&out).contains("generate"), "{}", stdout(&out));
+    let dir = "out/runs/2026-11-22";
+    assert!(t.path(&format!("{dir}/generate/_SUCCESS")).is_file());
+    let m = json(t.path(&format!("{dir}/manifest.json")));
+    let names: Vec<&str> = m["stages"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["analyze", "generate", "evaluate"]);
+    let rows = &m["stages"][1]["rows"];
+    let (accepted, rejected) = (rows["generated"].as_u64().unwrap(), rows["rejects"].as_u64().unwrap());
+    assert_eq!(accepted + rejected, 4, "{m}");
+    assert_eq!(accepted as usize, shard_rows(&t.path(&format!("{dir}/generate/generated")), &[]).len());
+    assert_eq!(m["metrics"]["generate_items"], 4.0);
+    assert!(m["metrics"]["generate_generated_tok_s"].as_f64().unwrap() > 0.0, "{m}");
+    let prom = std::fs::read_to_string(t.path(&format!("{dir}/metrics.prom"))).unwrap();
+    assert!(
+        prom.contains(&format!("tailforge_generate_items{{run_id=\"2026-11-22\",outcome=\"accepted\"}} {accepted}")),
+        "{prom}"
+    );
+    assert!(prom.contains("tailforge_generate_tokens_per_second{run_id=\"2026-11-22\"} "), "{prom}");
+    assert!(prom.contains("stage=\"generate\",output=\"generated\""), "{prom}");
+    let report = std::fs::read_to_string(t.path(&format!("{dir}/report.md"))).unwrap();
+    assert!(report.contains("## Generation") && report.contains("generated tok/s"), "{report}");
+    let html = std::fs::read_to_string(t.path(&format!("{dir}/report.html"))).unwrap();
+    assert!(html.contains("Generation throughput"));
+
+    // A re-run of the same night skips the finished stage.
+    run("2026-11-22");
+    assert_eq!(json(t.path(&format!("{dir}/manifest.json")))["stages"][1]["status"], "skipped");
+
+    // The next night: a new run directory, same tail items, nothing generated.
+    run("2026-11-23");
+    let m2 = json(t.path("out/runs/2026-11-23/manifest.json"));
+    assert_eq!(m2["stages"][1]["status"], "succeeded");
+    assert_eq!(m2["metrics"]["generate_reused_from_cache"], 4.0, "{m2}");
+    assert_eq!(m2["metrics"]["generate_new_items"], 0.0);
+    assert_eq!(
+        shard_rows(&t.path(&format!("{dir}/generate/generated")), &[]),
+        shard_rows(&t.path("out/runs/2026-11-23/generate/generated"), &[])
+    );
+
+    // generate.enabled = false leaves the stage out.
+    t.run_ok(&["run", "nightly.toml", "--date", "2026-11-23", "--run-id", "no-gen"]);
+    let m3 = json(t.path("out/runs/no-gen/manifest.json"));
+    assert!(m3["stages"].as_array().unwrap().iter().all(|s| s["name"] != "generate"), "{m3}");
 }

@@ -193,7 +193,11 @@ fn the_pipeline_job_runs_against_s3_and_its_lock_holds_there() {
     );
     std::fs::write(
         t.path("p.toml"),
-        "output = \"s3://nightly/tf\"\n[inputs]\nevents = \"s3://nightly/in/dt={date}/events/\"\nitems = \"s3://nightly/in/dt={date}/items/\"\n",
+        format!(
+            "output = \"s3://nightly/tf\"\n[inputs]\nevents = \"s3://nightly/in/dt={{date}}/events/\"\nitems = \"s3://nightly/in/dt={{date}}/items/\"\n\
+             [generate]\nmodel = {:?}\nlimit = 2\nparallel = 2\nn_threads = 1\n",
+            smollm2().to_str().unwrap()
+        ),
     )
     .unwrap();
     run_s3(&t, moto.port, &["run", "p.toml", "--date", "2026-11-22"]);
@@ -204,10 +208,13 @@ fn the_pipeline_job_runs_against_s3_and_its_lock_holds_there() {
         "runs/2026-11-22/manifest.json",
         "runs/2026-11-22/analyze/_SUCCESS",
         "runs/2026-11-22/evaluate/metrics.json",
+        "runs/2026-11-22/generate/_SUCCESS",
+        "runs/2026-11-22/generate/summary.json",
     ] {
         assert!(keys.iter().any(|x| x == k), "{k} missing from {keys:?}");
     }
     assert!(!keys.iter().any(|x| x == "_lock"), "lock released");
+    assert!(keys.iter().any(|x| x.starts_with("cache/generate/")), "generated rows cached on S3: {keys:?}");
     let m: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(t.path("tf/runs/2026-11-22/manifest.json")).unwrap()).unwrap();
     assert_eq!(m["status"], "succeeded");

@@ -1,0 +1,157 @@
+// The engine's ceiling for `make bench-generate`: replays the batches that
+// `tailforge generate` decoded (a trace written with
+// TAILFORGE_GENERATE_TRACE=<file>) with bare llama_decode calls — same
+// context parameters, same batch shapes, same sequence ids and positions,
+// same KV clears — and no sampling, grammar, validation or I/O. Compiled
+// against the llama.cpp that llama-cpp-sys-2 vendors and linked with the
+// static libraries of the same cargo build (benches/generate.sh).
+//
+//   ceiling MODEL TRACE N_CTX_PER_SEQ PARALLEL THREADS
+//
+// Prints one JSON line: decode seconds, batches, prompt and generated tokens.
+#include "llama.h"
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+struct Segment {
+    int seq;
+    int pos;
+    int count;
+};
+
+struct Op {
+    bool clear;
+    int seq;                     // for a clear
+    std::vector<Segment> segs;   // for a decode
+};
+
+static void quiet(enum ggml_log_level level, const char * text, void *) {
+    if (level >= GGML_LOG_LEVEL_WARN) {
+        fputs(text, stderr);
+    }
+}
+
+int main(int argc, char ** argv) {
+    if (argc != 6) {
+        fprintf(stderr, "usage: %s MODEL TRACE N_CTX_PER_SEQ PARALLEL THREADS\n", argv[0]);
+        return 2;
+    }
+    const char * model_path = argv[1];
+    const char * trace_path = argv[2];
+    const int n_ctx = atoi(argv[3]);
+    const int parallel = atoi(argv[4]);
+    const int threads = atoi(argv[5]);
+    if (n_ctx <= 0 || parallel <= 0 || threads <= 0) {
+        fprintf(stderr, "N_CTX_PER_SEQ, PARALLEL and THREADS must be positive\n");
+        return 2;
+    }
+
+    std::vector<Op> ops;
+    std::ifstream in(trace_path);
+    if (!in) {
+        fprintf(stderr, "%s: cannot read the trace\n", trace_path);
+        return 2;
+    }
+    std::string line;
+    long long prompt_tokens = 0, generated_tokens = 0;
+    while (std::getline(in, line)) {
+        std::istringstream ls(line);
+        std::string kind;
+        ls >> kind;
+        Op op{};
+        if (kind == "C") {
+            op.clear = true;
+            ls >> op.seq;
+        } else if (kind == "D") {
+            int n = 0;
+            ls >> n;
+            std::string seg;
+            while (ls >> seg) {
+                Segment s{};
+                if (sscanf(seg.c_str(), "%d:%d:%d", &s.seq, &s.pos, &s.count) != 3) {
+                    fprintf(stderr, "%s: bad segment %s\n", trace_path, seg.c_str());
+                    return 2;
+                }
+                if (s.count == 1 && s.pos > 0) {
+                    generated_tokens += 1;
+                } else {
+                    prompt_tokens += s.count;
+                }
+                op.segs.push_back(s);
+            }
+        } else {
+            continue;
+        }
+        ops.push_back(op);
+    }
+
+    llama_log_set(quiet, nullptr);
+    llama_backend_init();
+    llama_model_params mp = llama_model_default_params();
+    mp.n_gpu_layers = 0;
+    llama_model * model = llama_model_load_from_file(model_path, mp);
+    if (!model) {
+        fprintf(stderr, "%s: cannot load the model\n", model_path);
+        return 1;
+    }
+    // The same context parameters as crates/generate/src/engine.rs.
+    llama_context_params cp = llama_context_default_params();
+    cp.n_ctx = (uint32_t) (n_ctx * parallel);
+    cp.n_batch = (uint32_t) n_ctx;
+    cp.n_ubatch = (uint32_t) (n_ctx < 512 ? n_ctx : 512);
+    cp.n_seq_max = (uint32_t) parallel;
+    cp.n_threads = threads;
+    cp.n_threads_batch = threads;
+    llama_context * ctx = llama_init_from_model(model, cp);
+    if (!ctx) {
+        fprintf(stderr, "cannot create a context\n");
+        return 1;
+    }
+    const int n_vocab = llama_vocab_n_tokens(llama_model_get_vocab(model));
+    llama_batch batch = llama_batch_init(n_ctx, 0, 1);
+    llama_memory_t mem = llama_get_memory(ctx);
+
+    double decode_s = 0.0;
+    long long batches = 0;
+    for (const Op & op : ops) {
+        if (op.clear) {
+            llama_memory_seq_rm(mem, op.seq, -1, -1);
+            continue;
+        }
+        batch.n_tokens = 0;
+        for (const Segment & s : op.segs) {
+            for (int i = 0; i < s.count; i++) {
+                const int k = batch.n_tokens++;
+                // Any token costs the same to decode; keep ids inside the vocabulary.
+                batch.token[k] = (llama_token) ((s.pos + i) * 7919 % (n_vocab - 1000) + 500);
+                batch.pos[k] = s.pos + i;
+                batch.n_seq_id[k] = 1;
+                batch.seq_id[k][0] = s.seq;
+                batch.logits[k] = (i == s.count - 1);
+            }
+        }
+        auto t0 = std::chrono::steady_clock::now();
+        const int rc = llama_decode(ctx, batch);
+        decode_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        if (rc != 0) {
+            fprintf(stderr, "llama_decode failed (%d) at batch %lld\n", rc, batches);
+            return 1;
+        }
+        batches++;
+    }
+    printf("{\"decode_seconds\": %.4f, \"batches\": %lld, \"prompt_tokens\": %lld, \"generated_tokens\": %lld, "
+           "\"generated_tok_s\": %.2f}\n",
+           decode_s, batches, prompt_tokens, generated_tokens, decode_s > 0 ? generated_tokens / decode_s : 0.0);
+    llama_batch_free(batch);
+    llama_free(ctx);
+    llama_model_free(model);
+    llama_backend_free();
+    return 0;
+}
