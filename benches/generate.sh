@@ -30,8 +30,8 @@ CXX=${CXX:-c++}
 echo "ceiling driver built against $LIB" >&2
 
 if [ ! -f "$OUT/analyze/_SUCCESS" ]; then
-  "$BIN" -q import movielens --src "$ML" --out "$OUT/ml"
-  "$BIN" -q analyze --events "$OUT/ml/events" --items "$OUT/ml/items" --out "$OUT/analyze"
+  "$BIN" -q import movielens --src "$ML" --out "$OUT/ml" >&2
+  "$BIN" -q analyze --events "$OUT/ml/events" --items "$OUT/ml/items" --out "$OUT/analyze" >&2
 fi
 
 printf '| parallel | items (accepted / rejected) | generated tokens | tailforge generated tok/s | tailforge decode-only tok/s | ceiling tok/s (llama_decode) | ratio | ratio (decode only) |\n'
