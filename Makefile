@@ -5,7 +5,7 @@ CARGO ?= cargo
 BIN := $(CARGO_TARGET_DIR)/release/tailforge
 DEMO_DIR ?= data/demo
 
-.PHONY: all setup build test demo bench bench-analyze bench-generate fmt lint clean-data
+.PHONY: all setup build test demo bench bench-analyze bench-train bench-generate fmt lint clean-data
 
 all: build
 
@@ -27,7 +27,11 @@ demo: setup build
 	$(BIN) run pipelines/demo.toml
 
 ## bench: all benchmarks (results go to BENCHMARKS.md by hand, with the machine).
-bench: bench-analyze bench-generate
+bench: bench-analyze bench-train bench-generate
+
+## bench-train: candle SASRec vs a PyTorch SASRec peer on MovieLens-100k; variant ablations.
+bench-train: setup build
+	bash benches/train.sh
 
 ## bench-analyze: tailforge analyze vs DuckDB on 10M demo events; 100M under 4 GB.
 bench-analyze: setup build

@@ -18,8 +18,8 @@ fn setup() -> TestDir {
     }
     std::fs::write(
         t.path("nightly.toml"),
-        // The LLM stage has its own test below; these are about the run mechanics.
-        "output = \"out\"\n[inputs]\nevents = \"logs/dt={date}/\"\nitems = \"gen/items/\"\n[generate]\nenabled = false\n",
+        // The LLM and training stages have their own tests below; these are about the run mechanics.
+        "output = \"out\"\n[inputs]\nevents = \"logs/dt={date}/\"\nitems = \"gen/items/\"\n[generate]\nenabled = false\n[train]\nenabled = false\n",
     )
     .unwrap();
     t
@@ -209,4 +209,66 @@ fn the_generate_stage_runs_after_analyze_and_the_next_night_reuses_its_rows() {
     t.run_ok(&["run", "nightly.toml", "--date", "2026-11-23", "--run-id", "no-gen"]);
     let m3 = json(t.path("out/runs/no-gen/manifest.json"));
     assert!(m3["stages"].as_array().unwrap().iter().all(|s| s["name"] != "generate"), "{m3}");
+}
+
+/// The train stage in a run: one stage per variant under `train/<variant>/`,
+/// their metrics in the manifest, metrics.prom and the report (with training
+/// curves); a re-run skips them; the next night warm-starts from this one.
+#[test]
+fn the_train_stage_trains_each_variant_and_the_next_night_warm_starts() {
+    let t = setup();
+    std::fs::create_dir_all(t.path("logs/dt=2026-11-23")).unwrap();
+    for f in std::fs::read_dir(t.path("gen/events")).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, t.path("logs/dt=2026-11-23").join(f.file_name().unwrap())).unwrap();
+    }
+    let encoder = format!("train.encoder={}", repo_root().join("models/all-MiniLM-L6-v2").display());
+    let sets = [
+        "train.enabled=true",
+        "train.variants=[\"id\", \"fused\"]",
+        "train.epochs=2",
+        "train.eval_every=1",
+        "train.maxlen=20",
+        "train.warm_start=\"previous\"",
+        &encoder,
+    ];
+    let run = |date: &str| {
+        let mut args = vec!["run", "nightly.toml", "--date", date];
+        for s in &sets {
+            args.push("--set");
+            args.push(s);
+        }
+        t.run_ok(&args)
+    };
+    run("2026-11-22");
+    let dir = "out/runs/2026-11-22";
+    let m = json(t.path(&format!("{dir}/manifest.json")));
+    let names: Vec<&str> = m["stages"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["analyze", "train_id", "train_fused", "evaluate"]);
+    for v in ["id", "fused"] {
+        assert!(t.path(&format!("{dir}/train/{v}/_SUCCESS")).is_file());
+        let metrics = json(t.path(&format!("{dir}/train/{v}/metrics.json")));
+        assert_eq!(metrics["epochs"], 2);
+        assert_eq!(metrics["warm_started"], false, "the first night has nothing to start from");
+        assert_eq!(
+            m["metrics"][format!("{v}_test_ndcg@10_tail")].as_f64().unwrap(),
+            metrics["test"]["full"]["tail"]["ndcg@10"].as_f64().unwrap()
+        );
+    }
+    let prom = std::fs::read_to_string(t.path(&format!("{dir}/metrics.prom"))).unwrap();
+    assert!(prom.contains("tailforge_tail_ndcg_at_10{run_id=\"2026-11-22\",model=\"sasrec_fused\"}"), "{prom}");
+    let report = std::fs::read_to_string(t.path(&format!("{dir}/report.md"))).unwrap();
+    assert!(report.contains("SASRec `fused` under eval-v1"), "{report}");
+    let html = std::fs::read_to_string(t.path(&format!("{dir}/report.html"))).unwrap();
+    assert!(html.contains("Training curves") && html.contains("SASRec fused"), "report.html lacks the train sections");
+
+    // The same night again: nothing to redo.
+    run("2026-11-22");
+    let again = json(t.path(&format!("{dir}/manifest.json")));
+    assert!(again["stages"].as_array().unwrap().iter().all(|s| s["status"] == "skipped"), "{again}");
+
+    // The next night starts from the previous night's weights.
+    run("2026-11-23");
+    let next = json(t.path("out/runs/2026-11-23/train/fused/metrics.json"));
+    assert_eq!(next["warm_started"], true, "{next}");
 }

@@ -195,8 +195,10 @@ fn the_pipeline_job_runs_against_s3_and_its_lock_holds_there() {
         t.path("p.toml"),
         format!(
             "output = \"s3://nightly/tf\"\n[inputs]\nevents = \"s3://nightly/in/dt={{date}}/events/\"\nitems = \"s3://nightly/in/dt={{date}}/items/\"\n\
-             [generate]\nmodel = {:?}\nlimit = 2\nparallel = 2\nn_threads = 1\n",
-            smollm2().to_str().unwrap()
+             [generate]\nmodel = {:?}\nlimit = 2\nparallel = 2\nn_threads = 1\n\
+             [train]\nvariants = [\"fused\"]\nepochs = 1\nmaxlen = 20\nencoder = {:?}\n",
+            smollm2().to_str().unwrap(),
+            repo_root().join("models/all-MiniLM-L6-v2").to_str().unwrap()
         ),
     )
     .unwrap();
@@ -210,6 +212,10 @@ fn the_pipeline_job_runs_against_s3_and_its_lock_holds_there() {
         "runs/2026-11-22/evaluate/metrics.json",
         "runs/2026-11-22/generate/_SUCCESS",
         "runs/2026-11-22/generate/summary.json",
+        "runs/2026-11-22/train/fused/_SUCCESS",
+        "runs/2026-11-22/train/fused/metrics.json",
+        "runs/2026-11-22/train/fused/checkpoints/last.safetensors",
+        "runs/2026-11-22/train/fused/recommendations.parquet",
     ] {
         assert!(keys.iter().any(|x| x == k), "{k} missing from {keys:?}");
     }

@@ -49,6 +49,7 @@ pub mod sql {
     pub const SPLIT: &str = include_str!("../../../sql/split.sql");
     pub const ITEM_STATS: &str = include_str!("../../../sql/item_stats.sql");
     pub const TAIL_ITEMS: &str = include_str!("../../../sql/tail_items.sql");
+    pub const ITEM_TEXT: &str = include_str!("../../../sql/item_text.sql");
     pub const SUMMARY: &str = include_str!("../../../sql/summary.sql");
 }
 
@@ -122,11 +123,12 @@ pub async fn analyze(req: &AnalyzeRequest) -> Result<AnalyzeSummary> {
         ("min_count", ScalarValue::from(lt.min_count as i64)),
         ("percentile", ScalarValue::from(lt.percentile)),
     ];
-    let steps: [(&str, &str, &[Param]); 4] = [
+    let steps: [(&str, &str, &[Param]); 5] = [
         (outputs::SEQUENCES, sql::SEQUENCES, &[]),
         (outputs::SPLIT, sql::SPLIT, &[]),
         (outputs::ITEM_STATS, sql::ITEM_STATS, &item_stats_params),
         (outputs::TAIL_ITEMS, sql::TAIL_ITEMS, &[]),
+        (outputs::ITEM_TEXT, sql::ITEM_TEXT, &[]),
     ];
     let mut rows = BTreeMap::new();
     let memory_limited = tailforge_core::config::parse_bytes(&cfg.memory_limit).unwrap_or(0) > 0;
@@ -234,6 +236,7 @@ fn check_output(name: &str, df: &DataFrame, user: IdKind, item: IdKind) -> Resul
     let expected: Vec<_> = match name {
         outputs::ITEM_STATS => schema::item_stats_schema(item).fields().iter().map(|f| f.as_ref().clone()).collect(),
         outputs::TAIL_ITEMS => schema::tail_items_fixed_fields(item),
+        outputs::ITEM_TEXT => schema::item_text_fixed_fields(item),
         outputs::SEQUENCES => {
             schema::sequences_schema(user, item).fields().iter().map(|f| f.as_ref().clone()).collect()
         }

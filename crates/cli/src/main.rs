@@ -43,6 +43,8 @@ enum Command {
     Analyze(AnalyzeArgs),
     /// Write descriptions and keywords for the tail items with a local LLM (llama.cpp).
     Generate(GenerateArgs),
+    /// Train the sequential recommender (SASRec; id, text or fused items) and evaluate it under eval-v1.
+    Train(TrainArgs),
     /// Score a baseline under protocol eval-v1 (head vs tail, full and sampled).
     Evaluate(EvaluateArgs),
     /// Run the pipeline as one job: runs/<run_id>/<stage>/, manifest, lock, latest pointer.
@@ -104,6 +106,39 @@ struct GenerateArgs {
     /// Run seed; each item's seed derives from it and the item id.
     #[arg(long)]
     seed: Option<u64>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum VariantArg {
+    Id,
+    Text,
+    Fused,
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Output directory of `tailforge analyze`. Default: <output>/analyze/ of the pipeline.
+    #[arg(long)]
+    input: Option<String>,
+    /// Output directory of `tailforge generate`: tail items' descriptions and keywords join their text.
+    /// Default: <output>/generate/ of the pipeline, when it exists.
+    #[arg(long)]
+    augment: Option<String>,
+    /// Item representation. Overrides train.variant.
+    #[arg(long, value_enum)]
+    variant: Option<VariantArg>,
+    /// Where to write metrics, checkpoints, embeddings and recommendations. Re-running resumes.
+    /// Default: <output>/train/<variant>/.
+    #[arg(long)]
+    out: Option<String>,
+    /// Most epochs. Overrides train.epochs.
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// CPU threads; 0 = all cores. Overrides train.threads.
+    #[arg(long)]
+    threads: Option<usize>,
 }
 
 #[derive(Args)]
@@ -341,6 +376,73 @@ async fn run(cli: Cli) -> Result<()> {
                 out.join("metrics.md").put(markdown.into_bytes()).await?;
                 println!("metrics: {}", out.join("metrics.json").display());
             }
+            Ok(())
+        }
+        Command::Train(a) => {
+            use tailforge_core::config::Variant;
+            let mut config = load_config(&a.config)?;
+            if let Some(v) = a.variant {
+                config.train.variant = match v {
+                    VariantArg::Id => Variant::Id,
+                    VariantArg::Text => Variant::Text,
+                    VariantArg::Fused => Variant::Fused,
+                };
+            }
+            if let Some(e) = a.epochs {
+                config.train.epochs = e;
+            }
+            if let Some(t) = a.threads {
+                config.train.threads = t;
+            }
+            config.validate(
+                a.config.pipeline.as_ref().map(|p| p.display().to_string()).as_deref().unwrap_or("(flags)"),
+            )?;
+            if a.config.print_config {
+                print!("{}", config.to_toml());
+                return Ok(());
+            }
+            let variant = config.train.variant;
+            let root = config.output.as_deref().map(Location::parse).transpose()?.map(|l| l.as_dir());
+            let under_root = |sub: &str, flag: &str| -> Result<Location> {
+                root.as_ref().map(|r| r.join(sub)).ok_or_else(|| {
+                    Error::usage(format!("pass {flag}, or a pipeline with output = \"…\" to default to <output>/{sub}"))
+                })
+            };
+            let analyze_out = match a.input {
+                Some(i) => Location::parse(&i)?.as_dir(),
+                None => under_root("analyze/", "--input ANALYZE_OUT")?,
+            };
+            let generate_out = match a.augment {
+                Some(g) => Some(Location::parse(&g)?.as_dir()),
+                None => match &root {
+                    Some(r) if r.join("generate/_SUCCESS").exists().await? => Some(r.join("generate/")),
+                    _ => None,
+                },
+            };
+            let out = match a.out {
+                Some(o) => Location::parse(&o)?.as_dir(),
+                None => under_root(&format!("train/{}/", variant.as_str()), "--out URL")?,
+            };
+            let embedding_cache = if !config.train.embedding_cache.is_empty() {
+                Location::parse(&config.train.embedding_cache)?.as_dir()
+            } else {
+                match &root {
+                    Some(r) => r.join("cache/text-embeddings/"),
+                    None => out.join("cache/text-embeddings/"),
+                }
+            };
+            let request = tailforge_train::TrainRequest {
+                analyze_out,
+                generate_out,
+                out: out.clone(),
+                config: config.train.clone(),
+                variant,
+                seed: config.seed,
+                embedding_cache,
+            };
+            let m = tailforge_train::train(&request).await?;
+            print!("{}", m.to_markdown());
+            println!("outputs: {}", out.display());
             Ok(())
         }
         Command::Analyze(a) => {

@@ -20,6 +20,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+mod train;
+pub use train::{Loss, TrainConfig, Variant};
 mod generate;
 pub use generate::GenerateConfig;
 
@@ -35,6 +37,8 @@ pub struct PipelineConfig {
     pub inputs: InputsConfig,
     /// The analyze stage.
     pub analyze: AnalyzeConfig,
+    /// The train stage.
+    pub train: TrainConfig,
     /// The generate stage (llama.cpp).
     pub generate: GenerateConfig,
 }
@@ -46,6 +50,7 @@ impl Default for PipelineConfig {
             seed: 42,
             inputs: InputsConfig::default(),
             analyze: AnalyzeConfig::default(),
+            train: TrainConfig::default(),
             generate: GenerateConfig::default(),
         }
     }
@@ -271,7 +276,7 @@ impl Default for ValidationConfig {
 
 /// The top-level keys, so `TAILFORGE_*` variables that are not settings
 /// (like `TAILFORGE_LOG`) are left alone.
-const TOP_LEVEL_KEYS: &[&str] = &["output", "seed", "inputs", "analyze", "generate"];
+const TOP_LEVEL_KEYS: &[&str] = &["output", "seed", "inputs", "analyze", "train", "generate"];
 
 /// Environment variable prefix for overrides.
 pub const ENV_PREFIX: &str = "TAILFORGE_";
@@ -330,7 +335,8 @@ impl PipelineConfig {
                 .unwrap_or_else(|| file_name.clone());
             // The path is already in `key`; keep the message to its first line.
             let message = e.into_inner().to_string();
-            Error::config(source, key, message.lines().next().unwrap_or_default().to_string())
+            let first = message.lines().next().unwrap_or_default();
+            Error::config(source, key, format!("{first}{}", did_you_mean(first)))
         })?;
         config.validate(&file_name)?;
         Ok(config)
@@ -359,6 +365,7 @@ impl PipelineConfig {
         if v.min_ts >= v.max_ts {
             return Err(Error::config(source, "analyze.validation.min_ts", "must be below analyze.validation.max_ts"));
         }
+        self.train.validate(source)?;
         self.generate.validate(source)?;
         Ok(())
     }
@@ -367,6 +374,35 @@ impl PipelineConfig {
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}"))
     }
+}
+
+/// For serde's "unknown field `x`, expected one of `a`, `b`" message: the
+/// valid key closest to the unknown one, when it is a plausible typo.
+fn did_you_mean(message: &str) -> String {
+    let Some(rest) = message.strip_prefix("unknown field `") else { return String::new() };
+    let Some((unknown, expected)) = rest.split_once('`') else { return String::new() };
+    let candidates = expected.split('`').skip(1).step_by(2);
+    let best = candidates.map(|c| (edit_distance(unknown, c), c)).min();
+    match best {
+        Some((d, c)) if d <= 2.max(unknown.len() / 3) => format!(" (did you mean `{c}`?)"),
+        _ => String::new(),
+    }
+}
+
+/// Levenshtein distance (keys are short; the quadratic table is fine).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
 }
 
 /// Parses an override value as a TOML literal (`0.1`, `true`, `"x"`, `[1, 2]`),
@@ -450,7 +486,13 @@ mod tests {
         let e = load("[analyze]\nbatch_sise = 10\n", &[], &[]).unwrap_err();
         let msg = e.to_string();
         assert!(msg.contains("p.toml") && msg.contains("batch_sise") && msg.contains("batch_size"), "{msg}");
+        assert!(msg.contains("did you mean `batch_size`?"), "{msg}");
         assert_eq!(e.exit_code(), crate::error::EXIT_USAGE);
+        let e = load("[train]\nepoch = 3\n", &[], &["train.lr=0.01"]).unwrap_err();
+        assert!(e.to_string().contains("did you mean `epochs`?"), "{e}");
+        // Nothing close: no guess.
+        let e = load("[analyze]\nzzzzzzzz = 1\n", &[], &[]).unwrap_err();
+        assert!(!e.to_string().contains("did you mean"), "{e}");
     }
 
     #[test]

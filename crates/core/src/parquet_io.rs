@@ -64,3 +64,25 @@ pub async fn read_parquet(location: &Location) -> Result<Vec<RecordBatch>> {
         .map_err(|e| not_parquet(&e))?;
     reader.collect::<std::result::Result<Vec<_>, _>>().map_err(|e| not_parquet(&e))
 }
+
+/// The `*.parquet` objects directly or deeper in `dir` (file name, location),
+/// by name; none if `dir` does not exist. Hidden files (in-flight temporaries) are skipped.
+pub async fn parquet_files(dir: &Location) -> Result<Vec<(String, Location)>> {
+    let dir = dir.as_dir();
+    let objects = match dir.list_recursive().await {
+        Ok(o) => o,
+        // A missing local directory lists as an error on some stores.
+        Err(_) if dir.url().scheme() == "file" && dir.url().to_file_path().is_ok_and(|p| !p.exists()) => {
+            return Ok(Vec::new());
+        }
+        Err(e) => return Err(e),
+    };
+    let mut names: Vec<String> = objects
+        .iter()
+        .filter_map(|m| m.location.filename().map(str::to_string))
+        .filter(|n| n.ends_with(".parquet") && !n.starts_with('.'))
+        .collect();
+    names.sort();
+    names.dedup();
+    Ok(names.into_iter().map(|n| (n.clone(), dir.join(&n))).collect())
+}

@@ -18,11 +18,12 @@ use crate::error::{Error, Result};
 pub mod outputs {
     pub const ITEM_STATS: &str = "item_stats";
     pub const TAIL_ITEMS: &str = "tail_items";
+    pub const ITEM_TEXT: &str = "item_text";
     pub const SEQUENCES: &str = "sequences";
     pub const SPLIT: &str = "split";
     pub const SUMMARY: &str = "summary.json";
     /// All Parquet outputs, in the order they are written.
-    pub const PARQUET: [&str; 4] = [ITEM_STATS, TAIL_ITEMS, SEQUENCES, SPLIT];
+    pub const PARQUET: [&str; 5] = [ITEM_STATS, TAIL_ITEMS, ITEM_TEXT, SEQUENCES, SPLIT];
 }
 
 /// Group labels used in `item_stats.group` and `item_stats.eval_group`.
@@ -95,6 +96,12 @@ pub fn item_stats_schema(item: IdKind) -> Schema {
         Field::new("eval_group", DataType::Utf8, true),
         Field::new("in_catalog", DataType::Boolean, false),
     ])
+}
+
+/// The fixed leading columns of `item_text` (every item with interactions);
+/// every column after them is a text attribute of the catalog.
+pub fn item_text_fixed_fields(item: IdKind) -> Vec<Field> {
+    vec![Field::new("item_id", item.data_type(), false), Field::new("title", DataType::Utf8, true)]
 }
 
 /// The fixed leading columns of `tail_items`; every column after them is a

@@ -119,3 +119,47 @@ mod tests {
         assert!(html("run <x>", &[("a".into(), bars)]).contains("run &lt;x&gt;"));
     }
 }
+
+/// Training curves: one line per model of (epoch, value), e.g. validation
+/// NDCG@10 or the training loss; `y_desc` names the value.
+pub fn curves_svg(curves: &[(String, Vec<(f64, f64)>)], y_desc: &str) -> String {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (640, 320)).into_drawing_area();
+        let _ = root.fill(&WHITE);
+        let points = curves.iter().flat_map(|(_, c)| c.iter());
+        let (max_x, max_y) = points.fold((1.0f64, 0.0f64), |(x, y), p| (x.max(p.0), y.max(p.1)));
+        let chart = ChartBuilder::on(&root)
+            .margin(16)
+            .x_label_area_size(36)
+            .y_label_area_size(52)
+            .build_cartesian_2d(0f64..max_x, 0f64..(max_y * 1.1).max(1e-3));
+        let Ok(mut chart) = chart else { return svg_fallback() };
+        let _ = chart.configure_mesh().x_desc("epoch").y_desc(y_desc).draw();
+        let palette = [BLUE, RED, GREEN, MAGENTA];
+        for (k, (name, curve)) in curves.iter().enumerate() {
+            let color = palette[k % palette.len()];
+            if let Ok(series) = chart.draw_series(LineSeries::new(curve.iter().copied(), color.stroke_width(2))) {
+                series.label(name.clone()).legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], color));
+            }
+        }
+        let _ = chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw();
+        let _ = root.present();
+    }
+    svg
+}
+
+#[cfg(test)]
+mod curve_tests {
+    use super::*;
+
+    #[test]
+    fn curves_draw_a_line_and_a_legend_per_model() {
+        let svg = curves_svg(
+            &[("id".into(), vec![(1.0, 0.02), (2.0, 0.05)]), ("fused".into(), vec![(1.0, 0.03), (2.0, 0.06)])],
+            "valid NDCG@10",
+        );
+        assert!(svg.matches("<polyline").count() >= 2, "{svg}");
+        assert!(svg.contains("fused") && svg.contains("valid NDCG@10"));
+    }
+}

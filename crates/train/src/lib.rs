@@ -22,7 +22,14 @@
 pub mod baselines;
 mod dataset;
 pub mod eval;
+pub mod item_text;
 mod load;
+pub mod params;
+pub mod sasrec;
+mod stage;
+pub mod text;
+pub mod trainer;
 
 pub use dataset::{Dataset, Group, Ids, Phase, UserSequence, eval_groups};
 pub use load::load_dataset;
+pub use stage::{TrainMetrics, TrainRequest, train};

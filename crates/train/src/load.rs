@@ -37,6 +37,14 @@ const HINT: &str = "produce it with `tailforge analyze`; sequences, split and it
 /// analyze stage and this evaluator implement eval-v1 differently.
 pub async fn load_dataset(analyze_out: &Location) -> Result<Dataset> {
     let start = Instant::now();
+    let marker = analyze_out.join(tailforge_core::storage::SUCCESS_MARKER);
+    if !marker.exists().await? {
+        return Err(Error::usage(format!(
+            "{} is not a finished analyze output (no {}): pass the --out directory of `tailforge analyze`, or run it first",
+            analyze_out.display(),
+            tailforge_core::storage::SUCCESS_MARKER
+        )));
+    }
     let (sequences, split, item_stats) = tokio::try_join!(
         Table::read(analyze_out, outputs::SEQUENCES),
         Table::read(analyze_out, outputs::SPLIT),

@@ -200,6 +200,7 @@ async fn broken_analyze_outputs_fail_with_located_errors() {
         for f in ["sequences", "split", "item_stats"] {
             std::fs::copy(out.join(format!("{f}.parquet")), dir.join(format!("{f}.parquet"))).unwrap();
         }
+        std::fs::write(dir.join("_SUCCESS"), b"").unwrap();
     };
 
     // An eval-v1 group that disagrees with the evaluator's: internal error.
@@ -235,6 +236,11 @@ async fn broken_analyze_outputs_fail_with_located_errors() {
     let e = load_dataset(&location(&dir)).await.unwrap_err();
     let Error::Data(d) = &e else { panic!("expected a data error, got {e}") };
     assert_eq!((d.column.as_deref(), d.message.as_str()), (Some("train_length"), "missing column"), "{e}");
+
+    // Not an analyze output at all: a usage error that says what to pass.
+    let empty = tempfile::tempdir().unwrap();
+    let e = load_dataset(&location(empty.path())).await.unwrap_err();
+    assert!(matches!(e, Error::Usage(_)) && e.to_string().contains("tailforge analyze"), "{e}");
 
     // A missing file: an error, not a panic.
     reset();

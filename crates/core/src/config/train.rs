@@ -1,0 +1,217 @@
+//! `[train]`: the sequential recommender (SASRec with text fusion) and its training loop.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// How items are represented (the ablation axis of the train stage).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Variant {
+    /// Plain SASRec: a learned ID embedding per item.
+    Id,
+    /// Frozen MiniLM text embedding of the item's text → linear projection.
+    Text,
+    /// ID embedding and projected text mixed by a learned per-dimension gate.
+    #[default]
+    Fused,
+}
+
+impl Variant {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Variant::Id => "id",
+            Variant::Text => "text",
+            Variant::Fused => "fused",
+        }
+    }
+
+    /// Whether the variant needs item text embeddings.
+    pub fn uses_text(self) -> bool {
+        !matches!(self, Variant::Id)
+    }
+}
+
+/// The training objective.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Loss {
+    /// The SASRec paper's loss: binary cross-entropy on the next item against
+    /// one sampled negative per position.
+    #[default]
+    Bce,
+    /// Sampled softmax: cross-entropy of the next item against `negatives` sampled items.
+    SampledSoftmax,
+}
+
+/// Settings of the train stage. Every field has a default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Whether `tailforge run` runs the train stage.
+    pub enabled: bool,
+    /// Variants `tailforge run` trains (each evaluated under eval-v1); `tailforge train` trains `variant`.
+    pub variants: Vec<Variant>,
+    /// The variant `tailforge train` trains when `--variant` is not given.
+    pub variant: Variant,
+    /// Hidden size of item embeddings and attention blocks.
+    pub hidden: usize,
+    /// Self-attention blocks.
+    pub blocks: usize,
+    /// Attention heads (must divide `hidden`).
+    pub heads: usize,
+    /// Most recent items of a sequence the model sees.
+    pub maxlen: usize,
+    /// Dropout rate of embeddings, attention weights and feed-forward layers.
+    pub dropout: f64,
+    /// Adam learning rate.
+    pub lr: f64,
+    /// Adam β2 (β1 is 0.9); SASRec uses 0.98.
+    pub beta2: f64,
+    /// L2 weight decay on all parameters (0 = plain Adam).
+    pub weight_decay: f64,
+    /// Users per training batch.
+    pub batch_size: usize,
+    /// Most epochs (passes over the users).
+    pub epochs: usize,
+    /// Evaluate on the validation targets every this many epochs.
+    pub eval_every: usize,
+    /// Stop after this many evaluations without a better validation NDCG@10.
+    pub patience: usize,
+    /// Training objective.
+    pub loss: Loss,
+    /// Sampled negatives per position for `loss = "sampled_softmax"`.
+    pub negatives: usize,
+    /// CPU threads for training; 0 = all cores.
+    pub threads: usize,
+    /// "cpu", or "cuda" / "cuda:N" when built with the `cuda` feature.
+    pub device: String,
+    /// Directory with the MiniLM encoder (`model.safetensors`, `config.json`, `tokenizer.json`).
+    pub encoder: String,
+    /// Longest item text in encoder tokens (MiniLM was trained with 256; 512 is its maximum).
+    pub max_text_tokens: usize,
+    /// Texts per encoder batch.
+    pub encode_batch: usize,
+    /// Text embedding cache location; empty = `<output>/cache/text-embeddings`.
+    pub embedding_cache: String,
+    /// Whether tail items' generated descriptions and keywords are added to their text.
+    pub use_generated: bool,
+    /// Fraction of training input positions replaced by the most text-similar
+    /// tail item (interaction augmentation); 0 = off.
+    pub substitute_rate: f64,
+    /// Recommendations written per user.
+    pub top_k: usize,
+    /// Recent items of a user whose keywords explain a recommendation.
+    pub why_recent: usize,
+    /// Start from the checkpoint of this directory (a previous run's train
+    /// output) instead of random weights, when its item vocabulary matches.
+    pub warm_start: String,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            enabled: true,
+            variants: vec![Variant::Id, Variant::Fused],
+            variant: Variant::Fused,
+            hidden: 64,
+            blocks: 2,
+            heads: 1,
+            maxlen: 200,
+            dropout: 0.2,
+            lr: 1e-3,
+            beta2: 0.98,
+            weight_decay: 0.0,
+            batch_size: 128,
+            epochs: 200,
+            eval_every: 5,
+            patience: 5,
+            loss: Loss::Bce,
+            negatives: 100,
+            threads: 0,
+            device: "cpu".into(),
+            encoder: "models/all-MiniLM-L6-v2".into(),
+            max_text_tokens: 256,
+            encode_batch: 32,
+            embedding_cache: String::new(),
+            use_generated: true,
+            substitute_rate: 0.0,
+            top_k: 10,
+            why_recent: 10,
+            warm_start: String::new(),
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Checks ranges; errors name the `train.*` key and `source`.
+    pub fn validate(&self, source: &str) -> Result<()> {
+        let bad = |key: &str, msg: &str| Err(Error::config(source, format!("train.{key}"), msg));
+        if self.hidden == 0 || self.hidden > 4096 {
+            return bad("hidden", "must be between 1 and 4096");
+        }
+        if self.heads == 0 || self.hidden % self.heads != 0 {
+            return bad("heads", "must be at least 1 and divide train.hidden");
+        }
+        if self.blocks == 0 || self.blocks > 64 {
+            return bad("blocks", "must be between 1 and 64");
+        }
+        if self.maxlen < 2 || self.maxlen > 100_000 {
+            return bad("maxlen", "must be between 2 and 100000");
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return bad("dropout", "must be in [0, 1)");
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            return bad("lr", "must be a positive number");
+        }
+        if !(0.0..1.0).contains(&self.beta2) {
+            return bad("beta2", "must be in [0, 1)");
+        }
+        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
+            return bad("weight_decay", "must be 0 or positive");
+        }
+        if self.batch_size == 0 {
+            return bad("batch_size", "must be at least 1");
+        }
+        if self.epochs == 0 {
+            return bad("epochs", "must be at least 1");
+        }
+        if self.eval_every == 0 {
+            return bad("eval_every", "must be at least 1");
+        }
+        if self.patience == 0 {
+            return bad("patience", "must be at least 1");
+        }
+        if self.negatives == 0 {
+            return bad("negatives", "must be at least 1");
+        }
+        if self.threads > 1024 {
+            return bad("threads", "must be at most 1024 (0 = all cores)");
+        }
+        if !(self.device == "cpu" || self.device == "cuda" || self.device.starts_with("cuda:")) {
+            return bad("device", "must be \"cpu\", \"cuda\" or \"cuda:N\"");
+        }
+        if self.max_text_tokens < 8 || self.max_text_tokens > 512 {
+            return bad("max_text_tokens", "must be between 8 and 512 (MiniLM's maximum)");
+        }
+        if self.encode_batch == 0 {
+            return bad("encode_batch", "must be at least 1");
+        }
+        if !(0.0..=1.0).contains(&self.substitute_rate) {
+            return bad("substitute_rate", "must be in [0, 1]");
+        }
+        if self.top_k == 0 {
+            return bad("top_k", "must be at least 1");
+        }
+        if self.variants.is_empty() {
+            return bad("variants", "must name at least one of \"id\", \"text\", \"fused\"");
+        }
+        Ok(())
+    }
+
+    /// CPU threads to use.
+    pub fn threads(&self) -> usize {
+        if self.threads > 0 { self.threads } else { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) }
+    }
+}

@@ -1,0 +1,159 @@
+//! The train stage inside a run: one SASRec per `train.variants` entry,
+//! `runs/<id>/train/<variant>/`, each a stage of its own (own `_SUCCESS`,
+//! own skip), with the text-embedding cache shared by every run under the
+//! output root and an optional warm start from the previous run's weights.
+
+use std::collections::BTreeMap;
+
+use tailforge_core::{Error, Location, PipelineConfig, Result};
+use tracing::info;
+
+use crate::{Manifest, RunRequest, StageRecord, stage};
+
+/// `train.warm_start = "previous"`: the latest successful run's checkpoint of the same variant.
+pub const WARM_START_PREVIOUS: &str = "previous";
+
+/// The previous successful run's train directory of `variant`, from the root's `latest` pointer.
+async fn previous_run_dir(root: &Location, current_run: &str, variant: &str) -> Result<Option<String>> {
+    let latest = root.join("latest");
+    if !latest.exists().await? {
+        return Ok(None);
+    }
+    let pointer: serde_json::Value = serde_json::from_slice(&latest.get().await?)
+        .map_err(|e| Error::internal(format!("{}: {e}", latest.display())))?;
+    let Some(run_id) = pointer["run_id"].as_str().filter(|r| *r != current_run) else { return Ok(None) };
+    Ok(Some(root.join(&format!("runs/{run_id}/train/{variant}/")).url().to_string()))
+}
+
+/// Trains every variant of `train.variants` into `runs/<id>/train/<variant>/`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn run_train(
+    req: &RunRequest,
+    config: &PipelineConfig,
+    run_id: &str,
+    run_dir: &Location,
+    analyze_dir: &Location,
+    generate_dir: Option<Location>,
+    fingerprint: &dyn Fn(&str) -> String,
+    previous: Option<&Manifest>,
+    stages: &mut Vec<StageRecord>,
+    metrics: &mut BTreeMap<String, f64>,
+) -> Result<()> {
+    let root = Location::parse(config.output.as_deref().unwrap_or_default())?.as_dir();
+    let cache = if config.train.embedding_cache.is_empty() {
+        root.join("cache/text-embeddings/")
+    } else {
+        Location::parse(&config.train.embedding_cache)?.as_dir()
+    };
+    for &variant in &config.train.variants {
+        let v = variant.as_str();
+        let name = format!("train_{v}");
+        let dir = run_dir.join(&format!("train/{v}/"));
+        let mut train_config = config.train.clone();
+        if train_config.warm_start == WARM_START_PREVIOUS {
+            train_config.warm_start = previous_run_dir(&root, run_id, v).await?.unwrap_or_default();
+            if !train_config.warm_start.is_empty() {
+                info!(variant = v, from = %train_config.warm_start, "warm start from the previous run");
+            }
+        }
+        let request = tailforge_train::TrainRequest {
+            analyze_out: analyze_dir.clone(),
+            generate_out: generate_dir.clone(),
+            out: dir.clone(),
+            config: train_config,
+            variant,
+            seed: config.seed,
+            embedding_cache: cache.clone(),
+        };
+        let record = stage(previous, &name, &fingerprint(&name), &dir, req.force, || async move {
+            let m = tailforge_train::train(&request).await?;
+            Ok(BTreeMap::from([
+                ("epochs".to_string(), m.epochs as u64),
+                ("test_cases".to_string(), m.test.full.overall.n),
+            ]))
+        })
+        .await?;
+        stages.push(record);
+        let loc = dir.join("metrics.json");
+        let m: serde_json::Value = serde_json::from_slice(&loc.get().await?)
+            .map_err(|e| Error::internal(format!("{}: {e}", loc.display())))?;
+        for group in ["overall", "head", "tail"] {
+            if let Some(x) = m["test"]["full"][group]["ndcg@10"].as_f64() {
+                metrics.insert(format!("{v}_test_ndcg@10_{group}"), x);
+            }
+        }
+        for key in ["seconds_per_epoch", "epochs", "best_epoch", "coverage@10", "tail_share@10"] {
+            if let Some(x) = m[key].as_f64() {
+                metrics.insert(format!("{v}_{key}"), x);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The trained variants of a run, from their `metrics.json`, in config order.
+async fn trained(config_variants: &[String], run_dir: &Location) -> Vec<(String, serde_json::Value)> {
+    let mut out = Vec::new();
+    for v in config_variants {
+        if let Ok(bytes) = run_dir.join(&format!("train/{v}/metrics.json")).get().await
+            && let Ok(m) = serde_json::from_slice::<serde_json::Value>(&bytes)
+        {
+            out.push((v.clone(), m));
+        }
+    }
+    out
+}
+
+fn variants_of(manifest: &Manifest) -> Vec<String> {
+    manifest.stages.iter().filter_map(|s| s.name.strip_prefix("train_").map(str::to_string)).collect()
+}
+
+/// The report's train section as Markdown: each variant's eval-v1 test table.
+pub(crate) async fn markdown(manifest: &Manifest, run_dir: &Location) -> String {
+    let mut s = String::new();
+    for (v, _) in trained(&variants_of(manifest), run_dir).await {
+        if let Ok(bytes) = run_dir.join(&format!("train/{v}/metrics.md")).get().await {
+            s.push_str(&format!("\n## SASRec `{v}` under eval-v1\n\n"));
+            s.push_str(&String::from_utf8_lossy(&bytes));
+        }
+    }
+    s
+}
+
+/// NDCG@10 (overall, head, tail) of each trained variant, for the head-vs-tail chart.
+pub(crate) fn ndcg_bars(manifest: &Manifest) -> Vec<(String, [f64; 3])> {
+    variants_of(manifest)
+        .into_iter()
+        .map(|v| {
+            let g = |group: &str| manifest.metrics.get(&format!("{v}_test_ndcg@10_{group}")).copied().unwrap_or(0.0);
+            (format!("SASRec {v}"), [g("overall"), g("head"), g("tail")])
+        })
+        .collect()
+}
+
+/// The training-curve section (validation NDCG@10 and loss by epoch), as HTML.
+pub(crate) async fn curves_html(manifest: &Manifest, run_dir: &Location) -> Option<String> {
+    let runs = trained(&variants_of(manifest), run_dir).await;
+    if runs.is_empty() {
+        return None;
+    }
+    let series = |key: &str| -> Vec<(String, Vec<(f64, f64)>)> {
+        runs.iter()
+            .map(|(v, m)| {
+                let points = m["history"]
+                    .as_array()
+                    .map(|h| {
+                        h.iter().filter_map(|r| Some((r["epoch"].as_f64()?, r[key].as_f64()?))).collect::<Vec<_>>()
+                    })
+                    .unwrap_or_default();
+                (v.clone(), points)
+            })
+            .collect()
+    };
+    Some(format!(
+        "<p>Validation NDCG@10 (eval-v1, full ranking) at each evaluation; the best epoch's weights are kept.</p>{}\
+         <p>Training loss by epoch.</p>{}",
+        crate::report::curves_svg(&series("valid_ndcg@10"), "valid NDCG@10"),
+        crate::report::curves_svg(&series("loss"), "loss")
+    ))
+}

@@ -1,0 +1,476 @@
+//! SASRec (Kang & McAuley, "Self-Attentive Sequential Recommendation", ICDM
+//! 2018) in candle, with the item representation of the three variants.
+//!
+//! ```text
+//!   items  ─ item table E (id │ text │ fused) ─ ×√d ─┐
+//!   slots  ─ position table P ───────────────────────+─ dropout ─ × timeline mask
+//!          └─ blocks × N:  Q = LN(x);  x = Q + MHA(Q, x, x; causal + padding mask)
+//!                          x = LN(x);  x = x + FFN(x);  x × timeline mask
+//!          └─ LN ─ h_t ;  score(t, i) = h_t · E_i   (the item table is shared)
+//! ```
+//!
+//! The blocks are **pre-LN**, arranged as SASRec.pytorch (the reference PyTorch
+//! port): the query is layer-normed before attention and the residual adds the
+//! normed query; keys and values come from the un-normed sequence. Sequences
+//! are left-padded with item 0; padding slots are zeroed after every block (the
+//! paper's timeline mask) and are masked as attention keys, so an output at
+//! a real position depends only on real items at or before it.
+//!
+//! Item representations (`train.variant`):
+//! - `id`: a learned embedding per item, the paper's model.
+//! - `text`: a frozen MiniLM embedding of the item's text through a learned
+//!   linear projection — items are as good as their text, however rare.
+//! - `fused`: `g ⊙ E_id + (1 − g) ⊙ W·t` with a per-item, per-dimension gate
+//!   `g = σ(W_g [E_id; W·t] + b_g)`: popular items can lean on what their
+//!   interactions taught the ID view, tail items on the text view (the
+//!   dual-view idea of LLM-ESR, Liu et al. 2024).
+
+use candle_core::{D, DType, Device, IndexOp, Tensor};
+use tailforge_core::config::Variant;
+
+use crate::eval::SplitMix64;
+use crate::params::{Init, ParamStore};
+
+/// SASRec.pytorch's layer-norm epsilon.
+const LN_EPS: f32 = 1e-8;
+/// Additive attention mask value: large enough to zero a softmax weight,
+/// finite so that a fully masked (padding) query row stays NaN-free.
+const MASKED: f32 = -1e9;
+
+/// The model's shape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SasRecShape {
+    pub variant: Variant,
+    /// Catalog size; the tables have `n_items + 1` rows, row 0 is padding.
+    pub n_items: usize,
+    pub hidden: usize,
+    pub blocks: usize,
+    pub heads: usize,
+    pub maxlen: usize,
+    pub dropout: f32,
+}
+
+struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl LayerNorm {
+    fn new(params: &mut ParamStore, name: &str, hidden: usize, dev: &Device) -> candle_core::Result<LayerNorm> {
+        Ok(LayerNorm {
+            weight: params.get(&format!("{name}.weight"), &[hidden], Init::Ones, 0, dev)?,
+            bias: params.get(&format!("{name}.bias"), &[hidden], Init::Zeros, 0, dev)?,
+        })
+    }
+
+    /// Written with primitive ops (mean, variance) so that candle's autograd
+    /// differentiates it; the fused kernel has no backward pass.
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        candle_nn::ops::layer_norm_slow(x, &self.weight, &self.bias, LN_EPS)
+    }
+}
+
+struct Linear {
+    /// `[out, in]`, as torch's `nn.Linear`.
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl Linear {
+    fn new(
+        params: &mut ParamStore,
+        name: &str,
+        (inp, out): (usize, usize),
+        seed: u64,
+        dev: &Device,
+    ) -> candle_core::Result<Linear> {
+        Ok(Linear {
+            weight: params.get(&format!("{name}.weight"), &[out, inp], Init::XavierNormal, seed, dev)?,
+            bias: params.get(&format!("{name}.bias"), &[out], Init::Zeros, seed, dev)?,
+        })
+    }
+
+    /// `x · Wᵀ + b` over the last dimension of a tensor of any rank.
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let inp = dims[dims.len() - 1];
+        let rows = x.elem_count() / inp;
+        let y = x.reshape((rows, inp))?.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)?;
+        let mut out_dims = dims;
+        let last = out_dims.len() - 1;
+        out_dims[last] = self.weight.dim(0)?;
+        y.reshape(out_dims)
+    }
+}
+
+struct Block {
+    attn_norm: LayerNorm,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    out: Linear,
+    ffn_norm: LayerNorm,
+    ffn1: Linear,
+    ffn2: Linear,
+}
+
+/// The text view: frozen features and their learned projection (and gate, for `fused`).
+struct TextView {
+    /// `[n_items + 1, text_dim]`, row 0 zeros; not a parameter.
+    features: Tensor,
+    projection: Linear,
+    gate: Option<Linear>,
+}
+
+pub struct SasRec {
+    pub shape: SasRecShape,
+    device: Device,
+    id_embedding: Option<Tensor>,
+    text: Option<TextView>,
+    positions: Tensor,
+    blocks: Vec<Block>,
+    last_norm: LayerNorm,
+}
+
+/// A batch of left-padded sequences of model item ids (dense index + 1; 0 = padding).
+#[derive(Debug, Clone)]
+pub struct SeqBatch {
+    pub ids: Vec<u32>,
+    pub batch: usize,
+    pub width: usize,
+}
+
+impl SeqBatch {
+    /// Left-pads each sequence's last `width` items (dense indices) into model ids.
+    pub fn from_histories(histories: &[&[u32]], maxlen: usize) -> SeqBatch {
+        let width = histories.iter().map(|h| h.len().min(maxlen)).max().unwrap_or(1).max(1);
+        let mut ids = vec![0u32; histories.len() * width];
+        for (row, h) in histories.iter().enumerate() {
+            let take = h.len().min(width);
+            let dst = &mut ids[row * width + width - take..(row + 1) * width];
+            for (d, &item) in dst.iter_mut().zip(&h[h.len() - take..]) {
+                *d = item + 1;
+            }
+        }
+        SeqBatch { ids, batch: histories.len(), width }
+    }
+}
+
+/// Inverted dropout with a mask drawn from `rng` (candle's own dropout draws
+/// from an unseedable generator). Each 64-bit draw decides four elements.
+pub fn dropout(x: &Tensor, p: f32, rng: &mut SplitMix64) -> candle_core::Result<Tensor> {
+    if p <= 0.0 {
+        return Ok(x.clone());
+    }
+    let n = x.elem_count();
+    let threshold = (p as f64 * 65536.0) as u64;
+    let keep = 1.0 / (1.0 - p);
+    let mut mask = Vec::with_capacity(n + 3);
+    while mask.len() < n {
+        let r = rng.next_u64();
+        for k in 0..4 {
+            mask.push(if (r >> (16 * k)) & 0xffff < threshold { 0.0 } else { keep });
+        }
+    }
+    mask.truncate(n);
+    x * Tensor::from_vec(mask, x.shape(), x.device())?
+}
+
+impl SasRec {
+    /// Builds the model, creating its parameters in `params` (seeded by `seed`).
+    /// `text_features` (`[n_items + 1, d]`, row 0 zeros) is required by the text variants.
+    pub fn new(
+        shape: SasRecShape,
+        text_features: Option<Tensor>,
+        params: &mut ParamStore,
+        seed: u64,
+        device: &Device,
+    ) -> candle_core::Result<SasRec> {
+        let (n, h) = (shape.n_items + 1, shape.hidden);
+        let id_embedding = match shape.variant {
+            Variant::Id | Variant::Fused => {
+                // Row 0 is padding: zero, and it never receives a gradient
+                // (padding inputs are masked, padding targets excluded from the loss).
+                Some(params.get("item_embedding", &[n, h], Init::PaddedEmbedding, seed, device)?)
+            }
+            Variant::Text => None,
+        };
+        let text = match shape.variant {
+            Variant::Id => None,
+            Variant::Text | Variant::Fused => {
+                let Some(features) = text_features else {
+                    candle_core::bail!("the {} variant needs item text embeddings", shape.variant.as_str())
+                };
+                let d = features.dim(1)?;
+                if features.dim(0)? != n {
+                    candle_core::bail!("{} text feature rows for {} items", features.dim(0)?, shape.n_items);
+                }
+                let projection = Linear::new(params, "text_projection", (d, h), seed, device)?;
+                let gate = match shape.variant {
+                    Variant::Fused => Some(Linear::new(params, "fusion_gate", (2 * h, h), seed, device)?),
+                    _ => None,
+                };
+                Some(TextView { features, projection, gate })
+            }
+        };
+        let positions = params.get("position_embedding", &[shape.maxlen, h], Init::XavierNormal, seed, device)?;
+        let mut blocks = Vec::with_capacity(shape.blocks);
+        for b in 0..shape.blocks {
+            let p = |s: &str| format!("blocks.{b}.{s}");
+            blocks.push(Block {
+                attn_norm: LayerNorm::new(params, &p("attention_norm"), h, device)?,
+                q: Linear::new(params, &p("attention.q"), (h, h), seed, device)?,
+                k: Linear::new(params, &p("attention.k"), (h, h), seed, device)?,
+                v: Linear::new(params, &p("attention.v"), (h, h), seed, device)?,
+                out: Linear::new(params, &p("attention.out"), (h, h), seed, device)?,
+                ffn_norm: LayerNorm::new(params, &p("ffn_norm"), h, device)?,
+                ffn1: Linear::new(params, &p("ffn.1"), (h, h), seed, device)?,
+                ffn2: Linear::new(params, &p("ffn.2"), (h, h), seed, device)?,
+            });
+        }
+        let last_norm = LayerNorm::new(params, "last_norm", h, device)?;
+        Ok(SasRec { shape, device: device.clone(), id_embedding, text, positions, blocks, last_norm })
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The item table `[n_items + 1, hidden]` of the variant: what sequences
+    /// are embedded with and what outputs are scored against.
+    pub fn item_table(&self) -> candle_core::Result<Tensor> {
+        match (&self.id_embedding, &self.text) {
+            (Some(e), None) => Ok(e.clone()),
+            (None, Some(t)) => t.projection.forward(&t.features),
+            (Some(e), Some(t)) => {
+                let projected = t.projection.forward(&t.features)?;
+                let Some(gate) = &t.gate else { candle_core::bail!("fused view without a gate") };
+                let g = candle_nn::ops::sigmoid(&gate.forward(&Tensor::cat(&[e, &projected], 1)?)?)?;
+                let one_minus = g.affine(-1.0, 1.0)?;
+                (g * e)? + (one_minus * projected)?
+            }
+            (None, None) => candle_core::bail!("model without an item representation"),
+        }
+    }
+
+    /// The mean gate value per item (how much each item leans on its ID view), for the fused variant.
+    pub fn gate_means(&self) -> candle_core::Result<Option<Vec<f32>>> {
+        let (Some(e), Some(t)) = (&self.id_embedding, &self.text) else { return Ok(None) };
+        let Some(gate) = &t.gate else { return Ok(None) };
+        let projected = t.projection.forward(&t.features)?;
+        let g = candle_nn::ops::sigmoid(&gate.forward(&Tensor::cat(&[e, &projected], 1)?)?)?;
+        Ok(Some(g.mean(1)?.to_vec1()?))
+    }
+
+    /// Hidden states `[batch, width, hidden]` of every position. With `rng`
+    /// the model is in training mode (dropout on); without, in inference mode.
+    pub fn forward(
+        &self,
+        table: &Tensor,
+        seqs: &SeqBatch,
+        mut rng: Option<&mut SplitMix64>,
+    ) -> candle_core::Result<Tensor> {
+        let (b, l, h) = (seqs.batch, seqs.width, self.shape.hidden);
+        if l > self.shape.maxlen {
+            candle_core::bail!("batch width {l} exceeds maxlen {}", self.shape.maxlen);
+        }
+        let dev = &self.device;
+        let p = self.shape.dropout;
+        let mut drop = |x: Tensor| -> candle_core::Result<Tensor> {
+            match rng.as_deref_mut() {
+                Some(r) => dropout(&x, p, r),
+                None => Ok(x),
+            }
+        };
+        let ids = Tensor::from_slice(&seqs.ids, b * l, dev)?;
+        let real: Vec<f32> = seqs.ids.iter().map(|&i| if i == 0 { 0.0 } else { 1.0 }).collect();
+        let timeline = Tensor::from_vec(real.clone(), (b, l, 1), dev)?;
+        // Attention mask, added to the logits: causal (a query never sees a
+        // later slot) plus padding keys. Built small and broadcast.
+        let causal: Vec<f32> = (0..l * l).map(|k| if k % l > k / l { MASKED } else { 0.0 }).collect();
+        let causal = Tensor::from_vec(causal, (1, 1, l, l), dev)?;
+        let key_padding: Vec<f32> = real.iter().map(|&r| if r == 0.0 { MASKED } else { 0.0 }).collect();
+        let key_padding = Tensor::from_vec(key_padding, (b, 1, 1, l), dev)?;
+        let mask = causal.broadcast_add(&key_padding)?;
+
+        // Slots are numbered from the right, so an item's position embedding
+        // is the same whatever the batch's width: the last slot is maxlen - 1.
+        let slots = Tensor::arange((self.shape.maxlen - l) as u32, self.shape.maxlen as u32, dev)?;
+        let pos = self.positions.index_select(&slots, 0)?.unsqueeze(0)?;
+        let x = (table.index_select(&ids, 0)?.reshape((b, l, h))? * (h as f64).sqrt())?;
+        let x = x.broadcast_add(&pos)?;
+        let mut x = drop(x)?.broadcast_mul(&timeline)?;
+
+        let heads = self.shape.heads;
+        let dh = h / heads;
+        let split = |t: Tensor| -> candle_core::Result<Tensor> {
+            if heads == 1 {
+                t.reshape((b, 1, l, dh))
+            } else {
+                t.reshape((b, l, heads, dh))?.transpose(1, 2)?.contiguous()
+            }
+        };
+        for block in &self.blocks {
+            let q_in = block.attn_norm.forward(&x)?;
+            let q = split(block.q.forward(&q_in)?)?;
+            let k = split(block.k.forward(&x)?)?;
+            let v = split(block.v.forward(&x)?)?;
+            let logits = (q.matmul(&k.t()?)? / (dh as f64).sqrt())?.broadcast_add(&mask)?;
+            let weights = drop(candle_nn::ops::softmax(&logits, D::Minus1)?)?;
+            let att = weights.matmul(&v)?;
+            let att = if heads == 1 { att.reshape((b, l, h))? } else { att.transpose(1, 2)?.reshape((b, l, h))? };
+            x = (q_in + block.out.forward(&att)?)?;
+            x = block.ffn_norm.forward(&x)?;
+            let inner = drop(block.ffn1.forward(&x)?.relu()?)?;
+            x = (&x + drop(block.ffn2.forward(&inner)?)?)?;
+            x = x.broadcast_mul(&timeline)?;
+        }
+        self.last_norm.forward(&x)
+    }
+
+    /// The last position's hidden state of each sequence: `[batch, hidden]`,
+    /// in inference mode. This is the user's representation for the next item.
+    pub fn user_vectors(&self, table: &Tensor, seqs: &SeqBatch) -> candle_core::Result<Tensor> {
+        let hidden = self.forward(table, seqs, None)?;
+        hidden.i((.., seqs.width - 1, ..))?.contiguous()
+    }
+}
+
+/// softplus(x) = log(1 + eˣ), stable for large |x|: relu(x) + log(1 + e^−|x|).
+fn softplus(x: &Tensor) -> candle_core::Result<Tensor> {
+    x.relu()? + (x.abs()?.neg()?.exp()? + 1.0)?.log()?
+}
+
+/// The paper's loss: −log σ(h·e₊) − log(1 − σ(h·e₋)) averaged over real
+/// positions. `positives`/`negatives` are model ids per position (0 where the
+/// position is padding, excluded).
+pub fn bce_loss(hidden: &Tensor, table: &Tensor, positives: &[u32], negatives: &[u32]) -> candle_core::Result<Tensor> {
+    let (b, l, h) = hidden.dims3()?;
+    let dev = hidden.device();
+    let flat = hidden.reshape((b * l, h))?;
+    let logit = |ids: &[u32]| -> candle_core::Result<Tensor> {
+        let rows = table.index_select(&Tensor::from_slice(ids, b * l, dev)?, 0)?;
+        (&flat * rows)?.sum(1)
+    };
+    let valid: Vec<f32> = positives.iter().map(|&p| if p == 0 { 0.0 } else { 1.0 }).collect();
+    let count = valid.iter().sum::<f32>().max(1.0);
+    let valid = Tensor::from_vec(valid, b * l, dev)?;
+    let per_position = (softplus(&logit(positives)?.neg()?)? + softplus(&logit(negatives)?)?)?;
+    (per_position * valid)?.sum_all()? / count as f64
+}
+
+/// Sampled softmax: cross-entropy of the next item against `shared_negatives`
+/// (model ids, shared by every position of the batch, which keeps the cost at
+/// one `[positions, negatives]` matrix product).
+pub fn sampled_softmax_loss(
+    hidden: &Tensor,
+    table: &Tensor,
+    positives: &[u32],
+    shared_negatives: &[u32],
+) -> candle_core::Result<Tensor> {
+    let (b, l, h) = hidden.dims3()?;
+    let dev = hidden.device();
+    let flat = hidden.reshape((b * l, h))?;
+    let pos_rows = table.index_select(&Tensor::from_slice(positives, b * l, dev)?, 0)?;
+    let pos_logit = (&flat * pos_rows)?.sum_keepdim(1)?;
+    let neg_rows = table.index_select(&Tensor::from_slice(shared_negatives, shared_negatives.len(), dev)?, 0)?;
+    let neg_logits = flat.matmul(&neg_rows.t()?)?;
+    let logits = Tensor::cat(&[&pos_logit, &neg_logits], 1)?;
+    let log_z = {
+        let max = logits.max_keepdim(1)?.detach();
+        (logits.broadcast_sub(&max)?.exp()?.sum_keepdim(1)?.log()? + max)?
+    };
+    let per_position = (log_z - pos_logit)?.squeeze(1)?;
+    let valid: Vec<f32> = positives.iter().map(|&p| if p == 0 { 0.0 } else { 1.0 }).collect();
+    let count = valid.iter().sum::<f32>().max(1.0);
+    (per_position * Tensor::from_vec(valid, b * l, dev)?)?.sum_all()? / count as f64
+}
+
+/// `[n, d]` rows as f32, e.g. for text features.
+pub fn features_tensor(rows: &[Vec<f32>], device: &Device) -> candle_core::Result<Tensor> {
+    let d = rows.first().map(Vec::len).unwrap_or(0);
+    let flat: Vec<f32> = rows.iter().flat_map(|r| r.iter().copied()).collect();
+    Tensor::from_vec(flat, (rows.len(), d), device)?.to_dtype(DType::F32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny(variant: Variant, n_items: usize) -> (SasRec, ParamStore) {
+        let shape = SasRecShape { variant, n_items, hidden: 16, blocks: 2, heads: 2, maxlen: 8, dropout: 0.0 };
+        let mut params = ParamStore::default();
+        let text = if variant.uses_text() {
+            let mut rng = SplitMix64::new(3);
+            let mut rows = vec![vec![0.0f32; 12]];
+            for _ in 0..n_items {
+                rows.push((0..12).map(|_| crate::params::standard_normal(&mut rng) as f32).collect());
+            }
+            Some(features_tensor(&rows, &Device::Cpu).unwrap())
+        } else {
+            None
+        };
+        let model = SasRec::new(shape, text, &mut params, 1, &Device::Cpu).unwrap();
+        (model, params)
+    }
+
+    fn hidden_rows(model: &SasRec, seq: &[u32]) -> Vec<Vec<f32>> {
+        let table = model.item_table().unwrap();
+        let batch = SeqBatch::from_histories(&[seq], 8);
+        model.forward(&table, &batch, None).unwrap().squeeze(0).unwrap().to_vec2().unwrap()
+    }
+
+    #[test]
+    fn a_future_item_cannot_change_an_earlier_output() {
+        for variant in [Variant::Id, Variant::Text, Variant::Fused] {
+            let (model, _) = tiny(variant, 20);
+            // Same first four items, different fifth: positions 0..4 of the
+            // (full-width, unpadded) sequence must be identical.
+            let a = hidden_rows(&model, &[3, 1, 4, 1, 5, 9, 2, 6]);
+            let b = hidden_rows(&model, &[3, 1, 4, 1, 17, 9, 2, 6]);
+            for t in 0..4 {
+                assert_eq!(a[t], b[t], "{variant:?}: position {t} saw the future");
+            }
+            assert_ne!(a[4], b[4], "{variant:?}: position 4 must see its own item");
+            assert_ne!(a[7], b[7], "{variant:?}: later positions see the change");
+        }
+    }
+
+    #[test]
+    fn padding_does_not_change_real_positions() {
+        let (model, _) = tiny(Variant::Fused, 20);
+        let table = model.item_table().unwrap();
+        // The short sequence alone (width 3) and batched with a longer one
+        // (left-padded to width 6): its last state must not move.
+        let short: &[u32] = &[4, 8, 15];
+        let alone = model.user_vectors(&table, &SeqBatch::from_histories(&[short], 8)).unwrap();
+        let padded = model.user_vectors(&table, &SeqBatch::from_histories(&[&[1, 2, 3, 4, 5, 6], short], 8)).unwrap();
+        let a: Vec<f32> = alone.squeeze(0).unwrap().to_vec1().unwrap();
+        let b: Vec<f32> = padded.i(1).unwrap().to_vec1().unwrap();
+        for (x, y) in a.iter().zip(&b) {
+            assert!((x - y).abs() < 1e-5, "{a:?} vs {b:?}");
+        }
+    }
+
+    #[test]
+    fn dropout_keeps_the_expectation_and_is_seeded() {
+        let x = Tensor::ones(100_000, DType::F32, &Device::Cpu).unwrap();
+        let a: Vec<f32> = dropout(&x, 0.2, &mut SplitMix64::new(9)).unwrap().to_vec1().unwrap();
+        let b: Vec<f32> = dropout(&x, 0.2, &mut SplitMix64::new(9)).unwrap().to_vec1().unwrap();
+        assert_eq!(a, b);
+        let zeros = a.iter().filter(|&&v| v == 0.0).count() as f64 / a.len() as f64;
+        let mean = a.iter().map(|&v| v as f64).sum::<f64>() / a.len() as f64;
+        assert!((zeros - 0.2).abs() < 0.01, "dropped {zeros}");
+        assert!((mean - 1.0).abs() < 0.02, "mean {mean}");
+    }
+
+    #[test]
+    fn softplus_matches_its_definition_and_stays_finite() {
+        let x = Tensor::new(&[-100f32, -2.0, 0.0, 3.0, 100.0], &Device::Cpu).unwrap();
+        let y: Vec<f32> = softplus(&x).unwrap().to_vec1().unwrap();
+        for (xi, yi) in [-100f64, -2.0, 0.0, 3.0, 100.0].iter().zip(&y) {
+            let expected = if *xi > 30.0 { *xi } else { (1.0 + xi.exp()).ln() };
+            assert!((expected - *yi as f64).abs() < 1e-5, "softplus({xi}) = {yi}, expected {expected}");
+        }
+    }
+}
