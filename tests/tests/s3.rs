@@ -148,9 +148,17 @@ fn analyze_on_s3_equals_the_local_run() {
     let keys = download(moto.port, "tailforge", "out/", &t.path("s3-out"));
     assert_eq!(
         keys,
-        ["_SUCCESS", "item_stats.parquet", "sequences.parquet", "split.parquet", "summary.json", "tail_items.parquet"]
+        [
+            "_SUCCESS",
+            "item_stats.parquet",
+            "item_text.parquet",
+            "sequences.parquet",
+            "split.parquet",
+            "summary.json",
+            "tail_items.parquet"
+        ]
     );
-    for table in ["item_stats", "tail_items", "sequences", "split"] {
+    for table in ["item_stats", "tail_items", "item_text", "sequences", "split"] {
         let local = read_parquet(&t.path(&format!("local-out/{table}.parquet")));
         let remote = read_parquet(&t.path(&format!("s3-out/{table}.parquet")));
         assert_eq!(local, remote, "{table} differs between the local and the S3 run");

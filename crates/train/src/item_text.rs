@@ -132,8 +132,8 @@ pub async fn load_item_texts(
                 let index = dense_indices(&dataset.item_ids, batch.column(id_col).as_ref(), &shard_name)?;
                 let desc = strings(&batch, desc_col).unwrap_or_default();
                 let lists = batch.column(kw_col).as_list_opt::<i32>();
-                for row in 0..batch.num_rows() {
-                    let Some(item) = index[row] else { continue };
+                for (row, item) in index.iter().enumerate() {
+                    let Some(item) = *item else { continue };
                     descriptions[item] = desc.get(row).cloned().flatten();
                     if let Some(list) = lists.filter(|l| !l.is_null(row)) {
                         let words = list.value(row);

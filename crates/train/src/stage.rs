@@ -246,12 +246,15 @@ async fn write_item_embeddings(out: &Location, dataset: &Dataset, items: &[f32],
     write_batch(&out.join("item_embeddings.parquet"), batch).await
 }
 
+/// One recommended item: dense index, score, explanation.
+type Recommendation = (u32, f32, String);
+
 /// `recommendations.parquet`'s rows: each user's top-K next items after
 /// their whole history (seen items excluded), with scores and a short explanation.
 fn recommendations(trained: &Trained, dataset: &Dataset, texts: &ItemTexts, cfg: &TrainConfig) -> Result<RecordBatch> {
     let users: Vec<(usize, &[u32])> = (0..dataset.n_users()).map(|u| (u, dataset.users[u].items.as_slice())).collect();
     let scorer = vector_scorer(&trained.model, dataset, &users)?;
-    let rows: Vec<(usize, Vec<(u32, f32, String)>)> = {
+    let rows: Vec<(usize, Vec<Recommendation>)> = {
         use crate::eval::Scorer;
         use rayon::prelude::*;
         users

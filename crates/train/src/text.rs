@@ -71,7 +71,7 @@ impl TextEncoder {
             .map_err(|e| Error::usage(format!("text encoder: truncation at {max_tokens} tokens: {e}")))?;
         // SAFETY: the weights file is memory-mapped read-only; it must not be
         // modified while the encoder lives (it is a model file under models/).
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[weights.clone()], DType::F32, device) }
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(std::slice::from_ref(&weights), DType::F32, device) }
             .map_err(|e| missing(dir, "model.safetensors", e))?;
         let model = BertModel::load(vb, &config).map_err(|e| {
             Error::usage(format!("text encoder: {} does not hold a BERT model: {e}", weights.display()))

@@ -247,15 +247,15 @@ fn run_epoch(inputs: &TrainInputs, model: &SasRec, adam: &mut Adam, examples: &[
         for &u in chunk {
             let train = examples[u].train;
             let mut input = train[..train.len() - 1].to_vec();
-            if let (Some(subs), rate) = (&inputs.substitutes, cfg.substitute_rate) {
-                if rate > 0.0 {
-                    for item in input.iter_mut() {
-                        if (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64 >= rate {
-                            continue;
-                        }
-                        if let Some(s) = subs[*item as usize] {
-                            *item = s;
-                        }
+            if let (Some(subs), rate) = (&inputs.substitutes, cfg.substitute_rate)
+                && rate > 0.0
+            {
+                for item in input.iter_mut() {
+                    if (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64 >= rate {
+                        continue;
+                    }
+                    if let Some(s) = subs[*item as usize] {
+                        *item = s;
                     }
                 }
             }
@@ -423,11 +423,11 @@ pub fn fit(
             }
         }
     }
-    if resumed_after.is_none() {
-        if let Some(tensors) = warm_start {
-            params.load(tensors).map_err(candle("warm start"))?;
-            warm_started = true;
-        }
+    if resumed_after.is_none()
+        && let Some(tensors) = warm_start
+    {
+        params.load(tensors).map_err(candle("warm start"))?;
+        warm_started = true;
     }
 
     let mut train_seconds = 0.0;
@@ -441,7 +441,7 @@ pub fn fit(
         train_seconds += seconds;
         trained_epochs += 1;
         let mut record = EpochRecord { epoch, loss, seconds, valid_ndcg: None };
-        if epoch % cfg.eval_every == 0 || epoch == cfg.epochs {
+        if epoch.is_multiple_of(cfg.eval_every) || epoch == cfg.epochs {
             let valid = evaluate_model(&model, dataset, Phase::Valid)?;
             let ndcg = valid.full.overall.ndcg;
             record.valid_ndcg = Some(ndcg);

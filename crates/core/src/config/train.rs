@@ -150,7 +150,7 @@ impl TrainConfig {
         if self.hidden == 0 || self.hidden > 4096 {
             return bad("hidden", "must be between 1 and 4096");
         }
-        if self.heads == 0 || self.hidden % self.heads != 0 {
+        if self.heads == 0 || !self.hidden.is_multiple_of(self.heads) {
             return bad("heads", "must be at least 1 and divide train.hidden");
         }
         if self.blocks == 0 || self.blocks > 64 {
