@@ -328,10 +328,17 @@ async fn run(cli: Cli) -> Result<()> {
             let m = tailforge_run::run(&request).await?;
             println!("run {} {}", m.run_id, m.status);
             for s in &m.stages {
-                println!("  {:<9} {:<9} {:>7.2}s", s.name, s.status, s.seconds);
+                println!("  {:<12} {:<9} {:>7.2}s", s.name, s.status, s.seconds);
             }
-            if let Some(v) = m.metrics.get("mostpop_test_ndcg@10_tail") {
-                println!("  MostPop test NDCG@10 tail: {v:.4}");
+            // Test NDCG@10 (eval-v1, full ranking) per model: the baseline, then each trained variant.
+            let ndcg = |prefix: &str, group: &str| m.metrics.get(&format!("{prefix}_test_ndcg@10_{group}")).copied();
+            let variants = m.stages.iter().filter_map(|s| s.name.strip_prefix("train_"));
+            for (label, prefix) in std::iter::once(("MostPop", "mostpop")).chain(variants.map(|v| (v, v))) {
+                if let (Some(all), Some(head), Some(tail)) =
+                    (ndcg(prefix, "overall"), ndcg(prefix, "head"), ndcg(prefix, "tail"))
+                {
+                    println!("  {label:<9} test NDCG@10 overall {all:.4}  head {head:.4}  tail {tail:.4}");
+                }
             }
             let root = Location::parse(output_root(&request.config)?)?.as_dir();
             println!("  report: {}", root.join(&format!("runs/{}/report.md", m.run_id)).display());
