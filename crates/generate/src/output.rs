@@ -8,6 +8,7 @@ use arrow::compute::cast;
 use arrow::datatypes::{DataType, SchemaRef};
 use arrow::record_batch::RecordBatch;
 
+pub use tailforge_core::parquet_io::parquet_files;
 use tailforge_core::parquet_io::{ParquetSink, read_parquet};
 use tailforge_core::schema::{self, IdKind, is_text};
 use tailforge_core::{DataError, Error, Location, Result};
@@ -267,27 +268,4 @@ pub async fn existing_shards(dir: &Location) -> Result<Existing> {
         }
     }
     Ok(found)
-}
-
-/// The `*.parquet` objects in `dir` (name, location), by name; none if `dir` does not exist.
-pub async fn parquet_files(dir: &Location) -> Result<Vec<(String, Location)>> {
-    let dir = dir.as_dir();
-    let objects = match dir.list_recursive().await {
-        Ok(o) => o,
-        Err(e) => {
-            // A missing local directory lists as an error on some stores.
-            if dir.url().scheme() == "file" && dir.url().to_file_path().map(|p| !p.exists()).unwrap_or(false) {
-                return Ok(Vec::new());
-            }
-            return Err(e);
-        }
-    };
-    let mut names: Vec<String> = objects
-        .iter()
-        .filter_map(|m| m.location.filename().map(str::to_string))
-        .filter(|n| n.ends_with(".parquet") && !n.starts_with('.'))
-        .collect();
-    names.sort();
-    names.dedup();
-    Ok(names.into_iter().map(|n| (n.clone(), dir.join(&n))).collect())
 }
