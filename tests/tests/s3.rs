@@ -1,12 +1,15 @@
 //! S3 for real: a moto S3-compatible server on 127.0.0.1 (installed into
 //! `.venv` by `make setup`), driven through the AWS_* environment exactly as
 //! a user would. The analyze outputs read from and written to S3 must equal
-//! the local run's.
+//! the local run's; the pipeline job runs there, and survives the endpoint
+//! going away mid-run (retries, or a failed run that a rerun resumes).
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tailforge_tests::*;
@@ -254,4 +257,290 @@ fn upload(port: u16, bucket: &str, key: &str, file: &std::path::Path) {
         "bucket, key, path = args\ns3.upload_file(path, bucket, key)\n",
         &[bucket, key, file.to_str().unwrap()],
     );
+}
+
+/// Whether an object exists in moto under `prefix` (a whole key or a folder):
+/// a ListObjectsV2 GET that carries an Authorization header (moto wants one,
+/// but does not check the signature).
+fn object_exists(port: u16, bucket: &str, prefix: &str) -> bool {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else { return false };
+    let request = format!(
+        "GET /{bucket}?list-type=2&max-keys=1&prefix={prefix} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\
+         Authorization: AWS4-HMAC-SHA256 Credential=test/20261123/us-east-1/s3/aws4_request, SignedHeaders=host, \
+         Signature=0\r\nConnection: close\r\n\r\n"
+    );
+    let mut response = String::new();
+    s.write_all(request.as_bytes()).is_ok()
+        && s.read_to_string(&mut response).is_ok()
+        && response.starts_with("HTTP/1.1 200")
+        && response.contains("<Key>")
+}
+
+/// The S3 endpoint as tailforge sees it: a TCP proxy on its own port in front
+/// of moto. Taking it down resets every open connection and refuses new ones
+/// — to the client, exactly a server that stopped — while moto keeps the
+/// objects written before, as a restarted S3 service keeps its data (moto
+/// itself is in-memory, so stopping moto would also lose them).
+struct FlakyEndpoint {
+    port: u16,
+    state: Arc<EndpointState>,
+}
+
+struct EndpointState {
+    upstream: u16,
+    down: AtomicBool,
+    /// Take the endpoint down when the next request arrives: `Some(Some(d))`
+    /// for `d`, `Some(None)` until [`FlakyEndpoint::up`].
+    armed: Mutex<Option<Option<Duration>>>,
+    /// Both ends of every open connection, to reset them at an outage.
+    connections: Mutex<Vec<TcpStream>>,
+    outages: AtomicUsize,
+    stop: AtomicBool,
+}
+
+impl FlakyEndpoint {
+    fn start(upstream: u16) -> FlakyEndpoint {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let state = Arc::new(EndpointState {
+            upstream,
+            down: AtomicBool::new(false),
+            armed: Mutex::new(None),
+            connections: Mutex::new(Vec::new()),
+            outages: AtomicUsize::new(0),
+            stop: AtomicBool::new(false),
+        });
+        let s = Arc::clone(&state);
+        std::thread::spawn(move || s.serve(port));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "proxy did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        FlakyEndpoint { port, state }
+    }
+
+    /// The next request through the endpoint takes it down (see `armed`).
+    fn fail_next_request(&self, outage: Option<Duration>) {
+        *self.state.armed.lock().unwrap() = Some(outage);
+    }
+
+    fn up(&self) {
+        self.state.down.store(false, Ordering::SeqCst);
+    }
+
+    fn outages(&self) -> usize {
+        self.state.outages.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for FlakyEndpoint {
+    fn drop(&mut self) {
+        self.state.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+impl EndpointState {
+    fn serve(self: Arc<Self>, port: u16) {
+        let mut listener: Option<TcpListener> = None;
+        while !self.stop.load(Ordering::SeqCst) {
+            if self.down.load(Ordering::SeqCst) {
+                listener = None; // closed: connections are refused
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+            let Some(l) = listener.as_ref() else {
+                // std sets SO_REUSEADDR, so the port can be bound again at once.
+                if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
+                    l.set_nonblocking(true).unwrap();
+                    listener = Some(l);
+                }
+                continue;
+            };
+            match l.accept() {
+                Ok((client, _)) => {
+                    let s = Arc::clone(&self);
+                    std::thread::spawn(move || s.forward(client));
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(2)),
+            }
+        }
+    }
+
+    fn forward(self: Arc<Self>, client: TcpStream) {
+        client.set_nonblocking(false).unwrap();
+        let Ok(server) = TcpStream::connect(("127.0.0.1", self.upstream)) else { return };
+        {
+            let mut open = self.connections.lock().unwrap();
+            open.push(client.try_clone().unwrap());
+            open.push(server.try_clone().unwrap());
+        }
+        let (mut from_server, mut to_client) = (server.try_clone().unwrap(), client.try_clone().unwrap());
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut from_server, &mut to_client);
+            let _ = to_client.shutdown(std::net::Shutdown::Write);
+        });
+        let (mut from_client, mut to_server) = (client, server);
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match from_client.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if let Some(outage) = self.armed.lock().unwrap().take() {
+                self.go_down(outage); // this request is lost with its connection
+                return;
+            }
+            if to_server.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+        let _ = to_server.shutdown(std::net::Shutdown::Write);
+    }
+
+    fn go_down(self: &Arc<Self>, outage: Option<Duration>) {
+        self.down.store(true, Ordering::SeqCst);
+        self.outages.fetch_add(1, Ordering::SeqCst);
+        for c in self.connections.lock().unwrap().drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+        if let Some(outage) = outage {
+            let s = Arc::clone(self);
+            std::thread::spawn(move || {
+                std::thread::sleep(outage);
+                s.down.store(false, Ordering::SeqCst);
+            });
+        }
+    }
+}
+
+/// Rows of every generated shard of a run as (item_id, description), sorted.
+fn generated_rows(dir: &std::path::Path) -> Vec<(i64, String)> {
+    let mut rows = Vec::new();
+    for entry in std::fs::read_dir(dir.join("generated")).unwrap() {
+        let b = read_parquet(&entry.unwrap().path());
+        let ids = b.column_by_name("item_id").unwrap();
+        let ids = ids.as_any().downcast_ref::<arrow::array::Int64Array>().unwrap();
+        let text = b.column_by_name("description").unwrap();
+        let text = text.as_any().downcast_ref::<arrow::array::StringArray>().unwrap();
+        rows.extend((0..b.num_rows()).map(|i| (ids.value(i), text.value(i).to_string())));
+    }
+    rows.sort();
+    rows
+}
+
+/// Starts `tailforge run`, waits until an object exists under `ready` (a key
+/// prefix in moto), then lets the endpoint fail on the next request; returns
+/// the finished process.
+fn run_with_outage(
+    t: &TestDir,
+    moto: u16,
+    endpoint: &FlakyEndpoint,
+    (run_id, ready): (&str, &str),
+    outage: Option<Duration>,
+    extra: &[&str],
+) -> std::process::Output {
+    let mut child = with_s3_env(&mut t.cmd(), endpoint.port)
+        .args(["run", "p.toml", "--run-id", run_id])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while !object_exists(moto, "flaky", ready) {
+        if child.try_wait().unwrap().is_some() {
+            let out = child.wait_with_output().unwrap();
+            panic!("run {run_id} ended before {ready} was written:\n{}", stderr(&out));
+        }
+        assert!(Instant::now() < deadline, "run {run_id} did not write {ready}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    endpoint.fail_next_request(outage);
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_run_rides_out_an_s3_outage_and_a_run_that_gives_up_resumes() {
+    let moto = start_moto();
+    create_bucket(moto.port, "flaky");
+    let endpoint = FlakyEndpoint::start(moto.port);
+    let t = TestDir::new();
+    run_s3(
+        &t,
+        moto.port,
+        &["demo-data", "--users", "150", "--items", "120", "--events", "4000", "--seed", "5", "--out", "s3://flaky/in"],
+    );
+    // Generation without the cross-run cache and one item per shard, so the
+    // second run really generates and the outage falls between shards; one
+    // sequence at a time, so that regenerated items are byte-identical too
+    // (batched llama.cpp kernels differ in the last bits between batch
+    // compositions, and a resumed item has other neighbours).
+    std::fs::write(
+        t.path("p.toml"),
+        format!(
+            "output = \"s3://flaky/tf\"\n[inputs]\nevents = \"s3://flaky/in/events/\"\nitems = \"s3://flaky/in/items/\"\n\
+             [generate]\nmodel = {:?}\nlimit = 4\nparallel = 1\nn_threads = 1\nshard_size = 1\nuse_cache = false\n\
+             [train]\nvariants = [\"id\"]\nepochs = 2\nmaxlen = 20\n",
+            smollm2().to_str().unwrap(),
+        ),
+    )
+    .unwrap();
+
+    // 1. A 3 s outage: the object store client retries (the defaults ride out
+    //    at least 10 s) and the run succeeds.
+    let ready = ("a", "tf/runs/a/analyze/_SUCCESS");
+    let out = run_with_outage(&t, moto.port, &endpoint, ready, Some(Duration::from_secs(3)), &[]);
+    assert!(out.status.success(), "run a failed:\n{}", stderr(&out));
+    assert_eq!(endpoint.outages(), 1, "the outage must have hit a request of the run");
+
+    // 2. An outage, while generating, longer than the retries allow: the run
+    //    fails with the location in the error, and leaves its lock behind.
+    let give_up_fast = [
+        "--set",
+        "storage.max_retries=2",
+        "--set",
+        "storage.init_backoff_ms=100",
+        "--set",
+        "storage.retry_timeout_secs=2",
+    ];
+    let ready = ("b", "tf/runs/b/generate/generated/");
+    let out = run_with_outage(&t, moto.port, &endpoint, ready, None, &give_up_fast);
+    assert_eq!(endpoint.outages(), 2);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("s3://flaky/tf/"), "the error names the location: {}", stderr(&out));
+    endpoint.up();
+    assert!(object_exists(moto.port, "flaky", "tf/_lock"), "a run cut off from the store cannot release its lock");
+    assert!(!object_exists(moto.port, "flaky", "tf/runs/b/generate/_SUCCESS"));
+    assert!(!object_exists(moto.port, "flaky", "tf/runs/b/train/"), "the run stopped in generate");
+
+    //    The rerun is refused while the lock is fresh, then takes the stale
+    //    lock over and resumes: analyze is skipped, generation and training
+    //    finish, and every output equals the run that never failed.
+    let out = with_s3_env(&mut t.cmd(), endpoint.port).args(["run", "p.toml", "--run-id", "b"]).output().unwrap();
+    assert!(stderr(&out).contains("another run holds the lock"), "{}", stderr(&out));
+    std::thread::sleep(Duration::from_secs(2));
+    run_s3(&t, endpoint.port, &["run", "p.toml", "--run-id", "b", "--stale-lock-after", "1"]);
+
+    download(moto.port, "flaky", "tf/runs/", &t.path("runs"));
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(t.path("runs/b/manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["status"], "succeeded", "{manifest}");
+    let analyze = manifest["stages"].as_array().unwrap().iter().find(|s| s["name"] == "analyze").unwrap();
+    assert_eq!(analyze["status"], "skipped", "{manifest}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(t.path("runs/b/generate/summary.json")).unwrap()).unwrap();
+    assert!(summary["skipped"].as_u64().unwrap() >= 1, "generation resumed after the shards written: {summary}");
+    let (a, b) = (generated_rows(&t.path("runs/a/generate")), generated_rows(&t.path("runs/b/generate")));
+    let mut ids: Vec<i64> = b.iter().map(|r| r.0).collect();
+    ids.dedup();
+    assert_eq!(ids.len(), b.len(), "no item generated twice");
+    assert_eq!(a, b, "the resumed run generated exactly what the uninterrupted one did");
+    assert!(b.len() >= 3, "most of the 4 items accepted: {b:?}");
+    for table in ["analyze/sequences.parquet", "analyze/split.parquet", "train/id/recommendations.parquet"] {
+        assert_eq!(
+            read_parquet(&t.path(&format!("runs/a/{table}"))),
+            read_parquet(&t.path(&format!("runs/b/{table}"))),
+            "{table} differs between the run that rode out the outage and the resumed one"
+        );
+    }
 }

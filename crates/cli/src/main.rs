@@ -280,11 +280,19 @@ fn output_root(config: &PipelineConfig) -> Result<&str> {
     config.output.as_deref().ok_or_else(|| Error::usage("no output in the pipeline"))
 }
 
-fn load_config(args: &ConfigArgs) -> Result<PipelineConfig> {
-    PipelineConfig::load(args.pipeline.as_deref(), std::env::vars(), &args.sets)
+/// Loads the layered configuration and installs its `[storage]` settings
+/// for every location opened afterwards.
+fn load_config(pipeline: Option<&std::path::Path>, sets: &[String]) -> Result<PipelineConfig> {
+    let config = PipelineConfig::load(pipeline, std::env::vars(), sets)?;
+    tailforge_core::storage::configure(&config.storage);
+    Ok(config)
 }
 
 async fn run(cli: Cli) -> Result<()> {
+    if matches!(cli.command, Command::Import(_) | Command::DemoData(_) | Command::Evaluate(_)) {
+        // No pipeline file here, but `TAILFORGE_STORAGE__*` still sets the retries.
+        load_config(None, &[])?;
+    }
     match cli.command {
         Command::Import(ImportCommand::Movielens { src, out }) => {
             let out = Location::parse(&out)?;
@@ -317,7 +325,7 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Run(a) => {
-            let config = PipelineConfig::load(Some(&a.pipeline), std::env::vars(), &a.sets)?;
+            let config = load_config(Some(&a.pipeline), &a.sets)?;
             let request = tailforge_run::RunRequest {
                 config,
                 date: a.date.unwrap_or_else(tailforge_run::today_utc),
@@ -345,7 +353,7 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Generate(a) => {
-            let mut config = load_config(&a.config)?;
+            let mut config = load_config(a.config.pipeline.as_deref(), &a.config.sets)?;
             let g = &mut config.generate;
             g.limit = a.limit.or(g.limit);
             g.parallel = a.parallel.unwrap_or(g.parallel);
@@ -387,7 +395,7 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Train(a) => {
             use tailforge_core::config::Variant;
-            let mut config = load_config(&a.config)?;
+            let mut config = load_config(a.config.pipeline.as_deref(), &a.config.sets)?;
             if let Some(v) = a.variant {
                 config.train.variant = match v {
                     VariantArg::Id => Variant::Id,
@@ -453,7 +461,7 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Analyze(a) => {
-            let mut config = load_config(&a.config)?;
+            let mut config = load_config(a.config.pipeline.as_deref(), &a.config.sets)?;
             if let Some(e) = a.events {
                 config.inputs.events = Some(e);
             }

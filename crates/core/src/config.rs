@@ -24,6 +24,8 @@ mod train;
 pub use train::{Loss, TrainConfig, Variant};
 mod generate;
 pub use generate::GenerateConfig;
+mod storage;
+pub use storage::StorageConfig;
 
 /// A whole pipeline: inputs, the output root and each stage's settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -41,6 +43,8 @@ pub struct PipelineConfig {
     pub train: TrainConfig,
     /// The generate stage (llama.cpp).
     pub generate: GenerateConfig,
+    /// Object store clients: retries and timeouts.
+    pub storage: StorageConfig,
 }
 
 impl Default for PipelineConfig {
@@ -52,6 +56,7 @@ impl Default for PipelineConfig {
             analyze: AnalyzeConfig::default(),
             train: TrainConfig::default(),
             generate: GenerateConfig::default(),
+            storage: StorageConfig::default(),
         }
     }
 }
@@ -276,7 +281,7 @@ impl Default for ValidationConfig {
 
 /// The top-level keys, so `TAILFORGE_*` variables that are not settings
 /// (like `TAILFORGE_LOG`) are left alone.
-const TOP_LEVEL_KEYS: &[&str] = &["output", "seed", "inputs", "analyze", "train", "generate"];
+const TOP_LEVEL_KEYS: &[&str] = &["output", "seed", "inputs", "analyze", "train", "generate", "storage"];
 
 /// Environment variable prefix for overrides.
 pub const ENV_PREFIX: &str = "TAILFORGE_";
@@ -367,6 +372,7 @@ impl PipelineConfig {
         }
         self.train.validate(source)?;
         self.generate.validate(source)?;
+        self.storage.validate(source)?;
         Ok(())
     }
 
@@ -526,12 +532,31 @@ mod tests {
             "inputs.events".to_string(),
             "inputs.items".to_string(),
             "analyze.datafusion".to_string(),
+            "storage.connect_timeout_secs".to_string(),
+            "storage.request_timeout_secs".to_string(),
         ];
         keys("", &toml::Value::try_from(PipelineConfig::default()).unwrap(), &mut all);
         let doc = include_str!("../../../docs/config.md");
         for k in all {
             assert!(doc.contains(&format!("`{k}`")), "docs/config.md lacks `{k}`");
         }
+    }
+
+    #[test]
+    fn storage_settings_become_the_clients_retry_policy() {
+        let c =
+            load("[storage]\nmax_retries = 3\nretry_timeout_secs = 7.5\n", &[], &["storage.request_timeout_secs=2"])
+                .unwrap();
+        let retry = c.storage.retry();
+        assert_eq!(retry.max_retries, 3);
+        assert_eq!(retry.retry_timeout, std::time::Duration::from_millis(7500));
+        assert_eq!(retry.backoff.init_backoff, std::time::Duration::from_secs(1));
+        assert_eq!(retry.backoff.base, 3.0);
+        assert_eq!(c.storage.client_settings(), vec![(object_store::ClientConfigKey::Timeout, "2000ms".to_string())]);
+        let e = load("", &[], &["storage.retry_timeout_secs=0"]).unwrap_err();
+        assert!(e.to_string().contains("storage.retry_timeout_secs"), "{e}");
+        let e = load("", &[], &["storage.backoff_base=1"]).unwrap_err();
+        assert!(e.to_string().contains("storage.backoff_base"), "{e}");
     }
 
     #[test]

@@ -11,25 +11,45 @@
 //! `s3://b/logs/dt=2026-11-*/part-*.parquet`); the glob is kept apart from
 //! the listing prefix so both local and remote inputs support it.
 //!
+//! Retries and timeouts of the cloud clients come from the `[storage]`
+//! section ([`StorageConfig`]); a command installs it once with
+//! [`configure`] before it opens locations.
+//!
 //! Writes are atomic per object: a single `put` is atomic on every store, and
 //! multipart uploads ([`Location::put_multipart`]) become visible only on
 //! completion (the local store writes a staging file and renames it). A stage
 //! writes its `_SUCCESS` marker last, so a reader that checks for it never
 //! sees a half-written output.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use futures::TryStreamExt;
-use object_store::aws::AmazonS3Builder;
-use object_store::azure::MicrosoftAzureBuilder;
-use object_store::gcp::GoogleCloudStorageBuilder;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
+use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use url::Url;
 
+use crate::config::StorageConfig;
 use crate::error::{Error, Result};
+
+/// The `[storage]` settings every object store client of this process is
+/// built with. A process runs one pipeline, so one setting suffices.
+static STORAGE: RwLock<Option<StorageConfig>> = RwLock::new(None);
+
+/// Installs the retry and timeout settings for locations opened from now on.
+pub fn configure(config: &StorageConfig) {
+    if let Ok(mut current) = STORAGE.write() {
+        *current = Some(config.clone());
+    }
+}
+
+fn storage_config() -> StorageConfig {
+    STORAGE.read().ok().and_then(|c| c.clone()).unwrap_or_default()
+}
 
 /// Name of the marker a stage writes last, once all its outputs are complete.
 pub const SUCCESS_MARKER: &str = "_SUCCESS";
@@ -70,21 +90,38 @@ impl Location {
     }
 
     fn from_url(url: Url, glob: Option<String>, text: &str) -> Result<Location> {
+        let settings = storage_config();
         let store: Arc<dyn ObjectStore> = match url.scheme() {
             "file" => Arc::new(LocalFileSystem::new()),
-            "s3" | "s3a" => Arc::new(
-                AmazonS3Builder::from_env()
-                    .with_url(url.as_str())
-                    .build()
-                    .map_err(|e| Error::usage(format!("{text}: cannot configure S3 (check AWS_* variables): {e}")))?,
-            ),
+            "s3" | "s3a" => {
+                let builder = AmazonS3Builder::from_env().with_url(url.as_str()).with_retry(settings.retry());
+                let builder = settings
+                    .client_settings()
+                    .into_iter()
+                    .fold(builder, |b, (key, value)| b.with_config(AmazonS3ConfigKey::Client(key), value));
+                Arc::new(
+                    builder.build().map_err(|e| {
+                        Error::usage(format!("{text}: cannot configure S3 (check AWS_* variables): {e}"))
+                    })?,
+                )
+            }
             "gs" => {
-                Arc::new(GoogleCloudStorageBuilder::from_env().with_url(url.as_str()).build().map_err(|e| {
+                let builder = GoogleCloudStorageBuilder::from_env().with_url(url.as_str()).with_retry(settings.retry());
+                let builder = settings
+                    .client_settings()
+                    .into_iter()
+                    .fold(builder, |b, (key, value)| b.with_config(GoogleConfigKey::Client(key), value));
+                Arc::new(builder.build().map_err(|e| {
                     Error::usage(format!("{text}: cannot configure GCS (check GOOGLE_* variables): {e}"))
                 })?)
             }
             "az" | "azure" | "abfs" | "abfss" | "adl" => {
-                Arc::new(MicrosoftAzureBuilder::from_env().with_url(url.as_str()).build().map_err(|e| {
+                let builder = MicrosoftAzureBuilder::from_env().with_url(url.as_str()).with_retry(settings.retry());
+                let builder = settings
+                    .client_settings()
+                    .into_iter()
+                    .fold(builder, |b, (key, value)| b.with_config(AzureConfigKey::Client(key), value));
+                Arc::new(builder.build().map_err(|e| {
                     Error::usage(format!("{text}: cannot configure Azure (check AZURE_* variables): {e}"))
                 })?)
             }

@@ -7,24 +7,27 @@
 //!   metrics.prom                the last run's metrics, for a textfile collector
 //!   runs/<run_id>/
 //!     manifest.json             version, git revision, config hash, inputs, stages, metrics
-//!     report.md                 headline numbers and head/tail metrics
+//!                               (rewritten after each stage while the run is "running")
+//!     report.md, report.html    headline numbers, head/tail metrics, plots
 //!     metrics.prom
-//!     analyze/  … _SUCCESS      one directory per stage, `_SUCCESS` last
-//!     generate/ … _SUCCESS      (unless generate.enabled = false)
+//!     analyze/  … _SUCCESS      one directory per stage, `_SUCCESS` last,
+//!     generate/ … _SUCCESS      holding the stage's record (fingerprint, rows, bytes)
+//!     train/<variant>/ … _SUCCESS
 //!     evaluate/ … _SUCCESS
 //!   cache/generate/<fingerprint>/  generated rows reused by later runs
+//!   cache/text-embeddings/      item text embeddings reused by later runs
 //! ```
 //!
-//! Re-running a run id skips every stage whose `_SUCCESS` exists and whose
-//! fingerprint (configuration and resolved inputs) matches the manifest's, so
-//! a scheduler can simply retry a failed night: finished stages are not
-//! redone, the failed one starts again. Inputs of a run id are taken to be
-//! immutable; `force` recomputes everything.
+//! Re-running a run id skips every stage whose `_SUCCESS` holds the same
+//! fingerprint (configuration and resolved inputs), so a scheduler can simply
+//! retry a failed night: finished stages are not redone, the failed one
+//! resumes (generate from its written shards, train from its last
+//! checkpoint). Inputs of a run id are taken to be immutable; `force`
+//! recomputes everything.
 //!
-//! Stages wired in so far: analyze, generate (descriptions for the tail
-//! items; resumable, and reusing rows of earlier runs from the cache), and
-//! evaluate (the eval-v1 MostPop baseline, the reference every trained model
-//! is compared with). train joins as it lands.
+//! Stages: analyze, generate (descriptions for the tail items), one train
+//! stage per variant, and evaluate (the eval-v1 MostPop baseline, the
+//! reference every trained model is compared with).
 
 mod report;
 mod train_stage;
@@ -59,7 +62,8 @@ pub struct Manifest {
     pub date: String,
     pub tailforge_version: String,
     pub git_revision: String,
-    /// sha256 of the effective configuration (TOML).
+    /// sha256 of the effective configuration (TOML) with `[storage]` at its
+    /// defaults: what the stage fingerprints are made of.
     pub config_hash: String,
     pub config: String,
     pub status: String,
@@ -209,13 +213,16 @@ pub async fn run(req: &RunRequest) -> Result<Manifest> {
     let items = config.inputs.items.clone().ok_or_else(|| Error::usage("no inputs.items in the pipeline"))?;
     let run_dir = root.join(&format!("runs/{run_id}/"));
     let config_toml = config.to_toml();
-    let config_hash = sha256_hex(config_toml.as_bytes());
+    // The hash behind every stage's fingerprint leaves out `[storage]`:
+    // retries and timeouts do not change outputs, and a rerun over a flaky
+    // network may well raise them.
+    let config_hash = {
+        let mut outputs_config = config.clone();
+        outputs_config.storage = Default::default();
+        sha256_hex(outputs_config.to_toml().as_bytes())
+    };
 
     let lock = Lock::acquire(&root, &run_id, req.stale_lock_after_s).await?;
-    let previous: Option<Manifest> = match run_dir.join("manifest.json").get().await {
-        Ok(bytes) => serde_json::from_slice(&bytes).ok(),
-        Err(_) => None,
-    };
     let mut manifest = Manifest {
         run_id: run_id.clone(),
         date: req.date.clone(),
@@ -228,7 +235,7 @@ pub async fn run(req: &RunRequest) -> Result<Manifest> {
         ..Default::default()
     };
     let started = Instant::now();
-    let result = run_stages(req, &config, &events, &items, &run_dir, previous.as_ref(), &mut manifest).await;
+    let result = run_stages(req, &config, &events, &items, &run_dir, &mut manifest).await;
     manifest.finished_at = Some(now());
     manifest.status = if result.is_ok() { "succeeded" } else { "failed" }.into();
     manifest.metrics.insert("run_seconds".into(), started.elapsed().as_secs_f64());
@@ -245,7 +252,6 @@ async fn run_stages(
     events: &str,
     items: &str,
     run_dir: &Location,
-    previous: Option<&Manifest>,
     manifest: &mut Manifest,
 ) -> Result<()> {
     let fingerprint =
@@ -256,7 +262,7 @@ async fn run_stages(
     let fp = fingerprint("analyze");
     let summary_loc = analyze_dir.join(tailforge_core::schema::outputs::SUMMARY);
     let out = analyze_dir.clone();
-    let record = stage(previous, "analyze", &fp, &analyze_dir, req.force, || async move {
+    let record = stage("analyze", &fp, &analyze_dir, req.force, || async move {
         let request = tailforge_analyze::AnalyzeRequest {
             events: Location::parse(events)?,
             items: Location::parse(items)?,
@@ -280,11 +286,13 @@ async fn run_stages(
         manifest.metrics.insert(k.into(), v);
     }
     manifest.stages.push(record);
+    save_progress(run_dir, manifest).await?;
 
     if config.generate.enabled {
         let fp = fingerprint("generate");
         let (stages, metrics) = (&mut manifest.stages, &mut manifest.metrics);
-        run_generate(req, config, run_dir, &analyze_dir, &fp, previous, stages, metrics).await?;
+        run_generate(req, config, run_dir, &analyze_dir, &fp, stages, metrics).await?;
+        save_progress(run_dir, manifest).await?;
     }
 
     if config.train.enabled {
@@ -299,18 +307,18 @@ async fn run_stages(
             &analyze_dir,
             generate_dir,
             &fingerprint,
-            previous,
             stages,
             metrics,
         )
         .await?;
+        save_progress(run_dir, manifest).await?;
     }
 
     // evaluate: the eval-v1 MostPop reference
     let eval_dir = run_dir.join("evaluate/");
     let fp = fingerprint("evaluate");
     let (input, out) = (analyze_dir.clone(), eval_dir.clone());
-    let record = stage(previous, "evaluate", &fp, &eval_dir, req.force, || async move {
+    let record = stage("evaluate", &fp, &eval_dir, req.force, || async move {
         use tailforge_train::eval::{EvalOptions, evaluate};
         let dataset = tailforge_train::load_dataset(&input).await?;
         let scorer = tailforge_train::baselines::MostPop::new(&dataset);
@@ -346,7 +354,6 @@ async fn run_generate(
     run_dir: &Location,
     analyze_dir: &Location,
     fp: &str,
-    previous: Option<&Manifest>,
     stages: &mut Vec<StageRecord>,
     metrics: &mut BTreeMap<String, f64>,
 ) -> Result<()> {
@@ -355,7 +362,7 @@ async fn run_generate(
     let mut cfg = config.generate.clone();
     cfg.cache = cfg.cache_location(config.output.as_deref());
     let out = gen_dir.clone();
-    let record = stage(previous, "generate", fp, &gen_dir, req.force, || async move {
+    let record = stage("generate", fp, &gen_dir, req.force, || async move {
         let s = tailforge_generate::generate_with(&input, &out, &cfg, tailforge_generate::OnStale::Replace).await?;
         Ok(BTreeMap::from([("generated".to_string(), s.generated_rows), ("rejects".to_string(), s.rejected_rows)]))
     })
@@ -380,39 +387,36 @@ async fn run_generate(
     Ok(())
 }
 
-/// Runs one stage unless it already succeeded with the same fingerprint;
-/// writes `_SUCCESS` (holding the fingerprint) last.
-async fn stage<F, Fut>(
-    previous: Option<&Manifest>,
-    name: &str,
-    fingerprint: &str,
-    dir: &Location,
-    force: bool,
-    body: F,
-) -> Result<StageRecord>
+/// Runs one stage unless it already succeeded with the same fingerprint.
+/// The stage's `_SUCCESS`, written last, holds its [`StageRecord`]
+/// (fingerprint, rows, bytes, times), so a rerun knows what finished from the
+/// stage directory alone — also after a run that died before its manifest.
+async fn stage<F, Fut>(name: &str, fingerprint: &str, dir: &Location, force: bool, body: F) -> Result<StageRecord>
 where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = Result<BTreeMap<String, u64>>>,
 {
     let marker = dir.join(SUCCESS_MARKER);
-    let done_before = previous.and_then(|m| m.stages.iter().find(|s| s.name == name && s.status != "failed"));
-    if !force
-        && let Some(prev) = done_before
-        && prev.fingerprint == fingerprint
-        && marker.exists().await?
-    {
-        info!(stage = name, "skipped: succeeded before with the same configuration and inputs");
-        return Ok(StageRecord { status: "skipped".into(), ..prev.clone() });
+    if !force && marker.exists().await? {
+        let done: Option<StageRecord> = serde_json::from_slice(&marker.get().await?).ok();
+        if let Some(done) = done.filter(|d| d.fingerprint == fingerprint && d.name == name) {
+            info!(stage = name, "skipped: succeeded before with the same configuration and inputs");
+            return Ok(StageRecord { status: "skipped".into(), ..done });
+        }
     }
     let started_at = now();
     let started = Instant::now();
     info!(stage = name, "started");
     let rows = body().await?;
-    marker.put(fingerprint.as_bytes().to_vec()).await?;
-    let bytes = dir.list_recursive().await?.iter().map(|m| m.size).sum();
+    let bytes = dir
+        .list_recursive()
+        .await?
+        .iter()
+        .filter(|m| !m.location.as_ref().ends_with(SUCCESS_MARKER))
+        .map(|m| m.size)
+        .sum();
     let seconds = started.elapsed().as_secs_f64();
-    info!(stage = name, seconds, "finished");
-    Ok(StageRecord {
+    let record = StageRecord {
         name: name.into(),
         status: "succeeded".into(),
         fingerprint: fingerprint.into(),
@@ -422,14 +426,24 @@ where
         rows,
         bytes,
         error: None,
-    })
+    };
+    let json = serde_json::to_vec_pretty(&record).map_err(|e| Error::internal(e.to_string()))?;
+    marker.put(json).await?;
+    info!(stage = name, seconds, "finished");
+    Ok(record)
+}
+
+/// Writes the manifest as it stands (status "running") after each stage, so
+/// that whoever watches the run directory sees its progress.
+async fn save_progress(run_dir: &Location, manifest: &Manifest) -> Result<()> {
+    let json = serde_json::to_vec_pretty(manifest).map_err(|e| Error::internal(e.to_string()))?;
+    run_dir.join("manifest.json").put(json).await
 }
 
 /// manifest.json, report.md and metrics.prom in the run directory; on
 /// success also the root's metrics.prom and, last, `latest`.
 async fn write_run_files(root: &Location, run_dir: &Location, manifest: &Manifest, ok: bool) -> Result<()> {
-    let json = serde_json::to_vec_pretty(manifest).map_err(|e| Error::internal(e.to_string()))?;
-    run_dir.join("manifest.json").put(json).await?;
+    save_progress(run_dir, manifest).await?;
     let prom = prometheus_text(manifest, ok);
     run_dir.join("metrics.prom").put(prom.clone().into_bytes()).await?;
     if ok {

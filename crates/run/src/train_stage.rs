@@ -35,7 +35,6 @@ pub(crate) async fn run_train(
     analyze_dir: &Location,
     generate_dir: Option<Location>,
     fingerprint: &dyn Fn(&str) -> String,
-    previous: Option<&Manifest>,
     stages: &mut Vec<StageRecord>,
     metrics: &mut BTreeMap<String, f64>,
 ) -> Result<()> {
@@ -65,7 +64,7 @@ pub(crate) async fn run_train(
             seed: config.seed,
             embedding_cache: cache.clone(),
         };
-        let record = stage(previous, &name, &fingerprint(&name), &dir, req.force, || async move {
+        let record = stage(&name, &fingerprint(&name), &dir, req.force, || async move {
             let m = tailforge_train::train(&request).await?;
             Ok(BTreeMap::from([
                 ("epochs".to_string(), m.epochs as u64),
