@@ -1,7 +1,14 @@
 //! `tailforge run`: the run layout, the manifest, skipping finished stages on
-//! a re-run, the run lock, `{date}` inputs and the latest pointer.
+//! a re-run, the run lock, `{date}` inputs, the latest pointer and the
+//! Pushgateway push.
 
 use tailforge_tests::*;
+
+/// SHA-256 of a file, by coreutils (not by tailforge's own code).
+fn sha256sum(path: &std::path::Path) -> String {
+    let out = std::process::Command::new("sha256sum").arg(path).output().unwrap();
+    String::from_utf8(out.stdout).unwrap().split_whitespace().next().unwrap().to_string()
+}
 
 fn json(path: std::path::PathBuf) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
@@ -188,7 +195,10 @@ fn the_generate_stage_runs_after_analyze_and_the_next_night_reuses_its_rows() {
     let report = std::fs::read_to_string(t.path(&format!("{dir}/report.md"))).unwrap();
     assert!(report.contains("## Generation") && report.contains("generated tok/s"), "{report}");
     let html = std::fs::read_to_string(t.path(&format!("{dir}/report.html"))).unwrap();
-    assert!(html.contains("Generation throughput"));
+    let section = html.split("<h2>Generation throughput</h2>").nth(1).expect("a throughput section");
+    let section = section.split("<h2>").next().unwrap();
+    assert!(section.contains("<svg") && section.contains("tokens / s"), "a throughput plot: {section}");
+    assert_eq!(m["models"][format!("generate: {}", model.display())], sha256sum(&model), "{m}");
 
     // A re-run of the same night skips the finished stage.
     run("2026-11-22");
@@ -261,6 +271,9 @@ fn the_train_stage_trains_each_variant_and_the_next_night_warm_starts() {
     assert!(report.contains("SASRec `fused` under eval-v1"), "{report}");
     let html = std::fs::read_to_string(t.path(&format!("{dir}/report.html"))).unwrap();
     assert!(html.contains("Training curves") && html.contains("SASRec fused"), "report.html lacks the train sections");
+    let weights = repo_root().join("models/all-MiniLM-L6-v2/model.safetensors");
+    let key = format!("text encoder: {}", repo_root().join("models/all-MiniLM-L6-v2").display());
+    assert_eq!(m["models"][key], sha256sum(&weights), "{m}");
 
     // The same night again: nothing to redo.
     run("2026-11-22");
@@ -271,4 +284,52 @@ fn the_train_stage_trains_each_variant_and_the_next_night_warm_starts() {
     run("2026-11-23");
     let next = json(t.path("out/runs/2026-11-23/train/fused/metrics.json"));
     assert_eq!(next["warm_started"], true, "{next}");
+}
+
+/// A one-request HTTP server standing in for a Pushgateway: answers 200 and
+/// hands over the request it got (request line, headers and body).
+fn fake_pushgateway() -> (u16, std::thread::JoinHandle<String>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut head = String::new();
+        let mut length = 0usize;
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap();
+            }
+            head.push_str(&line);
+            if line == "\r\n" {
+                break;
+            }
+        }
+        let mut body = vec![0u8; length];
+        reader.read_exact(&mut body).unwrap();
+        (&stream).write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").unwrap();
+        head + &String::from_utf8(body).unwrap()
+    });
+    (port, server)
+}
+
+#[test]
+fn a_run_pushes_its_metrics_to_a_pushgateway_and_a_dead_one_does_not_fail_it() {
+    let t = setup();
+    let (port, server) = fake_pushgateway();
+    let gateway = format!("run.pushgateway=http://127.0.0.1:{port}/");
+    t.run_ok(&["run", "nightly.toml", "--date", "2026-11-22", "--set", &gateway, "--set", "run.pushgateway_job=shop"]);
+    let request = server.join().unwrap();
+    assert!(request.starts_with("PUT /metrics/job/shop HTTP/1.1\r\n"), "{request}");
+    assert!(request.to_ascii_lowercase().contains("content-type: text/plain; version=0.0.4"), "{request}");
+    let prom = std::fs::read_to_string(t.path("out/runs/2026-11-22/metrics.prom")).unwrap();
+    assert!(request.ends_with(&prom), "the body is the run's metrics.prom:\n{request}");
+    assert!(prom.contains("tailforge_last_success_timestamp_seconds "));
+
+    // Nobody listens there any more: the run still succeeds, with a warning.
+    let out = t.run_ok(&["run", "nightly.toml", "--date", "2026-11-22", "--run-id", "second", "--set", &gateway]);
+    assert!(stderr(&out).contains("could not push metrics to the Pushgateway"), "{}", stderr(&out));
 }

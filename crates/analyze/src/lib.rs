@@ -255,12 +255,7 @@ async fn write_parquet(df: DataFrame, target: &Location) -> Result<u64> {
         .write_parquet(target.url().as_str(), DataFrameWriteOptions::new().with_single_file_output(true), Some(options))
         .await
         .map_err(classify)?;
-    // The write reports its row count as one UInt64 "count" row per file.
-    Ok(batches
-        .iter()
-        .filter_map(|b| b.column(0).as_primitive_opt::<datafusion::arrow::datatypes::UInt64Type>())
-        .map(|c| c.values().iter().sum::<u64>())
-        .sum())
+    Ok(tailforge_core::parquet_io::rows_written(&batches))
 }
 
 /// Maps errors that need no locating.

@@ -27,6 +27,18 @@ pub use generate::GenerateConfig;
 mod storage;
 pub use storage::StorageConfig;
 
+/// The `[run]` section: settings of `tailforge run` as a whole.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunConfig {
+    /// Prometheus Pushgateway base URL (e.g. `http://pushgateway:9091`); when
+    /// set, each run pushes its metrics.prom there (success or failure),
+    /// best effort: a failed push is a warning, not a failed run.
+    pub pushgateway: Option<String>,
+    /// Job label of the pushed group; unset: `tailforge`.
+    pub pushgateway_job: Option<String>,
+}
+
 /// A whole pipeline: inputs, the output root and each stage's settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -45,6 +57,8 @@ pub struct PipelineConfig {
     pub generate: GenerateConfig,
     /// Object store clients: retries and timeouts.
     pub storage: StorageConfig,
+    /// `tailforge run` as a whole.
+    pub run: RunConfig,
 }
 
 impl Default for PipelineConfig {
@@ -57,6 +71,7 @@ impl Default for PipelineConfig {
             train: TrainConfig::default(),
             generate: GenerateConfig::default(),
             storage: StorageConfig::default(),
+            run: RunConfig::default(),
         }
     }
 }
@@ -281,7 +296,7 @@ impl Default for ValidationConfig {
 
 /// The top-level keys, so `TAILFORGE_*` variables that are not settings
 /// (like `TAILFORGE_LOG`) are left alone.
-const TOP_LEVEL_KEYS: &[&str] = &["output", "seed", "inputs", "analyze", "train", "generate", "storage"];
+const TOP_LEVEL_KEYS: &[&str] = &["output", "seed", "inputs", "analyze", "train", "generate", "storage", "run"];
 
 /// Environment variable prefix for overrides.
 pub const ENV_PREFIX: &str = "TAILFORGE_";
@@ -534,6 +549,8 @@ mod tests {
             "analyze.datafusion".to_string(),
             "storage.connect_timeout_secs".to_string(),
             "storage.request_timeout_secs".to_string(),
+            "run.pushgateway".to_string(),
+            "run.pushgateway_job".to_string(),
         ];
         keys("", &toml::Value::try_from(PipelineConfig::default()).unwrap(), &mut all);
         let doc = include_str!("../../../docs/config.md");

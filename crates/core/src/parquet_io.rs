@@ -50,6 +50,16 @@ impl ParquetSink {
     }
 }
 
+/// Rows written by a DataFusion `write_parquet`, from the report it returns:
+/// one UInt64 "count" row per file written.
+pub fn rows_written(report: &[RecordBatch]) -> u64 {
+    report
+        .iter()
+        .filter_map(|b| b.columns().first()?.as_any().downcast_ref::<arrow::array::UInt64Array>().cloned())
+        .map(|c| c.values().iter().sum::<u64>())
+        .sum()
+}
+
 /// Reads a whole Parquet object into memory (for small tables: summaries,
 /// tests, fixtures; stages read large inputs through DataFusion).
 pub async fn read_parquet(location: &Location) -> Result<Vec<RecordBatch>> {

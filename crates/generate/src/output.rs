@@ -98,28 +98,23 @@ pub async fn read_items(input: &Location) -> Result<(IdKind, Vec<Item>)> {
             }
             attrs.push((f.name().clone(), as_strings(batch.column(i), &file, f.name())?));
         }
+        let int_ids = match &ints {
+            Some(a) => Some(a.as_any().downcast_ref::<Int64Array>().ok_or_else(|| Error::internal("item_id cast"))?),
+            None => None,
+        };
         for row in 0..batch.num_rows() {
-            let id = if let Some(a) = &ints {
-                let a = a.as_any().downcast_ref::<Int64Array>().ok_or_else(|| Error::internal("item_id cast"))?;
-                if a.is_null(row) {
-                    return Err(DataError::new("null item_id")
-                        .file(&file)
-                        .column("item_id")
-                        .row(items.len() as u64)
-                        .into());
-                }
-                ItemId::Int(a.value(row))
-            } else if let Some(a) = &strs {
-                if a.is_null(row) {
-                    return Err(DataError::new("null item_id")
-                        .file(&file)
-                        .column("item_id")
-                        .row(items.len() as u64)
-                        .into());
-                }
-                ItemId::Str(a.value(row).to_string())
-            } else {
-                return Err(Error::internal("item_id kind"));
+            let null = int_ids.map(|a| a.is_null(row)).or_else(|| strs.as_ref().map(|a| a.is_null(row)));
+            if null != Some(false) {
+                return Err(DataError::new("null item_id")
+                    .file(&file)
+                    .column("item_id")
+                    .row(items.len() as u64)
+                    .into());
+            }
+            let id = match (int_ids, &strs) {
+                (Some(a), _) => ItemId::Int(a.value(row)),
+                (None, Some(a)) => ItemId::Str(a.value(row).to_string()),
+                (None, None) => return Err(Error::internal("item_id kind")),
             };
             let title = title.as_ref().and_then(|t| (!t.is_null(row)).then(|| t.value(row).to_string()));
             let attributes = attrs

@@ -276,12 +276,7 @@ async fn import_latest(src: &Path, out: &Location) -> Result<ImportSummary> {
             .write_parquet(loc.url().as_str(), DataFrameWriteOptions::new().with_single_file_output(true), None)
             .await
             .map_err(|e| Error::from(DataError::new(format!("import failed: {e}")).file(src.display().to_string())))?;
-        let n: u64 = written
-            .iter()
-            .filter_map(|b| b.column(0).as_any().downcast_ref::<datafusion::arrow::array::UInt64Array>())
-            .map(|c| c.values().iter().sum::<u64>())
-            .sum();
-        counts.push(n);
+        counts.push(tailforge_core::parquet_io::rows_written(&written));
     }
     info!(events = counts[0], items = counts[1], "imported MovieLens latest");
     Ok(ImportSummary {

@@ -29,6 +29,7 @@
 //! stage per variant, and evaluate (the eval-v1 MostPop baseline, the
 //! reference every trained model is compared with).
 
+mod push;
 mod report;
 mod train_stage;
 
@@ -70,6 +71,10 @@ pub struct Manifest {
     pub started_at: f64,
     pub finished_at: Option<f64>,
     pub input_files: Vec<InputFile>,
+    /// SHA-256 of each model file the run used, e.g. the generator GGUF and
+    /// the text encoder's weights.
+    #[serde(default)]
+    pub models: BTreeMap<String, String>,
     pub stages: Vec<StageRecord>,
     /// Headline metrics, e.g. `mostpop_test_ndcg@10_tail`.
     pub metrics: BTreeMap<String, f64>,
@@ -241,6 +246,10 @@ pub async fn run(req: &RunRequest) -> Result<Manifest> {
     manifest.metrics.insert("run_seconds".into(), started.elapsed().as_secs_f64());
     let written = write_run_files(&root, &run_dir, &manifest, result.is_ok()).await;
     lock.release().await;
+    if let Some(gateway) = &config.run.pushgateway {
+        let job = config.run.pushgateway_job.as_deref().unwrap_or("tailforge");
+        push::push_metrics(gateway, job, prometheus_text(&manifest, result.is_ok())).await;
+    }
     result?;
     written?;
     Ok(manifest)
@@ -291,14 +300,15 @@ async fn run_stages(
     if config.generate.enabled {
         let fp = fingerprint("generate");
         let (stages, metrics) = (&mut manifest.stages, &mut manifest.metrics);
-        run_generate(req, config, run_dir, &analyze_dir, &fp, stages, metrics).await?;
+        let model_sha256 = run_generate(req, config, run_dir, &analyze_dir, &fp, stages, metrics).await?;
+        manifest.models.insert(format!("generate: {}", config.generate.model.display()), model_sha256);
         save_progress(run_dir, manifest).await?;
     }
 
     if config.train.enabled {
         let generate_dir = config.generate.enabled.then(|| run_dir.join("generate/"));
         let run_id = manifest.run_id.clone();
-        let (stages, metrics) = (&mut manifest.stages, &mut manifest.metrics);
+        let (stages, metrics, models) = (&mut manifest.stages, &mut manifest.metrics, &mut manifest.models);
         train_stage::run_train(
             req,
             config,
@@ -309,6 +319,7 @@ async fn run_stages(
             &fingerprint,
             stages,
             metrics,
+            models,
         )
         .await?;
         save_progress(run_dir, manifest).await?;
@@ -347,6 +358,7 @@ async fn run_stages(
 /// cache under `<output>/cache/generate` (or `generate.cache`). A retry after
 /// a crash resumes from the shards written; a changed configuration starts
 /// the stage directory over (the cache still serves unchanged items).
+/// Returns the SHA-256 of the model file.
 #[allow(clippy::too_many_arguments)]
 async fn run_generate(
     req: &RunRequest,
@@ -356,7 +368,7 @@ async fn run_generate(
     fp: &str,
     stages: &mut Vec<StageRecord>,
     metrics: &mut BTreeMap<String, f64>,
-) -> Result<()> {
+) -> Result<String> {
     let gen_dir = run_dir.join("generate/");
     let input = analyze_dir.join(&format!("{}.parquet", tailforge_core::schema::outputs::TAIL_ITEMS));
     let mut cfg = config.generate.clone();
@@ -384,7 +396,7 @@ async fn run_generate(
     ] {
         metrics.insert(k.into(), v);
     }
-    Ok(())
+    Ok(s.model_sha256)
 }
 
 /// Runs one stage unless it already succeeded with the same fingerprint.
@@ -521,6 +533,12 @@ async fn report_markdown(m: &Manifest, run_dir: &Location) -> String {
         m.git_revision,
         &m.config_hash[..12]
     ));
+    for (model, sha256) in &m.models {
+        s.push_str(&format!("- {model}: sha256 {sha256}\n"));
+    }
+    if !m.models.is_empty() {
+        s.push('\n');
+    }
     s.push_str("| stage | status | seconds | rows |\n|---|---|---:|---|\n");
     for st in &m.stages {
         let rows: Vec<String> = st.rows.iter().map(|(k, v)| format!("{k} {v}")).collect();
@@ -622,7 +640,15 @@ async fn report_html(m: &Manifest, run_dir: &Location) -> Result<String> {
         ),
     ));
     if let Some(line) = generation_line(m) {
-        sections.push(("Generation throughput".to_string(), format!("<p>{}</p>", escape(&line))));
+        let rate = |k: &str| m.metrics.get(k).copied().unwrap_or(0.0);
+        let bars = [
+            ("prompt tok/s".to_string(), rate("generate_prompt_tok_s")),
+            ("generated tok/s".to_string(), rate("generate_generated_tok_s")),
+        ];
+        sections.push((
+            "Generation throughput".to_string(),
+            format!("<p>{}</p>{}", escape(&line), report::bars_svg(&bars, "tokens / s")),
+        ));
     }
     if let Some(curves) = train_stage::curves_html(m, run_dir).await {
         sections.push(("Training curves".to_string(), curves));
@@ -630,11 +656,15 @@ async fn report_html(m: &Manifest, run_dir: &Location) -> Result<String> {
     sections.push((
         "Provenance".to_string(),
         format!(
-            "<p>tailforge {} ({}), config sha256 <code>{}</code>, {} input files.</p>",
+            "<p>tailforge {} ({}), config sha256 <code>{}</code>, {} input files.</p><ul>{}</ul>",
             escape(&m.tailforge_version),
             escape(&m.git_revision),
             escape(&m.config_hash),
-            m.input_files.len()
+            m.input_files.len(),
+            m.models
+                .iter()
+                .map(|(model, sha)| format!("<li>{}: sha256 <code>{}</code></li>", escape(model), escape(sha)))
+                .collect::<String>()
         ),
     ));
     Ok(report::html(&format!("tailforge run {}", m.run_id), &sections))

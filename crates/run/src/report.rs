@@ -75,6 +75,40 @@ pub fn metrics_svg(models: &[(String, [f64; 3])]) -> String {
     svg
 }
 
+/// One bar per labelled value, e.g. tokens per second by kind.
+pub fn bars_svg(bars: &[(String, f64)], y_desc: &str) -> String {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (480, 280)).into_drawing_area();
+        let _ = root.fill(&WHITE);
+        let max = bars.iter().map(|b| b.1).fold(0.0f64, f64::max).max(1e-9) * 1.2;
+        let n = bars.len().max(1) as u32;
+        let chart = ChartBuilder::on(&root)
+            .margin(16)
+            .x_label_area_size(36)
+            .y_label_area_size(52)
+            .build_cartesian_2d((0u32..n).into_segmented(), 0f64..max);
+        let Ok(mut chart) = chart else { return svg_fallback() };
+        let label = |x: &SegmentValue<u32>| match x {
+            SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => {
+                bars.get(*i as usize).map(|b| b.0.clone()).unwrap_or_default()
+            }
+            SegmentValue::Last => String::new(),
+        };
+        let _ = chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(n as usize)
+            .x_label_formatter(&label)
+            .y_desc(y_desc)
+            .draw();
+        let data = bars.iter().enumerate().map(|(i, b)| (i as u32, b.1));
+        let _ = chart.draw_series(Histogram::vertical(&chart).style(BLUE.filled()).margin(24).data(data));
+        let _ = root.present();
+    }
+    svg
+}
+
 fn svg_fallback() -> String {
     "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"1\" height=\"1\"/>".to_string()
 }
@@ -109,6 +143,8 @@ mod tests {
 
     #[test]
     fn plots_are_svg_with_their_labels() {
+        let bars = bars_svg(&[("prompt".into(), 100.0), ("generated".into(), 53.0)], "tokens / s");
+        assert!(bars.starts_with("<svg") && bars.contains("generated") && bars.contains("tokens / s"), "{bars}");
         let counts: Vec<u64> = (1..=500).map(|r| 10_000 / r).collect();
         let svg = popularity_svg(&counts, 100);
         assert!(svg.starts_with("<svg") && svg.contains("<polyline"), "{}", &svg[..svg.len().min(300)]);

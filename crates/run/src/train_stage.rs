@@ -37,6 +37,7 @@ pub(crate) async fn run_train(
     fingerprint: &dyn Fn(&str) -> String,
     stages: &mut Vec<StageRecord>,
     metrics: &mut BTreeMap<String, f64>,
+    models: &mut BTreeMap<String, String>,
 ) -> Result<()> {
     let root = Location::parse(config.output.as_deref().unwrap_or_default())?.as_dir();
     let cache = if config.train.embedding_cache.is_empty() {
@@ -80,6 +81,10 @@ pub(crate) async fn run_train(
             if let Some(x) = m["test"]["full"][group]["ndcg@10"].as_f64() {
                 metrics.insert(format!("{v}_test_ndcg@10_{group}"), x);
             }
+        }
+        if let Some(encoder) = m["text"]["encoder"].as_str() {
+            let sha256 = encoder.split('-').next().unwrap_or(encoder);
+            models.insert(format!("text encoder: {}", config.train.encoder), sha256.to_string());
         }
         for key in ["seconds_per_epoch", "epochs", "best_epoch", "coverage@10", "tail_share@10"] {
             if let Some(x) = m[key].as_f64() {

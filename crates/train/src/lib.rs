@@ -22,6 +22,7 @@
 pub mod baselines;
 mod dataset;
 pub mod eval;
+mod fused;
 pub mod item_text;
 mod load;
 pub mod params;

@@ -25,7 +25,7 @@
 //!   interactions taught the ID view, tail items on the text view (the
 //!   dual-view idea of LLM-ESR, Liu et al. 2024).
 
-use candle_core::{D, DType, Device, IndexOp, Tensor};
+use candle_core::{DType, Device, IndexOp, Tensor};
 use tailforge_core::config::Variant;
 
 use crate::eval::SplitMix64;
@@ -63,10 +63,9 @@ impl LayerNorm {
         })
     }
 
-    /// Written with primitive ops (mean, variance) so that candle's autograd
-    /// differentiates it; the fused kernel has no backward pass.
+    /// A fused kernel with its own backward pass (candle's fused one has none).
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        candle_nn::ops::layer_norm_slow(x, &self.weight, &self.bias, LN_EPS)
+        crate::fused::layer_norm(x, &self.weight, &self.bias, LN_EPS)
     }
 }
 
@@ -312,11 +311,12 @@ impl SasRec {
         };
         for block in &self.blocks {
             let q_in = block.attn_norm.forward(&x)?;
-            let q = split(block.q.forward(&q_in)?)?;
+            // Scaling q rather than the [len, len] logits: same product, a smaller tensor.
+            let q = split((block.q.forward(&q_in)? / (dh as f64).sqrt())?)?;
             let k = split(block.k.forward(&x)?)?;
             let v = split(block.v.forward(&x)?)?;
-            let logits = (q.matmul(&k.t()?)? / (dh as f64).sqrt())?.broadcast_add(&mask)?;
-            let weights = drop(candle_nn::ops::softmax(&logits, D::Minus1)?)?;
+            let logits = q.matmul(&k.t()?)?.broadcast_add(&mask)?;
+            let weights = drop(crate::fused::softmax_last_dim(&logits)?)?;
             let att = weights.matmul(&v)?;
             let att = if heads == 1 { att.reshape((b, l, h))? } else { att.transpose(1, 2)?.reshape((b, l, h))? };
             x = (q_in + block.out.forward(&att)?)?;

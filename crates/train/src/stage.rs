@@ -49,6 +49,8 @@ pub struct TrainRequest {
 /// Text statistics of a run.
 #[derive(Debug, Clone, Serialize)]
 pub struct TextStats {
+    /// The encoder's fingerprint: SHA-256 of its weights and the token limit.
+    pub encoder: String,
     pub items_with_generated_text: usize,
     /// Distinct texts encoded by this run (items with identical text share one).
     pub encoded_now: usize,
@@ -126,6 +128,7 @@ async fn text_features(
         .await
         .map_err(|e| Error::internal(format!("encoder task: {e}")))??;
     let mut cache = EmbeddingCache::open(cache_dir, &encoder.fingerprint, encoder.dim()).await?;
+    let encoder_fingerprint = encoder.fingerprint.clone();
     let all = texts.texts.clone();
     let (vectors, encoded, cached, mut cache) = tokio::task::spawn_blocking(move || {
         let (v, n, c) = cache.embed(&encoder, &all, batch)?;
@@ -147,6 +150,7 @@ async fn text_features(
         crate::text::hex(&h.finalize())[..16].to_string()
     };
     let stats = TextStats {
+        encoder: encoder_fingerprint,
         items_with_generated_text: texts.generated_count(),
         encoded_now: encoded,
         from_cache: cached,
