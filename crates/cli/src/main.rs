@@ -221,7 +221,29 @@ struct AnalyzeArgs {
     out: Option<String>,
 }
 
+/// Keeps freed large buffers in the process instead of returning them to the
+/// kernel. Training allocates and frees tensors of tens of MB every step
+/// (attention weights are 128 × 200 × 200 floats); with glibc's defaults each
+/// is a fresh `mmap`, so every step pays page faults and zeroing for memory
+/// it just gave back — about 6% of a training epoch (BENCHMARKS.md). Values
+/// are glibc's maxima for the mmap threshold (32 MiB on 64-bit) and a trim
+/// threshold far above any working set here.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn keep_freed_memory() {
+    // SAFETY: mallopt only changes allocator parameters; called before any
+    // other thread exists. A rejected value (return 0) leaves the default.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+        libc::mallopt(libc::M_TOP_PAD, 64 << 20);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn keep_freed_memory() {}
+
 fn main() -> ExitCode {
+    keep_freed_memory();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

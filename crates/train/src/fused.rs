@@ -1,13 +1,22 @@
 //! Fused CPU kernels with hand-written backward passes for the hot spots of
 //! training, where candle's composed ops walk a tensor many times.
 //!
-//! Attention's softmax over `[batch, heads, len, len]` logits is the largest
+//! Attention's weights over `[batch, heads, len, len]` are the largest
 //! element-wise tensor of SASRec (128 × 200 × 200 per block at the paper's
-//! settings). `candle_nn::ops::softmax` composes it from max, subtract, exp,
-//! sum and divide, each a pass with its own backward; candle's fused
-//! `softmax_last_dim` has no backward. [`softmax_last_dim`] computes the
-//! forward in one pass per row and the gradient in closed form,
-//! `∂x = y ⊙ (∂y − Σ ∂y ⊙ y)`.
+//! settings). Composed from candle ops they cost an additive causal +
+//! padding mask, then max, subtract, exp, sum and divide, then a dropout mask
+//! drawn into its own tensor and a multiply — each a pass over the tensor,
+//! each with its own backward pass. candle's fused `softmax_last_dim` has no
+//! backward. Here:
+//! - [`attention_weights`] applies the causal and key-padding masks while it
+//!   normalizes each row (masked keys are skipped, not added −∞ to) and
+//!   applies dropout in the same pass; its backward pass recomputes the row's
+//!   softmax and computes the gradient in closed form,
+//!   `∂x = s ⊙ (∂s − Σ ∂s ⊙ s)`, `∂s = ∂y ⊙ m`, in one more;
+//! - dropout ([`dropout`], and inside [`attention_weights`]) multiplies by a
+//!   mask it derives from a seed and each element's index (a counter-based
+//!   SplitMix64 stream), so the mask is never stored: the backward pass
+//!   derives it again.
 //!
 //! LayerNorm runs five times per forward pass on `[batch, len, hidden]`;
 //! `candle_nn::ops::layer_norm_slow` composes it from eight ops, and the
@@ -15,10 +24,14 @@
 //! one pass and computes `∂x` and `∂γ` rows in one more, with the textbook
 //! gradient `∂x = rstd · (∂x̂ − mean(∂x̂) − x̂ · mean(∂x̂ ⊙ x̂))`, `∂x̂ = ∂y ⊙ γ`.
 //!
-//! Other devices (CUDA) fall back to the composed ops.
+//! Other devices (CUDA) fall back to composed ops with the same results.
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp3, D, Layout, Shape, Tensor};
+use std::sync::Arc;
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, D, Layout, Shape, Tensor};
 use rayon::prelude::*;
+
+use crate::eval::mix64;
 
 /// The contiguous f32 data behind a CPU tensor argument of a custom op.
 fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
@@ -27,44 +40,220 @@ fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> candle
     Ok(&data[start..end])
 }
 
-struct SoftmaxLastDim;
+/// Attention weights from `[batch, heads, len, len]` logits: each row's
+/// softmax over the keys its query may see, then dropout. Query `i` of
+/// sequence `b` sees key `j` iff `j ≤ i` and `key_visible[b, j]` (`[batch,
+/// len]`, 1 = a real item); a query that sees no key (a padding slot) gets
+/// all-zero weights. The softmax is not stored: the backward pass
+/// recomputes it from the logits (one exp per visible key), which costs less
+/// than keeping, and accumulating a gradient for, another tensor of this size.
+struct AttentionWeights {
+    key_visible: Arc<Vec<u8>>,
+    dropout: Option<Dropout>,
+}
 
-impl CustomOp1 for SoftmaxLastDim {
+impl AttentionWeights {
+    /// Calls `row_fn(row, softmax, dropout_factors, out)` for every row of the
+    /// logits with a visible key; `softmax` and the factors cover the row's
+    /// first `query + 1` keys (later keys get zero weight), `out` is the row
+    /// of the output.
+    fn for_each_row(
+        &self,
+        logits: &Layout,
+        x: &[f32],
+        out: &mut [f32],
+        row_fn: impl Fn(usize, &[f32], &[f32], &mut [f32]) + Sync + Send,
+    ) -> candle_core::Result<()> {
+        let dims = logits.dims();
+        let len = dims.last().copied().unwrap_or(0);
+        let rows_per_sequence = dims.get(1).copied().unwrap_or(0) * len;
+        let visible = &self.key_visible;
+        if dims.len() != 4 || dims[2] != len || visible.len() * rows_per_sequence != x.len() {
+            candle_core::bail!("attention weights: logits {dims:?} do not fit a [batch, len] key mask of {}", visible.len());
+        }
+        let scratch = || (vec![0f32; len], vec![1f32; len]);
+        x.par_chunks(len).zip(out.par_chunks_mut(len)).enumerate().for_each_init(
+            scratch,
+            |(softmax, factors), (r, (x, out))| {
+                let sequence = r / rows_per_sequence;
+                let visible = &visible[sequence * len..(sequence + 1) * len];
+                // Keys after the query (causal) are never looked at.
+                let end = r % len + 1;
+                let max = (0..end).filter(|&j| visible[j] != 0).map(|j| x[j]).fold(f32::NEG_INFINITY, f32::max);
+                if max == f32::NEG_INFINITY {
+                    return; // no visible key: zero weights, zero gradient
+                }
+                let mut sum = 0f32;
+                for j in 0..end {
+                    softmax[j] = if visible[j] != 0 { (x[j] - max).exp() } else { 0.0 };
+                    sum += softmax[j];
+                }
+                let inv = 1.0 / sum;
+                softmax[..end].iter_mut().for_each(|y| *y *= inv);
+                if let Some(dropout) = &self.dropout {
+                    dropout.factors(r * len, &mut factors[..end]);
+                }
+                row_fn(r, &softmax[..end], &factors[..end], out);
+            },
+        );
+        Ok(())
+    }
+}
+
+impl CustomOp1 for AttentionWeights {
     fn name(&self) -> &'static str {
-        "tailforge-softmax-last-dim"
+        "tailforge-attention-weights"
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let src = f32_slice(storage, layout, "softmax_last_dim")?;
-        let row = layout.dims().last().copied().unwrap_or(1).max(1);
-        let mut dst = vec![0f32; src.len()];
-        src.par_chunks(row).zip(dst.par_chunks_mut(row)).for_each(|(x, y)| {
-            let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut sum = 0f32;
-            for (x, y) in x.iter().zip(y.iter_mut()) {
-                *y = (*x - max).exp();
-                sum += *y;
+        let x = f32_slice(storage, layout, "attention weights")?;
+        let mut y = vec![0f32; x.len()];
+        self.for_each_row(layout, x, &mut y, |_, softmax, factors, y| {
+            for ((y, s), m) in y.iter_mut().zip(softmax).zip(factors) {
+                *y = s * m;
             }
-            let inv = 1.0 / sum;
-            y.iter_mut().for_each(|y| *y *= inv);
+        })?;
+        Ok((CpuStorage::F32(y), layout.shape().clone()))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let op = AttentionWeightsGrad(AttentionWeights { key_visible: self.key_visible.clone(), dropout: self.dropout });
+        Ok(Some(arg.apply_op2_no_bwd(&grad_res.contiguous()?, &op)?))
+    }
+}
+
+/// The gradient of [`AttentionWeights`] for arguments (logits, ∂y): with
+/// `s` the softmax and `m` the dropout factors, `∂s = ∂y ⊙ m` and
+/// `∂x = s ⊙ (∂s − Σ ∂s ⊙ s)`.
+struct AttentionWeightsGrad(AttentionWeights);
+
+impl CustomOp2 for AttentionWeightsGrad {
+    fn name(&self) -> &'static str {
+        "tailforge-attention-weights-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        gs: &CpuStorage,
+        gl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (x, dy) = (f32_slice(xs, xl, "attention weights grad")?, f32_slice(gs, gl, "attention weights grad")?);
+        if dy.len() != x.len() {
+            candle_core::bail!("attention weights grad: {} gradients for {} logits", dy.len(), x.len());
+        }
+        let len = xl.dims().last().copied().unwrap_or(1).max(1);
+        let mut dx = vec![0f32; x.len()];
+        self.0.for_each_row(xl, x, &mut dx, |row, softmax, factors, dx| {
+            let dy = &dy[row * len..row * len + softmax.len()];
+            let dot: f32 = dy.iter().zip(factors).zip(softmax).map(|((g, m), s)| g * m * s).sum();
+            for (((dx, g), m), s) in dx.iter_mut().zip(dy).zip(factors).zip(softmax) {
+                *dx = s * (g * m - dot);
+            }
+        })?;
+        Ok((CpuStorage::F32(dx), xl.shape().clone()))
+    }
+}
+
+fn is_cpu_f32(x: &Tensor) -> bool {
+    x.device().is_cpu() && x.dtype() == candle_core::DType::F32
+}
+
+/// Attention weights from `[batch, heads, len, len]` logits: causal (a query
+/// never sees a later slot), blind to padding keys (`key_visible[b, j] ==
+/// 0`), with dropout `(p, seed)` in training; differentiable, fused on the CPU.
+pub fn attention_weights(
+    logits: &Tensor,
+    key_visible: &Arc<Vec<u8>>,
+    dropout: Option<(f32, u64)>,
+) -> candle_core::Result<Tensor> {
+    let dropout = dropout.filter(|&(p, _)| p > 0.0).map(|(p, seed)| Dropout { p, seed });
+    if is_cpu_f32(logits) {
+        return logits.contiguous()?.apply_op1(AttentionWeights { key_visible: key_visible.clone(), dropout });
+    }
+    // Elsewhere: an additive mask, large enough to zero a weight and finite
+    // so that a padding query's row stays NaN-free (it is masked later).
+    const MASKED: f32 = -1e9;
+    let (b, _, l, _) = logits.dims4()?;
+    let causal: Vec<f32> = (0..l * l).map(|k| if k % l > k / l { MASKED } else { 0.0 }).collect();
+    let causal = Tensor::from_vec(causal, (1, 1, l, l), logits.device())?;
+    let padding: Vec<f32> = key_visible.iter().map(|&v| if v == 0 { MASKED } else { 0.0 }).collect();
+    let padding = Tensor::from_vec(padding, (b, 1, 1, l), logits.device())?;
+    let weights = candle_nn::ops::softmax(&logits.broadcast_add(&causal.broadcast_add(&padding)?)?, D::Minus1)?;
+    match dropout {
+        Some(d) => weights * d.mask(logits)?,
+        None => Ok(weights),
+    }
+}
+
+/// Inverted dropout: elements are zeroed with probability `p` and the rest
+/// scaled by `1 / (1 − p)`. Element `e` is decided by 16 bits of the
+/// `e / 4`-th output of `SplitMix64::new(seed)`, so the mask depends on the
+/// seed alone (not on threads) and the backward pass derives it again.
+#[derive(Debug, Clone, Copy)]
+struct Dropout {
+    p: f32,
+    seed: u64,
+}
+
+/// Elements per parallel chunk (a multiple of the 4 elements one draw decides).
+const DROPOUT_CHUNK: usize = 1 << 14;
+
+impl Dropout {
+    /// The factors (0 or `1 / (1 − p)`) of elements `start..start + out.len()`.
+    fn factors(&self, start: usize, out: &mut [f32]) {
+        let threshold = (self.p as f64 * 65536.0) as u64;
+        let keep = 1.0 / (1.0 - self.p);
+        let draw = |group: usize| mix64(self.seed.wrapping_add((group as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)));
+        let mut e = 0;
+        while e < out.len() {
+            let (group, lane) = ((start + e) / 4, (start + e) % 4);
+            let r = draw(group);
+            let n = (4 - lane).min(out.len() - e);
+            for k in 0..n {
+                out[e + k] = if (r >> (16 * (lane + k))) & 0xffff < threshold { 0.0 } else { keep };
+            }
+            e += n;
+        }
+    }
+
+    /// The mask as a tensor (for devices without the fused kernel).
+    fn mask(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let mut mask = vec![0f32; x.elem_count()];
+        self.factors(0, &mut mask);
+        Tensor::from_vec(mask, x.shape(), x.device())
+    }
+}
+
+impl CustomOp1 for Dropout {
+    fn name(&self) -> &'static str {
+        "tailforge-dropout"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let src = f32_slice(storage, layout, "dropout")?;
+        let mut dst = vec![0f32; src.len()];
+        dst.par_chunks_mut(DROPOUT_CHUNK).zip(src.par_chunks(DROPOUT_CHUNK)).enumerate().for_each(|(c, (y, x))| {
+            self.factors(c * DROPOUT_CHUNK, y);
+            y.iter_mut().zip(x).for_each(|(y, x)| *y *= x);
         });
         Ok((CpuStorage::F32(dst), layout.shape().clone()))
     }
 
-    fn bwd(&self, _arg: &Tensor, res: &Tensor, grad_res: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        let gy = (grad_res * res)?;
-        let row_sums = gy.sum_keepdim(D::Minus1)?;
-        Ok(Some((gy - res.broadcast_mul(&row_sums)?)?))
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        // Linear in x with the same mask: ∂x = ∂y ⊙ mask.
+        Ok(Some(grad_res.contiguous()?.apply_op1_no_bwd(self)?))
     }
 }
 
-/// Softmax over the last dimension, differentiable; fused on the CPU.
-pub fn softmax_last_dim(x: &Tensor) -> candle_core::Result<Tensor> {
-    if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
-        x.contiguous()?.apply_op1(SoftmaxLastDim)
-    } else {
-        candle_nn::ops::softmax(x, D::Minus1)
+/// Inverted dropout with probability `p`, its mask derived from `seed`; differentiable.
+pub fn dropout(x: &Tensor, p: f32, seed: u64) -> candle_core::Result<Tensor> {
+    if p <= 0.0 {
+        return Ok(x.clone());
     }
+    let op = Dropout { p, seed };
+    if is_cpu_f32(x) { x.contiguous()?.apply_op1(op) } else { x * op.mask(x)? }
 }
 
 /// Mean and reciprocal standard deviation of one row (biased variance, as torch).
@@ -179,7 +368,7 @@ impl CustomOp3 for LayerNormGrad {
 
 /// LayerNorm over the last dimension, differentiable in x, γ and β; fused on the CPU.
 pub fn layer_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f32) -> candle_core::Result<Tensor> {
-    if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
+    if is_cpu_f32(x) {
         x.contiguous()?.apply_op3(gamma, beta, LayerNormOp { eps })
     } else {
         candle_nn::ops::layer_norm_slow(x, gamma, beta, eps)
@@ -190,36 +379,6 @@ pub fn layer_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f32) -> candle
 mod tests {
     use super::*;
     use candle_core::{Device, Var};
-
-    /// Forward and gradient equal the composed op's on masked attention-like logits.
-    #[test]
-    fn fused_softmax_matches_the_composed_op_and_its_gradient() {
-        let dev = Device::Cpu;
-        let values: Vec<f32> = (0..2 * 3 * 7).map(|i| ((i * 37 % 11) as f32 - 5.0) * 0.7).collect();
-        let mut masked = values.clone();
-        masked[3] = -1e9; // a masked key, as attention adds
-        let x = Var::from_vec(masked, (2, 3, 7), &dev).unwrap();
-        let weights =
-            Tensor::from_vec((0..42).map(|i| (i % 5) as f32 - 2.0).collect::<Vec<_>>(), (2, 3, 7), &dev).unwrap();
-        let mut outputs = Vec::new();
-        for fused in [true, false] {
-            let y = if fused {
-                softmax_last_dim(x.as_tensor()).unwrap()
-            } else {
-                candle_nn::ops::softmax(x.as_tensor(), D::Minus1).unwrap()
-            };
-            let loss = (&y * &weights).unwrap().sum_all().unwrap();
-            let grads = loss.backward().unwrap();
-            let g = grads.get(x.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-            outputs.push((y.flatten_all().unwrap().to_vec1::<f32>().unwrap(), g));
-        }
-        let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(a, b)| (a - b).abs() < 1e-6);
-        assert!(close(&outputs[0].0, &outputs[1].0), "forward");
-        assert!(close(&outputs[0].1, &outputs[1].1), "gradient");
-        assert!(outputs[0].0[3] == 0.0, "a masked key gets no weight");
-        let row: f32 = outputs[0].0[..7].iter().sum();
-        assert!((row - 1.0).abs() < 1e-6);
-    }
 
     /// Forward and the gradients of x, γ and β equal the composed op's.
     #[test]
@@ -253,5 +412,89 @@ mod tests {
             assert_eq!(a.len(), b.len());
             assert!(a.iter().zip(b).all(|(a, b)| (a - b).abs() < 1e-4), "{what}: {a:?} vs {b:?}");
         }
+    }
+
+    /// The fused weights equal an additive mask, candle's softmax and a
+    /// dropout multiply on every real query row, forward and gradient, with
+    /// and without dropout; padding query rows get zero weights.
+    #[test]
+    fn attention_weights_match_masked_softmax_and_dropout_composed() {
+        let dev = Device::Cpu;
+        let (b, heads, l) = (2, 2, 5);
+        // Sequence 0 left-padded by two slots, sequence 1 full.
+        let visible: Vec<u8> = vec![0, 0, 1, 1, 1, 1, 1, 1, 1, 1];
+        let n = b * heads * l * l;
+        let x = Var::from_vec((0..n).map(|i| ((i * 31 % 17) as f32 - 8.0) * 0.4).collect(), (b, heads, l, l), &dev)
+            .unwrap();
+        let weights = Tensor::from_vec((0..n).map(|i| ((i * 5) % 7) as f32 - 3.0).collect::<Vec<_>>(), (b, heads, l, l), &dev)
+            .unwrap();
+        let mut additive = vec![0f32; n];
+        for (e, a) in additive.iter_mut().enumerate() {
+            let (seq, i, j) = (e / (heads * l * l), e / l % l, e % l);
+            if j > i || visible[seq * l + j] == 0 {
+                *a = -1e9;
+            }
+        }
+        let additive = Tensor::from_vec(additive, (b, heads, l, l), &dev).unwrap();
+        let visible = Arc::new(visible);
+        let mut zeros = Vec::new();
+        for dropout in [None, Some((0.3f32, 11u64))] {
+            let mut outputs = Vec::new();
+            for fused in [true, false] {
+                let y = if fused {
+                    attention_weights(x.as_tensor(), &visible, dropout).unwrap()
+                } else {
+                    let s = candle_nn::ops::softmax(&(x.as_tensor() + &additive).unwrap(), D::Minus1).unwrap();
+                    match dropout {
+                        Some((p, seed)) => (&s * Dropout { p, seed }.mask(&s).unwrap()).unwrap(),
+                        None => s,
+                    }
+                };
+                let grads = (&y * &weights).unwrap().sum_all().unwrap().backward().unwrap();
+                let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                outputs.push((flat(&y), flat(grads.get(x.as_tensor()).unwrap())));
+            }
+            zeros.push(outputs[0].0.iter().filter(|&&v| v == 0.0).count());
+            for row in 0..b * heads * l {
+                let (seq, query) = (row / (heads * l), row % l);
+                let span = row * l..(row + 1) * l;
+                let (fy, fg) = (&outputs[0].0[span.clone()], &outputs[0].1[span.clone()]);
+                if seq == 0 && query < 2 {
+                    assert!(fy.iter().chain(fg).all(|&v| v == 0.0), "padding query row {row}: {fy:?}");
+                    continue;
+                }
+                let (cy, cg) = (&outputs[1].0[span.clone()], &outputs[1].1[span]);
+                assert!(fy.iter().zip(cy).all(|(a, b)| (a - b).abs() < 1e-6), "{dropout:?} row {row}: {fy:?} vs {cy:?}");
+                assert!(fg.iter().zip(cg).all(|(a, b)| (a - b).abs() < 1e-5), "{dropout:?} row {row} gradient: {fg:?} vs {cg:?}");
+                assert!(fy[query + 1..].iter().all(|&v| v == 0.0), "row {row} sees the future");
+                if dropout.is_none() {
+                    assert!((fy.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+                }
+            }
+        }
+        assert!(zeros[1] > zeros[0] + 5, "dropout zeroed few weights beyond the masks: {zeros:?}");
+    }
+
+    /// Dropout keeps the expectation, depends on the seed only, and its
+    /// gradient is the forward mask (the mask is derived again, not stored).
+    #[test]
+    fn dropout_is_seeded_unbiased_and_its_gradient_is_its_mask() {
+        let dev = Device::Cpu;
+        let n = 100_003; // not a multiple of the chunk or of 4
+        let x = Var::from_vec(vec![1f32; n], n, &dev).unwrap();
+        let y = dropout(x.as_tensor(), 0.2, 9).unwrap();
+        let a: Vec<f32> = y.to_vec1().unwrap();
+        assert_eq!(a, dropout(x.as_tensor(), 0.2, 9).unwrap().to_vec1::<f32>().unwrap());
+        assert_ne!(a, dropout(x.as_tensor(), 0.2, 10).unwrap().to_vec1::<f32>().unwrap());
+        let zeros = a.iter().filter(|&&v| v == 0.0).count() as f64 / n as f64;
+        let mean = a.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
+        assert!((zeros - 0.2).abs() < 0.01, "dropped {zeros}");
+        assert!((mean - 1.0).abs() < 0.02, "mean {mean}");
+        // x is all ones, so y is the mask itself; ∂(Σy)/∂x must be that mask.
+        let grad: Vec<f32> = y.sum_all().unwrap().backward().unwrap().get(x.as_tensor()).unwrap().to_vec1().unwrap();
+        assert_eq!(grad, a);
+        // The composed fallback draws the same mask.
+        let op = Dropout { p: 0.2, seed: 9 };
+        assert_eq!(op.mask(x.as_tensor()).unwrap().to_vec1::<f32>().unwrap(), a);
     }
 }

@@ -33,9 +33,6 @@ use crate::params::{Init, ParamStore};
 
 /// SASRec.pytorch's layer-norm epsilon.
 const LN_EPS: f32 = 1e-8;
-/// Additive attention mask value: large enough to zero a softmax weight,
-/// finite so that a fully masked (padding) query row stays NaN-free.
-const MASKED: f32 = -1e9;
 
 /// The model's shape.
 #[derive(Debug, Clone, PartialEq)]
@@ -155,26 +152,6 @@ impl SeqBatch {
     }
 }
 
-/// Inverted dropout with a mask drawn from `rng` (candle's own dropout draws
-/// from an unseedable generator). Each 64-bit draw decides four elements.
-pub fn dropout(x: &Tensor, p: f32, rng: &mut SplitMix64) -> candle_core::Result<Tensor> {
-    if p <= 0.0 {
-        return Ok(x.clone());
-    }
-    let n = x.elem_count();
-    let threshold = (p as f64 * 65536.0) as u64;
-    let keep = 1.0 / (1.0 - p);
-    let mut mask = Vec::with_capacity(n + 3);
-    while mask.len() < n {
-        let r = rng.next_u64();
-        for k in 0..4 {
-            mask.push(if (r >> (16 * k)) & 0xffff < threshold { 0.0 } else { keep });
-        }
-    }
-    mask.truncate(n);
-    x * Tensor::from_vec(mask, x.shape(), x.device())?
-}
-
 impl SasRec {
     /// Builds the model, creating its parameters in `params` (seeded by `seed`).
     /// `text_features` (`[n_items + 1, d]`, row 0 zeros) is required by the text variants.
@@ -275,22 +252,19 @@ impl SasRec {
         }
         let dev = &self.device;
         let p = self.shape.dropout;
-        let mut drop = |x: Tensor| -> candle_core::Result<Tensor> {
-            match rng.as_deref_mut() {
-                Some(r) => dropout(&x, p, r),
+        // Training mode draws a seed per dropout site from `rng`, in order.
+        let mut next_seed = move || rng.as_deref_mut().map(SplitMix64::next_u64);
+        let drop = |x: Tensor, seed: Option<u64>| -> candle_core::Result<Tensor> {
+            match seed {
+                Some(seed) => crate::fused::dropout(&x, p, seed),
                 None => Ok(x),
             }
         };
         let ids = Tensor::from_slice(&seqs.ids, b * l, dev)?;
         let real: Vec<f32> = seqs.ids.iter().map(|&i| if i == 0 { 0.0 } else { 1.0 }).collect();
-        let timeline = Tensor::from_vec(real.clone(), (b, l, 1), dev)?;
-        // Attention mask, added to the logits: causal (a query never sees a
-        // later slot) plus padding keys. Built small and broadcast.
-        let causal: Vec<f32> = (0..l * l).map(|k| if k % l > k / l { MASKED } else { 0.0 }).collect();
-        let causal = Tensor::from_vec(causal, (1, 1, l, l), dev)?;
-        let key_padding: Vec<f32> = real.iter().map(|&r| if r == 0.0 { MASKED } else { 0.0 }).collect();
-        let key_padding = Tensor::from_vec(key_padding, (b, 1, 1, l), dev)?;
-        let mask = causal.broadcast_add(&key_padding)?;
+        let timeline = Tensor::from_vec(real, (b, l, 1), dev)?;
+        // Attention is causal and blind to padding keys (see fused::attention_weights).
+        let key_visible = std::sync::Arc::new(seqs.ids.iter().map(|&i| u8::from(i != 0)).collect::<Vec<u8>>());
 
         // Slots are numbered from the right, so an item's position embedding
         // is the same whatever the batch's width: the last slot is maxlen - 1.
@@ -298,7 +272,7 @@ impl SasRec {
         let pos = self.positions.index_select(&slots, 0)?.unsqueeze(0)?;
         let x = (table.index_select(&ids, 0)?.reshape((b, l, h))? * (h as f64).sqrt())?;
         let x = x.broadcast_add(&pos)?;
-        let mut x = drop(x)?.broadcast_mul(&timeline)?;
+        let mut x = drop(x, next_seed())?.broadcast_mul(&timeline)?;
 
         let heads = self.shape.heads;
         let dh = h / heads;
@@ -315,14 +289,14 @@ impl SasRec {
             let q = split((block.q.forward(&q_in)? / (dh as f64).sqrt())?)?;
             let k = split(block.k.forward(&x)?)?;
             let v = split(block.v.forward(&x)?)?;
-            let logits = q.matmul(&k.t()?)?.broadcast_add(&mask)?;
-            let weights = drop(crate::fused::softmax_last_dim(&logits)?)?;
+            let logits = q.matmul(&k.t()?)?;
+            let weights = crate::fused::attention_weights(&logits, &key_visible, next_seed().map(|s| (p, s)))?;
             let att = weights.matmul(&v)?;
             let att = if heads == 1 { att.reshape((b, l, h))? } else { att.transpose(1, 2)?.reshape((b, l, h))? };
             x = (q_in + block.out.forward(&att)?)?;
             x = block.ffn_norm.forward(&x)?;
-            let inner = drop(block.ffn1.forward(&x)?.relu()?)?;
-            x = (&x + drop(block.ffn2.forward(&inner)?)?)?;
+            let inner = drop(block.ffn1.forward(&x)?.relu()?, next_seed())?;
+            x = (&x + drop(block.ffn2.forward(&inner)?, next_seed())?)?;
             x = x.broadcast_mul(&timeline)?;
         }
         self.last_norm.forward(&x)
@@ -450,18 +424,6 @@ mod tests {
         for (x, y) in a.iter().zip(&b) {
             assert!((x - y).abs() < 1e-5, "{a:?} vs {b:?}");
         }
-    }
-
-    #[test]
-    fn dropout_keeps_the_expectation_and_is_seeded() {
-        let x = Tensor::ones(100_000, DType::F32, &Device::Cpu).unwrap();
-        let a: Vec<f32> = dropout(&x, 0.2, &mut SplitMix64::new(9)).unwrap().to_vec1().unwrap();
-        let b: Vec<f32> = dropout(&x, 0.2, &mut SplitMix64::new(9)).unwrap().to_vec1().unwrap();
-        assert_eq!(a, b);
-        let zeros = a.iter().filter(|&&v| v == 0.0).count() as f64 / a.len() as f64;
-        let mean = a.iter().map(|&v| v as f64).sum::<f64>() / a.len() as f64;
-        assert!((zeros - 0.2).abs() < 0.01, "dropped {zeros}");
-        assert!((mean - 1.0).abs() < 0.02, "mean {mean}");
     }
 
     #[test]
