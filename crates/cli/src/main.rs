@@ -225,13 +225,16 @@ struct AnalyzeArgs {
 /// kernel. Training allocates and frees tensors of tens of MB every step
 /// (attention weights are 128 × 200 × 200 floats); with glibc's defaults each
 /// is a fresh `mmap`, so every step pays page faults and zeroing for memory
-/// it just gave back — about 6% of a training epoch (BENCHMARKS.md). Values
-/// are glibc's maxima for the mmap threshold (32 MiB on 64-bit) and a trim
-/// threshold far above any working set here.
+/// it just gave back — about 9% of a training epoch (BENCHMARKS.md). Values
+/// are glibc's maximum mmap threshold (32 MiB on 64-bit) and a trim
+/// threshold far above any working set here. The cost is memory the process
+/// keeps after freeing it, so it is applied to training only: `train`, and
+/// `run` unless `analyze.memory_limit` is set (a limited run keeps glibc's
+/// defaults, whose footprint BENCHMARKS.md's memory figures were measured with).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn keep_freed_memory() {
-    // SAFETY: mallopt only changes allocator parameters; called before any
-    // other thread exists. A rejected value (return 0) leaves the default.
+    // SAFETY: mallopt only changes allocator parameters (under the
+    // allocator's own lock); a rejected value (return 0) leaves the default.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
@@ -243,7 +246,6 @@ fn keep_freed_memory() {
 fn keep_freed_memory() {}
 
 fn main() -> ExitCode {
-    keep_freed_memory();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -348,6 +350,9 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Run(a) => {
             let config = load_config(Some(&a.pipeline), &a.sets)?;
+            if tailforge_core::config::parse_bytes(&config.analyze.memory_limit) == Ok(0) {
+                keep_freed_memory();
+            }
             let request = tailforge_run::RunRequest {
                 config,
                 date: a.date.unwrap_or_else(tailforge_run::today_utc),
@@ -417,6 +422,7 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Train(a) => {
             use tailforge_core::config::Variant;
+            keep_freed_memory();
             let mut config = load_config(a.config.pipeline.as_deref(), &a.config.sets)?;
             if let Some(v) = a.variant {
                 config.train.variant = match v {
