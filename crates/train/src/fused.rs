@@ -71,6 +71,9 @@ impl AttentionWeights {
         if dims.len() != 4 || dims[2] != len || visible.len() * rows_per_sequence != x.len() {
             candle_core::bail!("attention weights: logits {dims:?} do not fit a [batch, len] key mask of {}", visible.len());
         }
+        if x.is_empty() {
+            return Ok(());
+        }
         let scratch = || (vec![0f32; len], vec![1f32; len]);
         x.par_chunks(len).zip(out.par_chunks_mut(len)).enumerate().for_each_init(
             scratch,
