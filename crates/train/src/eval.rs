@@ -198,6 +198,13 @@ impl SplitMix64 {
         mix64(self.state)
     }
 
+    /// The `index`-th output (from 0) of `SplitMix64::new(seed)`, reached
+    /// directly: the state after `index + 1` steps is `seed + (index + 1)·γ`,
+    /// so a stream can be read at any position, in parallel.
+    pub fn output_at(seed: u64, index: u64) -> u64 {
+        mix64(seed.wrapping_add(index.wrapping_add(1).wrapping_mul(GOLDEN_GAMMA)))
+    }
+
     /// Uniform in `0..n` (`n > 0`), without modulo bias: Lemire's
     /// multiply-and-reject method on [`SplitMix64::next_u64`].
     pub fn below(&mut self, n: u64) -> u64 {
@@ -489,6 +496,14 @@ mod tests {
         // Fewer never-interacted items than requested: all of them.
         let interacted = [true, false, true, false];
         assert_eq!(sample_negatives(&interacted, 100, &mut user_rng(42, 0)), vec![1, 3]);
+    }
+
+    #[test]
+    fn output_at_reads_the_stream_at_any_position() {
+        let mut stream = SplitMix64::new(0xDEAD_BEEF);
+        for index in 0..100 {
+            assert_eq!(SplitMix64::output_at(0xDEAD_BEEF, index), stream.next_u64(), "output {index}");
+        }
     }
 
     #[test]

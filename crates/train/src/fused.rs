@@ -31,7 +31,7 @@ use std::sync::Arc;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, D, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::eval::mix64;
+use crate::eval::SplitMix64;
 
 /// The contiguous f32 data behind a CPU tensor argument of a custom op.
 fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
@@ -47,6 +47,7 @@ fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> candle
 /// all-zero weights. The softmax is not stored: the backward pass
 /// recomputes it from the logits (one exp per visible key), which costs less
 /// than keeping, and accumulating a gradient for, another tensor of this size.
+#[derive(Clone)]
 struct AttentionWeights {
     key_visible: Arc<Vec<u8>>,
     dropout: Option<Dropout>,
@@ -69,7 +70,10 @@ impl AttentionWeights {
         let rows_per_sequence = dims.get(1).copied().unwrap_or(0) * len;
         let visible = &self.key_visible;
         if dims.len() != 4 || dims[2] != len || visible.len() * rows_per_sequence != x.len() {
-            candle_core::bail!("attention weights: logits {dims:?} do not fit a [batch, len] key mask of {}", visible.len());
+            candle_core::bail!(
+                "attention weights: logits {dims:?} do not fit a [batch, len] key mask of {}",
+                visible.len()
+            );
         }
         if x.is_empty() {
             return Ok(());
@@ -120,8 +124,7 @@ impl CustomOp1 for AttentionWeights {
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        let op = AttentionWeightsGrad(AttentionWeights { key_visible: self.key_visible.clone(), dropout: self.dropout });
-        Ok(Some(arg.apply_op2_no_bwd(&grad_res.contiguous()?, &op)?))
+        Ok(Some(arg.apply_op2_no_bwd(&grad_res.contiguous()?, &AttentionWeightsGrad(self.clone()))?))
     }
 }
 
@@ -208,11 +211,10 @@ impl Dropout {
     fn factors(&self, start: usize, out: &mut [f32]) {
         let threshold = (self.p as f64 * 65536.0) as u64;
         let keep = 1.0 / (1.0 - self.p);
-        let draw = |group: usize| mix64(self.seed.wrapping_add((group as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)));
         let mut e = 0;
         while e < out.len() {
             let (group, lane) = ((start + e) / 4, (start + e) % 4);
-            let r = draw(group);
+            let r = SplitMix64::output_at(self.seed, group as u64);
             let n = (4 - lane).min(out.len() - e);
             for k in 0..n {
                 out[e + k] = if (r >> (16 * (lane + k))) & 0xffff < threshold { 0.0 } else { keep };
@@ -429,8 +431,9 @@ mod tests {
         let n = b * heads * l * l;
         let x = Var::from_vec((0..n).map(|i| ((i * 31 % 17) as f32 - 8.0) * 0.4).collect(), (b, heads, l, l), &dev)
             .unwrap();
-        let weights = Tensor::from_vec((0..n).map(|i| ((i * 5) % 7) as f32 - 3.0).collect::<Vec<_>>(), (b, heads, l, l), &dev)
-            .unwrap();
+        let weights =
+            Tensor::from_vec((0..n).map(|i| ((i * 5) % 7) as f32 - 3.0).collect::<Vec<_>>(), (b, heads, l, l), &dev)
+                .unwrap();
         let mut additive = vec![0f32; n];
         for (e, a) in additive.iter_mut().enumerate() {
             let (seq, i, j) = (e / (heads * l * l), e / l % l, e % l);
@@ -467,8 +470,14 @@ mod tests {
                     continue;
                 }
                 let (cy, cg) = (&outputs[1].0[span.clone()], &outputs[1].1[span]);
-                assert!(fy.iter().zip(cy).all(|(a, b)| (a - b).abs() < 1e-6), "{dropout:?} row {row}: {fy:?} vs {cy:?}");
-                assert!(fg.iter().zip(cg).all(|(a, b)| (a - b).abs() < 1e-5), "{dropout:?} row {row} gradient: {fg:?} vs {cg:?}");
+                assert!(
+                    fy.iter().zip(cy).all(|(a, b)| (a - b).abs() < 1e-6),
+                    "{dropout:?} row {row}: {fy:?} vs {cy:?}"
+                );
+                assert!(
+                    fg.iter().zip(cg).all(|(a, b)| (a - b).abs() < 1e-5),
+                    "{dropout:?} row {row} gradient: {fg:?} vs {cg:?}"
+                );
                 assert!(fy[query + 1..].iter().all(|&v| v == 0.0), "row {row} sees the future");
                 if dropout.is_none() {
                     assert!((fy.iter().sum::<f32>() - 1.0).abs() < 1e-6);
