@@ -326,9 +326,12 @@ class SASRec(torch.nn.Module):
                 torch.nn.init.xavier_normal_(p.data)
 
     def feats(self, seqs: torch.Tensor) -> torch.Tensor:
-        """seqs: [B, L] item indices (1..N, 0 = padding, left-padded) -> [B, L, d]."""
+        """seqs: [B, L] item indices (1..N, 0 = padding, left-padded) -> [B, L, d].
+
+        L is maxlen, as pmixer pads; a narrower (trimmed) batch keeps the
+        positions of the right-aligned slots: maxlen - L .. maxlen - 1."""
         x = self.item_emb(seqs) * (self.item_emb.embedding_dim**0.5)
-        positions = torch.arange(seqs.shape[1]).unsqueeze(0).expand_as(seqs)
+        positions = torch.arange(self.maxlen - seqs.shape[1], self.maxlen).unsqueeze(0).expand_as(seqs)
         x = self.emb_dropout(x + self.pos_emb(positions))
         keep = (seqs != 0).unsqueeze(-1).to(x.dtype)
         x = x * keep
@@ -371,8 +374,12 @@ class Sampler:
         self.train_set = [set(t.tolist()) for t in self.train]
         self.users = np.array([u for u, t in enumerate(self.train) if len(t) > 1])
 
-    def batch(self, us: np.ndarray):
+    def batch(self, us: np.ndarray, trim: bool = False):
+        """Inputs, positives and negatives [B, maxlen]; with trim, [B, W] for
+        the batch's longest input W (tailforge's batch width)."""
         L = self.maxlen
+        if trim:
+            L = max(min(len(self.train[u]) - 1, self.maxlen) for u in us)
         seq = np.zeros((len(us), L), dtype=np.int64)
         pos = np.zeros((len(us), L), dtype=np.int64)
         neg = np.zeros((len(us), L), dtype=np.int64)
@@ -409,6 +416,14 @@ def main() -> None:
     ap.add_argument("--dropout", type=float, default=0.2)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument(
+        "--length-buckets",
+        type=int,
+        default=1,
+        help="as tailforge's train.length_buckets: >1 sorts pools of K batches' worth of shuffled users by length"
+        " and pads each batch only to its longest sequence (pmixer: 1, every batch padded to maxlen)."
+        " Unlike tailforge, pmixer's attention also attends to padding keys, so trimming changes its model slightly.",
+    )
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -453,9 +468,17 @@ def main() -> None:
         model.train()
         t0 = time.perf_counter()
         perm = rng.permutation(sampler.users)
+        batch_users = [perm[b : b + args.batch] for b in range(0, len(perm), args.batch)]
+        if args.length_buckets > 1:
+            pool = args.batch * args.length_buckets
+            batch_users = []
+            for p in range(0, len(perm), pool):
+                ordered = sorted(perm[p : p + pool], key=lambda u: -len(sampler.train[u]))
+                batch_users += [np.array(ordered[b : b + args.batch]) for b in range(0, len(ordered), args.batch)]
+            batch_users = [batch_users[i] for i in rng.permutation(len(batch_users))]
         total, batches = 0.0, 0
-        for b in range(0, len(perm), args.batch):
-            seq, pos, neg = sampler.batch(perm[b : b + args.batch])
+        for us in batch_users:
+            seq, pos, neg = sampler.batch(us, trim=args.length_buckets > 1)
             pos_logits, neg_logits = model(seq, pos, neg)
             mask = pos != 0
             loss = bce(pos_logits[mask], torch.ones_like(pos_logits[mask])) + bce(

@@ -9,6 +9,8 @@
 #   BENCH_THREADS=2 BENCH_EPOCHS=200 make bench-train
 #   BENCH_GENERATED=path/to/generate/out make bench-train   # adds the with-generated-text rows
 #   BENCH_PEER=0 skips the PyTorch peer; BENCH_VARIANTS="id fused" picks variants.
+#   BENCH_LENGTH_BUCKETS=4 trains both with length-bucketed batches (train.length_buckets;
+#   the peer's --length-buckets), BENCH_EXTRA="--set train.id_init=text_pca" adds settings.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${CARGO_TARGET_DIR:-/var/tmp/tailforge-target}/release/tailforge
@@ -18,6 +20,7 @@ EPOCHS=${BENCH_EPOCHS:-200}
 EVAL_EVERY=${BENCH_EVAL_EVERY:-5}
 PATIENCE=${BENCH_PATIENCE:-10}
 VARIANTS=${BENCH_VARIANTS:-id text fused}
+BUCKETS=${BENCH_LENGTH_BUCKETS:-1}
 ML=${MOVIELENS_100K:-../shared/data/movielens-100k}
 mkdir -p "$OUT"
 
@@ -27,7 +30,9 @@ if [ ! -f "$OUT/analyze/_SUCCESS" ]; then
 fi
 
 common=(--set train.threads="$THREADS" --set train.eval_every="$EVAL_EVERY" --set train.patience="$PATIENCE"
-        --set train.embedding_cache="$OUT/cache" --epochs "$EPOCHS")
+        --set train.embedding_cache="$OUT/cache" --set train.length_buckets="$BUCKETS" --epochs "$EPOCHS")
+# shellcheck disable=SC2206 # word splitting of BENCH_EXTRA is the point
+common+=(${BENCH_EXTRA:-})
 row() { # label metrics.json
   python3 - "$1" "$2" <<'PY'
 import json, sys
@@ -61,10 +66,10 @@ done
 if [ "${BENCH_PEER:-1}" != 0 ]; then
   bash benches/setup-train-venv.sh
   .venv-bench/bin/python benches/sasrec_peer.py --data "$OUT/analyze" --epochs "$EPOCHS" --eval-every "$EVAL_EVERY" \
-    --patience "$PATIENCE" --threads "$THREADS" --seed 42 --out "$OUT/peer.json"
+    --patience "$PATIENCE" --threads "$THREADS" --length-buckets "$BUCKETS" --seed 42 --out "$OUT/peer.json"
   row "PyTorch SASRec peer ($(.venv-bench/bin/python -c 'import torch; print(torch.__version__)'))" "$OUT/peer.json" >> "$OUT/table.md"
 fi
 
 echo
-echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), threads=$THREADS"
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), threads=$THREADS, length_buckets=$BUCKETS"
 cat "$OUT/table.md"

@@ -26,6 +26,7 @@ mod fused;
 pub mod item_text;
 mod load;
 pub mod params;
+mod pca;
 pub mod sasrec;
 mod stage;
 pub mod text;

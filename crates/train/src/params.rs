@@ -85,6 +85,15 @@ impl ParamStore {
         Ok(tensor)
     }
 
+    /// Replaces the value of the existing parameter `name` (same shape).
+    pub fn overwrite(&self, name: &str, value: &Tensor) -> candle_core::Result<()> {
+        let Some(var) = self.vars.get(name) else { candle_core::bail!("no parameter {name}") };
+        if value.dims() != var.dims() {
+            candle_core::bail!("parameter {name} has shape {:?}, the new value {:?}", var.dims(), value.dims());
+        }
+        var.set(value)
+    }
+
     pub fn vars(&self) -> impl Iterator<Item = (&String, &Var)> {
         self.vars.iter()
     }

@@ -31,6 +31,9 @@ use tailforge_core::config::Variant;
 use crate::eval::SplitMix64;
 use crate::params::{Init, ParamStore};
 
+/// Name of the ID embedding table parameter.
+pub const ITEM_EMBEDDING: &str = "item_embedding";
+
 /// SASRec.pytorch's layer-norm epsilon.
 const LN_EPS: f32 = 1e-8;
 
@@ -167,7 +170,7 @@ impl SasRec {
             Variant::Id | Variant::Fused => {
                 // Row 0 is padding: zero, and it never receives a gradient
                 // (padding inputs are masked, padding targets excluded from the loss).
-                Some(params.get("item_embedding", &[n, h], Init::PaddedEmbedding, seed, device)?)
+                Some(params.get(ITEM_EMBEDDING, &[n, h], Init::PaddedEmbedding, seed, device)?)
             }
             Variant::Text => None,
         };

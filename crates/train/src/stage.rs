@@ -18,7 +18,7 @@ use arrow::array::{ArrayRef, FixedSizeListArray, Float32Array, Int64Array, Recor
 use arrow::datatypes::{DataType, Field, Schema};
 use candle_core::Device;
 use serde::Serialize;
-use tailforge_core::config::{TrainConfig, Variant};
+use tailforge_core::config::{IdInit, TrainConfig, Variant};
 use tailforge_core::parquet_io::ParquetSink;
 use tailforge_core::storage::SUCCESS_MARKER;
 use tailforge_core::{Error, Location, Result};
@@ -321,7 +321,9 @@ pub async fn train(req: &TrainRequest) -> Result<TrainMetrics> {
     let generate_out = if cfg.use_generated { req.generate_out.as_ref() } else { None };
     let texts = load_item_texts(&dataset, &req.analyze_out, generate_out).await?;
 
-    let (features, text_fingerprint, text_stats) = if req.variant.uses_text() || cfg.substitute_rate > 0.0 {
+    let text_init = cfg.id_init == IdInit::TextPca && req.variant != Variant::Text;
+    let (features, text_fingerprint, text_stats) = if req.variant.uses_text() || cfg.substitute_rate > 0.0 || text_init
+    {
         let (rows, fp, stats) = text_features(cfg, &texts, &req.embedding_cache, &dev).await?;
         (Some(rows), fp, Some(stats))
     } else {
@@ -336,7 +338,7 @@ pub async fn train(req: &TrainRequest) -> Result<TrainMetrics> {
         config: cfg,
         variant: req.variant,
         seed: req.seed,
-        text_features: if req.variant.uses_text() { features } else { None },
+        text_features: if req.variant.uses_text() || text_init { features } else { None },
         substitutes,
         text_fingerprint,
         device: dev.clone(),

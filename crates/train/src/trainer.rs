@@ -13,14 +13,14 @@ use std::time::Instant;
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tailforge_core::config::{Loss, TrainConfig, Variant};
+use tailforge_core::config::{IdInit, Loss, TrainConfig, Variant};
 use tailforge_core::{Error, Location, Result};
 
 use crate::dataset::{Dataset, Phase};
 use crate::eval::{EvalOptions, EvalReport, Scorer, SplitMix64, evaluate, mix64};
 use crate::item_text::ItemTexts;
 use crate::params::{Adam, ParamStore};
-use crate::sasrec::{SasRec, SasRecShape, SeqBatch, bce_loss, features_tensor, sampled_softmax_loss};
+use crate::sasrec::{ITEM_EMBEDDING, SasRec, SasRecShape, SeqBatch, bce_loss, features_tensor, sampled_softmax_loss};
 use crate::text::hex;
 
 /// Name of the byte tensor that carries [`CheckpointState`] inside `last.safetensors`.
@@ -167,7 +167,7 @@ impl TrainInputs<'_> {
         let c = self.config;
         let d = self.dataset;
         let text = format!(
-            "v1|{:?}|h{}|b{}|nh{}|L{}|p{}|lr{}|b2{}|wd{}|bs{}|{:?}|neg{}|sub{}|seed{}|items{}|users{}|train{}|{}",
+            "v1|{:?}|h{}|b{}|nh{}|L{}|p{}|lr{}|b2{}|wd{}|bs{}|{:?}|neg{}|sub{}|lb{}|{:?}|seed{}|items{}|users{}|train{}|{}",
             self.variant,
             c.hidden,
             c.blocks,
@@ -181,6 +181,8 @@ impl TrainInputs<'_> {
             c.loss,
             c.negatives,
             c.substitute_rate,
+            c.length_buckets,
+            c.id_init,
             self.seed,
             d.n_items(),
             d.n_users(),
@@ -212,8 +214,38 @@ impl TrainInputs<'_> {
         };
         let model =
             SasRec::new(self.shape(), features, &mut params, self.seed, &self.device).map_err(candle("model"))?;
+        if self.config.id_init == IdInit::TextPca && self.variant != Variant::Text {
+            let Some(rows) = &self.text_features else {
+                return Err(Error::internal("train.id_init = \"text_pca\" needs the items' text embeddings"));
+            };
+            let init = text_pca_embedding(rows, self.config.hidden, self.seed);
+            let init = Tensor::from_vec(init, (rows.len(), self.config.hidden), &self.device)
+                .map_err(candle("text PCA init"))?;
+            params.overwrite(ITEM_EMBEDDING, &init).map_err(candle("text PCA init"))?;
+        }
         Ok((model, params))
     }
+}
+
+/// The ID table's start for `id_init = "text_pca"`: row 0 (padding) zero,
+/// row i the text embedding of item i on the texts' top principal directions,
+/// scaled so the table's spread equals the random (Xavier-normal) init's —
+/// the geometry of the text, at the scale the rest of the model expects.
+/// Directions beyond the text's width stay zero.
+fn text_pca_embedding(rows: &[Vec<f32>], hidden: usize, seed: u64) -> Vec<f32> {
+    let items: Vec<&[f32]> = rows.iter().skip(1).map(Vec::as_slice).collect();
+    let k = hidden.min(items.first().map_or(0, |r| r.len()));
+    let projected = crate::pca::principal_projection(&items, k, mix64(seed ^ 0x7063_6131));
+    let rms =
+        (projected.iter().map(|&x| x as f64 * x as f64).sum::<f64>() / (items.len() * hidden).max(1) as f64).sqrt();
+    let xavier_std = (2.0 / (rows.len() + hidden) as f64).sqrt();
+    let scale = if rms > 0.0 { (xavier_std / rms) as f32 } else { 0.0 };
+    let mut table = vec![0f32; rows.len() * hidden];
+    for (i, p) in projected.chunks(k.max(1)).enumerate() {
+        let row = &mut table[(i + 1) * hidden..(i + 1) * hidden + k];
+        row.iter_mut().zip(p).for_each(|(t, &x)| *t = x * scale);
+    }
+    table
 }
 
 /// Samples an item (dense index) the user has not interacted with in training.
@@ -232,15 +264,9 @@ fn negative(seen: &[u32], n_items: usize, rng: &mut SplitMix64) -> u32 {
 fn run_epoch(inputs: &TrainInputs, model: &SasRec, adam: &mut Adam, examples: &[Example], epoch: usize) -> Result<f64> {
     let cfg = inputs.config;
     let n_items = inputs.dataset.n_items();
-    let mut order: Vec<usize> = (0..examples.len()).collect();
-    // Fisher–Yates with the epoch's seed.
-    let mut shuffle = SplitMix64::new(derive(inputs.seed, 1, epoch, 0));
-    for i in (1..order.len()).rev() {
-        order.swap(i, shuffle.below(i as u64 + 1) as usize);
-    }
+    let batches = epoch_batches(examples, cfg.batch_size, cfg.length_buckets, derive(inputs.seed, 1, epoch, 0));
     let mut total = 0.0;
-    let mut batches = 0usize;
-    for (b, chunk) in order.chunks(cfg.batch_size).enumerate() {
+    for (b, chunk) in batches.iter().enumerate() {
         let mut rng = SplitMix64::new(derive(inputs.seed, 2, epoch, b));
         let mut histories: Vec<Vec<u32>> = Vec::with_capacity(chunk.len());
         let mut targets: Vec<&[u32]> = Vec::with_capacity(chunk.len());
@@ -296,9 +322,43 @@ fn run_epoch(inputs: &TrainInputs, model: &SasRec, adam: &mut Adam, examples: &[
         let grads = loss.backward().map_err(candle("backward pass"))?;
         adam.step(&grads).map_err(candle("optimizer step"))?;
         total += value;
-        batches += 1;
     }
-    Ok(total / batches.max(1) as f64)
+    Ok(total / batches.len().max(1) as f64)
+}
+
+/// The epoch's batches of example indices.
+///
+/// The examples are shuffled (Fisher–Yates with the epoch's seed). With
+/// `length_buckets` = 1 consecutive runs of `batch_size` are the batches, as
+/// SASRec.pytorch samples them. With k > 1, each pool of k × `batch_size`
+/// shuffled examples is sorted by training length before it is cut into
+/// batches, and the batches are shuffled again: a batch is padded to its
+/// longest sequence, so batches of similar lengths waste fewer padded
+/// positions (every real position is still trained once per epoch; what
+/// changes is which users share a batch — the `group_by_length` of Hugging
+/// Face's trainer).
+fn epoch_batches(examples: &[Example], batch_size: usize, length_buckets: usize, seed: u64) -> Vec<Vec<usize>> {
+    let mut rng = SplitMix64::new(seed);
+    let mut order: Vec<usize> = (0..examples.len()).collect();
+    shuffle(&mut order, &mut rng);
+    if length_buckets <= 1 {
+        return order.chunks(batch_size).map(<[usize]>::to_vec).collect();
+    }
+    let mut batches: Vec<Vec<usize>> = Vec::with_capacity(order.len().div_ceil(batch_size));
+    for pool in order.chunks_mut(batch_size.saturating_mul(length_buckets)) {
+        // Stable: equal lengths keep their shuffled order.
+        pool.sort_by_key(|&e| std::cmp::Reverse(examples[e].train.len()));
+        batches.extend(pool.chunks(batch_size).map(<[usize]>::to_vec));
+    }
+    shuffle(&mut batches, &mut rng);
+    batches
+}
+
+/// Fisher–Yates.
+fn shuffle<T>(items: &mut [T], rng: &mut SplitMix64) {
+    for i in (1..items.len()).rev() {
+        items.swap(i, rng.below(i as u64 + 1) as usize);
+    }
 }
 
 /// Item vectors (`[n_items, hidden]`, no padding row) and users' next-item
@@ -334,7 +394,11 @@ pub fn vector_scorer(model: &SasRec, dataset: &Dataset, users: &[(usize, &[u32])
     let items = all[h..].to_vec();
     let mut user_row = vec![None; dataset.n_users()];
     let mut vectors = Vec::with_capacity(users.len() * h);
-    for (k, chunk) in users.chunks(256).enumerate() {
+    // Encoded longest first, so each chunk pads to a width close to its own
+    // sequences' (padding does not change a sequence's vector).
+    let mut by_length: Vec<&(usize, &[u32])> = users.iter().collect();
+    by_length.sort_by_key(|(u, hist)| (std::cmp::Reverse(hist.len().min(model.shape.maxlen)), *u));
+    for (k, chunk) in by_length.chunks(256).enumerate() {
         let histories: Vec<&[u32]> = chunk.iter().map(|(_, hist)| *hist).collect();
         let seqs = SeqBatch::from_histories(&histories, model.shape.maxlen);
         let v = model.user_vectors(&table, &seqs).map_err(candle("user vectors"))?;
@@ -651,6 +715,62 @@ mod tests {
         let after = evaluate_model(&fresh, &dataset, Phase::Test).unwrap();
         assert_eq!(after, evaluate_model(&model, &dataset, Phase::Test).unwrap());
         assert_ne!(before, after, "loading changed nothing: the test would pass vacuously");
+    }
+
+    /// Positions a batch computes: every row padded to the batch's longest.
+    fn padded_positions(examples: &[Example], batches: &[Vec<usize>]) -> usize {
+        batches.iter().map(|b| b.len() * b.iter().map(|&e| examples[e].train.len()).max().unwrap_or(0)).sum()
+    }
+
+    #[test]
+    fn length_buckets_keep_every_example_once_and_pad_less() {
+        // 1000 users with lengths 2..=201 in a scrambled order.
+        let histories: Vec<Vec<u32>> = (0..1000u32).map(|u| vec![1; 2 + (u * 37 % 200) as usize]).collect();
+        let examples: Vec<Example> = histories.iter().map(|h| Example { train: h, seen: vec![1] }).collect();
+        let plain = epoch_batches(&examples, 128, 1, 9);
+        // length_buckets = 1 is a shuffle cut into consecutive batches.
+        let mut order: Vec<usize> = (0..1000).collect();
+        shuffle(&mut order, &mut SplitMix64::new(9));
+        assert_eq!(plain, order.chunks(128).map(<[usize]>::to_vec).collect::<Vec<_>>());
+        for k in [2, 4, 8, 100] {
+            let bucketed = epoch_batches(&examples, 128, k, 9);
+            let mut all: Vec<usize> = bucketed.iter().flatten().copied().collect();
+            all.sort_unstable();
+            assert_eq!(all, (0..1000).collect::<Vec<_>>(), "k = {k}: every example exactly once");
+            assert!(bucketed.iter().all(|b| !b.is_empty() && b.len() <= 128));
+            assert_eq!(bucketed, epoch_batches(&examples, 128, k, 9), "deterministic for a seed");
+            assert_ne!(bucketed, epoch_batches(&examples, 128, k, 10), "the seed moves the batches");
+            let (p, b) = (padded_positions(&examples, &plain), padded_positions(&examples, &bucketed));
+            // Sorted pools of k batches: the i-th batch of a pool pads to about (k - i) / k of the longest.
+            let bound = if k == 2 { p * 4 / 5 } else { p * 2 / 3 };
+            assert!(b < bound, "k = {k}: {b} padded positions vs {p} for random batches");
+        }
+    }
+
+    #[test]
+    fn text_pca_init_keeps_padding_zero_and_the_random_init_spread() {
+        // Row 0 is padding; items 1..=40 have 6-d "text" on two planted
+        // directions, items 3 and 4 with the same text.
+        let mut rng = SplitMix64::new(5);
+        let mut rows = vec![vec![0f32; 6]];
+        for _ in 1..=40 {
+            let (a, b) =
+                (crate::params::standard_normal(&mut rng) as f32, crate::params::standard_normal(&mut rng) as f32);
+            rows.push(vec![a, b, a - b, 0.5, 0.0, 0.1 * a]);
+        }
+        rows[4] = rows[3].clone();
+        // hidden 8 > text width 6: the last two columns stay zero.
+        let hidden = 8;
+        let table = text_pca_embedding(&rows, hidden, 3);
+        assert_eq!(table.len(), rows.len() * hidden);
+        assert!(table[..hidden].iter().all(|&x| x == 0.0), "padding row is zero");
+        assert!((1..rows.len()).all(|i| table[i * hidden + 6..(i + 1) * hidden].iter().all(|&x| x == 0.0)));
+        assert_eq!(table[3 * hidden..4 * hidden], table[4 * hidden..5 * hidden], "same text, same start");
+        assert_ne!(table[3 * hidden..4 * hidden], table[5 * hidden..6 * hidden]);
+        let items = &table[hidden..];
+        let rms = (items.iter().map(|&x| x as f64 * x as f64).sum::<f64>() / items.len() as f64).sqrt();
+        let xavier = (2.0 / (rows.len() + hidden) as f64).sqrt();
+        assert!((rms - xavier).abs() < 1e-4 * xavier, "spread {rms} vs Xavier-normal {xavier}");
     }
 
     #[test]

@@ -44,6 +44,18 @@ pub enum Loss {
     SampledSoftmax,
 }
 
+/// How the ID embeddings start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdInit {
+    /// Xavier-normal random rows, as SASRec.
+    #[default]
+    Random,
+    /// The items' text embeddings projected onto their top `hidden` principal
+    /// directions, scaled to the random init's spread (LLM-ESR's init).
+    TextPca,
+}
+
 /// Settings of the train stage. Every field has a default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -72,6 +84,10 @@ pub struct TrainConfig {
     pub weight_decay: f64,
     /// Users per training batch.
     pub batch_size: usize,
+    /// Batches are cut from pools of this many batches' worth of shuffled
+    /// users sorted by sequence length, so a batch pads less; 1 = plain
+    /// random batches (SASRec.pytorch's sampling).
+    pub length_buckets: usize,
     /// Most epochs (passes over the users).
     pub epochs: usize,
     /// Evaluate on the validation targets every this many epochs.
@@ -94,6 +110,8 @@ pub struct TrainConfig {
     pub encode_batch: usize,
     /// Text embedding cache location; empty = `<output>/cache/text-embeddings`.
     pub embedding_cache: String,
+    /// How the ID embeddings of the `id` and `fused` variants start.
+    pub id_init: IdInit,
     /// Whether tail items' generated descriptions and keywords are added to their text.
     pub use_generated: bool,
     /// Fraction of training input positions replaced by the most text-similar
@@ -123,6 +141,7 @@ impl Default for TrainConfig {
             beta2: 0.98,
             weight_decay: 0.0,
             batch_size: 128,
+            length_buckets: 1,
             epochs: 200,
             eval_every: 5,
             patience: 5,
@@ -134,6 +153,7 @@ impl Default for TrainConfig {
             max_text_tokens: 256,
             encode_batch: 32,
             embedding_cache: String::new(),
+            id_init: IdInit::Random,
             use_generated: true,
             substitute_rate: 0.0,
             top_k: 10,
@@ -173,6 +193,9 @@ impl TrainConfig {
         }
         if self.batch_size == 0 {
             return bad("batch_size", "must be at least 1");
+        }
+        if self.length_buckets == 0 || self.length_buckets > 1_000_000 {
+            return bad("length_buckets", "must be at least 1 (1 = random batches)");
         }
         if self.epochs == 0 {
             return bad("epochs", "must be at least 1");
