@@ -188,7 +188,7 @@ fn kill_9_mid_run_then_rerun_equals_an_uninterrupted_run() {
     child.wait().expect("reap");
     assert!(!t.path("killed/_SUCCESS").exists(), "killed before it finished");
     let partial = shard_rows(&t.path("killed/generated"), &[]).len();
-    assert!(partial >= 3 && partial < 20, "killed mid-run with {partial} rows written");
+    assert!((3..20).contains(&partial), "killed mid-run with {partial} rows written");
 
     let rerun = run_gen(&t, &args);
     assert!(rerun.contains("generated for 20 items") && !rerun.contains("(0 skipped"), "{rerun}");

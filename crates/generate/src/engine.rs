@@ -301,8 +301,8 @@ pub(crate) fn run(
 
     loop {
         // Refill free slots from the queue.
-        for s in 0..slots.len() {
-            while slots[s].is_none() {
+        for (s, slot) in slots.iter_mut().enumerate() {
+            while slot.is_none() {
                 let Some((index, attempt)) = queue.pop_front() else { break };
                 let (tokens, prompt_hash) = match &prompts[index] {
                     Some((t, h)) => (t.clone(), h.clone()),
@@ -331,7 +331,7 @@ pub(crate) fn run(
                 let seed = item_seed(cfg.seed, &items[index].key, attempt);
                 ctx.clear_kv_cache_seq(Some(s as u32), None, None)
                     .map_err(|e| Error::internal(format!("KV cache: {e}")))?;
-                slots[s] = Some(Active {
+                *slot = Some(Active {
                     index,
                     attempt,
                     seed,
@@ -397,9 +397,9 @@ pub(crate) fn run(
         stats.decode_seconds += t.elapsed().as_secs_f64();
 
         // Sample one token per sequence in the batch; finish those that are done.
-        for s in 0..slots.len() {
+        for (s, slot) in slots.iter_mut().enumerate() {
             let done = {
-                let Some(a) = slots[s].as_mut() else { continue };
+                let Some(a) = slot.as_mut() else { continue };
                 if !a.in_batch {
                     continue;
                 }
@@ -420,7 +420,7 @@ pub(crate) fn run(
                 }
             };
             let Some(forced) = done else { continue };
-            let Some(a) = slots[s].take() else { continue };
+            let Some(a) = slot.take() else { continue };
             ctx.clear_kv_cache_seq(Some(s as u32), None, None)
                 .map_err(|e| Error::internal(format!("KV cache: {e}")))?;
             trace.line(|| format!("C {s}"));

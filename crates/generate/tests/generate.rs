@@ -229,6 +229,8 @@ fn prompt_injection_and_huge_titles_do_not_break_the_contract() {
 
 #[test]
 fn missing_or_corrupt_model_is_a_clear_error() {
+    // The truncated model below is loaded by llama.cpp, which only one test may use at a time.
+    let _g = lock();
     let tmp = tempfile::tempdir().unwrap();
     rt().block_on(async {
         let input = movielens(tmp.path()).await;
@@ -243,7 +245,6 @@ fn missing_or_corrupt_model_is_a_clear_error() {
         let e = generate(&input, &out, &c).await.expect_err("garbage model");
         assert!(e.to_string().contains("not a GGUF"), "{e}");
 
-        let _g = lock();
         c.model = tmp.path().join("truncated.gguf");
         let real = std::fs::read(model()).unwrap();
         std::fs::write(&c.model, &real[..4096]).unwrap();
