@@ -94,7 +94,7 @@ impl Linear {
         let dims = x.dims().to_vec();
         let inp = dims[dims.len() - 1];
         let rows = x.elem_count() / inp;
-        let y = x.reshape((rows, inp))?.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)?;
+        let y = crate::fused::add_rows(&x.reshape((rows, inp))?.matmul(&self.weight.t()?)?, &self.bias)?;
         let mut out_dims = dims;
         let last = out_dims.len() - 1;
         out_dims[last] = self.weight.dim(0)?;
@@ -264,18 +264,17 @@ impl SasRec {
             }
         };
         let ids = Tensor::from_slice(&seqs.ids, b * l, dev)?;
-        let real: Vec<f32> = seqs.ids.iter().map(|&i| if i == 0 { 0.0 } else { 1.0 }).collect();
-        let timeline = Tensor::from_vec(real, (b, l, 1), dev)?;
-        // Attention is causal and blind to padding keys (see fused::attention_weights).
-        let key_visible = std::sync::Arc::new(seqs.ids.iter().map(|&i| u8::from(i != 0)).collect::<Vec<u8>>());
+        // 1 for a real item, 0 for padding: the timeline mask (padding slots
+        // are zeroed) and the attention's key mask (see fused::attention_weights).
+        let real = std::sync::Arc::new(seqs.ids.iter().map(|&i| u8::from(i != 0)).collect::<Vec<u8>>());
 
         // Slots are numbered from the right, so an item's position embedding
         // is the same whatever the batch's width: the last slot is maxlen - 1.
         let slots = Tensor::arange((self.shape.maxlen - l) as u32, self.shape.maxlen as u32, dev)?;
         let pos = self.positions.index_select(&slots, 0)?.unsqueeze(0)?;
         let x = (table.index_select(&ids, 0)?.reshape((b, l, h))? * (h as f64).sqrt())?;
-        let x = x.broadcast_add(&pos)?;
-        let mut x = drop(x, next_seed())?.broadcast_mul(&timeline)?;
+        let x = crate::fused::add_rows(&x, &pos)?;
+        let mut x = crate::fused::mask_rows(&drop(x, next_seed())?, &real)?;
 
         let heads = self.shape.heads;
         let dh = h / heads;
@@ -293,14 +292,14 @@ impl SasRec {
             let k = split(block.k.forward(&x)?)?;
             let v = split(block.v.forward(&x)?)?;
             let logits = q.matmul(&k.t()?)?;
-            let weights = crate::fused::attention_weights(&logits, &key_visible, next_seed().map(|s| (p, s)))?;
+            let weights = crate::fused::attention_weights(&logits, &real, next_seed().map(|s| (p, s)))?;
             let att = weights.matmul(&v)?;
             let att = if heads == 1 { att.reshape((b, l, h))? } else { att.transpose(1, 2)?.reshape((b, l, h))? };
             x = (q_in + block.out.forward(&att)?)?;
             x = block.ffn_norm.forward(&x)?;
             let inner = drop(block.ffn1.forward(&x)?.relu()?, next_seed())?;
             x = (&x + drop(block.ffn2.forward(&inner)?, next_seed())?)?;
-            x = x.broadcast_mul(&timeline)?;
+            x = crate::fused::mask_rows(&x, &real)?;
         }
         self.last_norm.forward(&x)
     }
