@@ -16,6 +16,9 @@ cd "$(dirname "$0")/.."
 BIN=${CARGO_TARGET_DIR:-/var/tmp/tailforge-target}/release/tailforge
 OUT=${BENCH_OUT:-bench-out}/train
 THREADS=${BENCH_THREADS:-2}
+# candle's element-wise kernels have their own pool (default: all physical
+# cores); the peer's torch.set_num_threads bounds all of torch's work.
+export CANDLE_NUM_THREADS=$THREADS
 EPOCHS=${BENCH_EPOCHS:-200}
 EVAL_EVERY=${BENCH_EVAL_EVERY:-5}
 PATIENCE=${BENCH_PATIENCE:-10}

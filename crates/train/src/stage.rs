@@ -352,6 +352,16 @@ pub async fn train(req: &TrainRequest) -> Result<TrainMetrics> {
         .num_threads(cfg.threads())
         .build()
         .map_err(|e| Error::internal(format!("thread pool: {e}")))?;
+    // candle's element-wise CPU kernels run on a pool of their own, sized
+    // once per process by CANDLE_NUM_THREADS (default: physical cores), not
+    // by this pool: say so when the two differ.
+    let elementwise_threads = candle_core::utils::barrier_pool().n_workers() + 1;
+    if dev.is_cpu() && elementwise_threads != cfg.threads() {
+        tracing::info!(
+            "candle's element-wise kernels use {elementwise_threads} threads; set CANDLE_NUM_THREADS={} to match train.threads",
+            cfg.threads()
+        );
+    }
     tracing::info!(
         variant = req.variant.as_str(),
         users = dataset.n_users(),
