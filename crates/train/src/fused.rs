@@ -58,6 +58,8 @@ fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> candle
 #[derive(Clone)]
 struct AttentionWeights {
     key_visible: Arc<Vec<u8>>,
+    /// Logits are scaled by this before the softmax (1/√d of scaled dot-product attention).
+    scale: f32,
     dropout: Option<Dropout>,
 }
 
@@ -98,9 +100,10 @@ impl AttentionWeights {
                 if max == f32::NEG_INFINITY {
                     return; // no visible key: zero weights, zero gradient
                 }
+                let scale = self.scale;
                 let mut sum = 0f32;
                 for j in 0..end {
-                    softmax[j] = if visible[j] != 0 { (x[j] - max).exp() } else { 0.0 };
+                    softmax[j] = if visible[j] != 0 { (scale * (x[j] - max)).exp() } else { 0.0 };
                     sum += softmax[j];
                 }
                 let inv = 1.0 / sum;
@@ -137,8 +140,8 @@ impl CustomOp1 for AttentionWeights {
 }
 
 /// The gradient of [`AttentionWeights`] for arguments (logits, ∂y): with
-/// `s` the softmax and `m` the dropout factors, `∂s = ∂y ⊙ m` and
-/// `∂x = s ⊙ (∂s − Σ ∂s ⊙ s)`.
+/// `s` the softmax, `m` the dropout factors and `c` the scale, `∂s = ∂y ⊙ m`
+/// and `∂x = c · s ⊙ (∂s − Σ ∂s ⊙ s)`.
 struct AttentionWeightsGrad(AttentionWeights);
 
 impl CustomOp2 for AttentionWeightsGrad {
@@ -158,12 +161,13 @@ impl CustomOp2 for AttentionWeightsGrad {
             candle_core::bail!("attention weights grad: {} gradients for {} logits", dy.len(), x.len());
         }
         let len = xl.dims().last().copied().unwrap_or(1).max(1);
+        let scale = self.0.scale;
         let mut dx = vec![0f32; x.len()];
         self.0.for_each_row(xl, x, &mut dx, |row, softmax, factors, dx| {
             let dy = &dy[row * len..row * len + softmax.len()];
             let dot: f32 = dy.iter().zip(factors).zip(softmax).map(|((g, m), s)| g * m * s).sum();
             for (((dx, g), m), s) in dx.iter_mut().zip(dy).zip(factors).zip(softmax) {
-                *dx = s * (g * m - dot);
+                *dx = scale * s * (g * m - dot);
             }
         })?;
         Ok((CpuStorage::F32(dx), xl.shape().clone()))
@@ -174,17 +178,20 @@ fn is_cpu_f32(x: &Tensor) -> bool {
     x.device().is_cpu() && x.dtype() == candle_core::DType::F32
 }
 
-/// Attention weights from `[batch, heads, len, len]` logits: causal (a query
-/// never sees a later slot), blind to padding keys (`key_visible[b, j] ==
-/// 0`), with dropout `(p, seed)` in training; differentiable, fused on the CPU.
+/// Attention weights from `[batch, heads, len, len]` logits, softmax of
+/// `scale · logits` over the visible keys: causal (a query never sees a later
+/// slot), blind to padding keys (`key_visible[b, j] == 0`), with dropout
+/// `(p, seed)` in training; differentiable, fused on the CPU.
 pub fn attention_weights(
     logits: &Tensor,
     key_visible: &Arc<Vec<u8>>,
+    scale: f32,
     dropout: Option<(f32, u64)>,
 ) -> candle_core::Result<Tensor> {
     let dropout = dropout.filter(|&(p, _)| p > 0.0).map(|(p, seed)| Dropout { p, seed });
     if is_cpu_f32(logits) {
-        return logits.contiguous()?.apply_op1(AttentionWeights { key_visible: key_visible.clone(), dropout });
+        let op = AttentionWeights { key_visible: key_visible.clone(), scale, dropout };
+        return logits.contiguous()?.apply_op1(op);
     }
     // Elsewhere: an additive mask, large enough to zero a weight and finite
     // so that a padding query's row stays NaN-free (it is masked later).
@@ -194,7 +201,8 @@ pub fn attention_weights(
     let causal = Tensor::from_vec(causal, (1, 1, l, l), logits.device())?;
     let padding: Vec<f32> = key_visible.iter().map(|&v| if v == 0 { MASKED } else { 0.0 }).collect();
     let padding = Tensor::from_vec(padding, (b, 1, 1, l), logits.device())?;
-    let weights = candle_nn::ops::softmax(&logits.broadcast_add(&causal.broadcast_add(&padding)?)?, D::Minus1)?;
+    let scaled = (logits * scale as f64)?;
+    let weights = candle_nn::ops::softmax(&scaled.broadcast_add(&causal.broadcast_add(&padding)?)?, D::Minus1)?;
     match dropout {
         Some(d) => weights * d.mask(logits)?,
         None => Ok(weights),
@@ -670,9 +678,10 @@ mod tests {
             let mut outputs = Vec::new();
             for fused in [true, false] {
                 let y = if fused {
-                    attention_weights(x.as_tensor(), &visible, dropout).unwrap()
+                    attention_weights(x.as_tensor(), &visible, 0.7, dropout).unwrap()
                 } else {
-                    let s = candle_nn::ops::softmax(&(x.as_tensor() + &additive).unwrap(), D::Minus1).unwrap();
+                    let scaled = (x.as_tensor() * 0.7).unwrap();
+                    let s = candle_nn::ops::softmax(&(scaled + &additive).unwrap(), D::Minus1).unwrap();
                     match dropout {
                         Some((p, seed)) => (&s * Dropout { p, seed }.mask(&s).unwrap()).unwrap(),
                         None => s,

@@ -89,8 +89,13 @@ impl Linear {
         })
     }
 
-    /// `x · Wᵀ + b` over the last dimension of a tensor of any rank.
+    /// `x · Wᵀ + b` over the last dimension of a tensor of any rank (rows
+    /// `[n, in]` need no reshapes, each of which costs the backward pass a
+    /// zeroed gradient and an add).
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        if x.rank() == 2 {
+            return crate::fused::add_rows(&x.matmul(&self.weight.t()?)?, &self.bias);
+        }
         let dims = x.dims().to_vec();
         let inp = dims[dims.len() - 1];
         let rows = x.elem_count() / inp;
@@ -247,6 +252,19 @@ impl SasRec {
         &self,
         table: &Tensor,
         seqs: &SeqBatch,
+        rng: Option<&mut SplitMix64>,
+    ) -> candle_core::Result<Tensor> {
+        self.forward_rows(table, seqs, rng)?.reshape((seqs.batch, seqs.width, self.shape.hidden))
+    }
+
+    /// [`SasRec::forward`] as rows `[batch · width, hidden]` (row `b · width
+    /// + t` is sequence `b`, slot `t`), the layout the losses take. The
+    /// whole pass keeps this layout, reshaping only into attention's
+    /// `[batch, heads, width, head_dim]`.
+    pub fn forward_rows(
+        &self,
+        table: &Tensor,
+        seqs: &SeqBatch,
         mut rng: Option<&mut SplitMix64>,
     ) -> candle_core::Result<Tensor> {
         let (b, l, h) = (seqs.batch, seqs.width, self.shape.hidden);
@@ -271,8 +289,9 @@ impl SasRec {
         // Slots are numbered from the right, so an item's position embedding
         // is the same whatever the batch's width: the last slot is maxlen - 1.
         let slots = Tensor::arange((self.shape.maxlen - l) as u32, self.shape.maxlen as u32, dev)?;
-        let pos = self.positions.index_select(&slots, 0)?.unsqueeze(0)?;
-        let x = (table.index_select(&ids, 0)?.reshape((b, l, h))? * (h as f64).sqrt())?;
+        let pos = self.positions.index_select(&slots, 0)?;
+        // Rows [b · l, h]; the [l, h] position block repeats over sequences.
+        let x = (table.index_select(&ids, 0)? * (h as f64).sqrt())?;
         let x = crate::fused::add_rows(&x, &pos)?;
         let mut x = crate::fused::mask_rows(&drop(x, next_seed())?, &real)?;
 
@@ -287,14 +306,15 @@ impl SasRec {
         };
         for block in &self.blocks {
             let q_in = block.attn_norm.forward(&x)?;
-            // Scaling q rather than the [len, len] logits: same product, a smaller tensor.
-            let q = split((block.q.forward(&q_in)? / (dh as f64).sqrt())?)?;
+            let q = split(block.q.forward(&q_in)?)?;
             let k = split(block.k.forward(&x)?)?;
             let v = split(block.v.forward(&x)?)?;
             let logits = q.matmul(&k.t()?)?;
-            let weights = crate::fused::attention_weights(&logits, &real, next_seed().map(|s| (p, s)))?;
+            // The 1/√d scale is applied inside the softmax kernel (no extra tensor, no extra node).
+            let scale = 1.0 / (dh as f32).sqrt();
+            let weights = crate::fused::attention_weights(&logits, &real, scale, next_seed().map(|s| (p, s)))?;
             let att = weights.matmul(&v)?;
-            let att = if heads == 1 { att.reshape((b, l, h))? } else { att.transpose(1, 2)?.reshape((b, l, h))? };
+            let att = if heads == 1 { att.reshape((b * l, h))? } else { att.transpose(1, 2)?.reshape((b * l, h))? };
             x = (q_in + block.out.forward(&att)?)?;
             x = block.ffn_norm.forward(&x)?;
             let inner = drop(block.ffn1.forward(&x)?.relu()?, next_seed())?;
@@ -318,39 +338,38 @@ fn softplus(x: &Tensor) -> candle_core::Result<Tensor> {
 }
 
 /// The paper's loss: −log σ(h·e₊) − log(1 − σ(h·e₋)) averaged over real
-/// positions. `positives`/`negatives` are model ids per position (0 where the
+/// positions. `hidden` is rows `[positions, hidden]` ([`SasRec::forward_rows`]);
+/// `positives`/`negatives` are model ids per position (0 where the
 /// position is padding, excluded).
 pub fn bce_loss(hidden: &Tensor, table: &Tensor, positives: &[u32], negatives: &[u32]) -> candle_core::Result<Tensor> {
-    let (b, l, h) = hidden.dims3()?;
+    let n = hidden.dim(0)?;
     let dev = hidden.device();
-    let flat = hidden.reshape((b * l, h))?;
     let logit = |ids: &[u32]| -> candle_core::Result<Tensor> {
-        let rows = table.index_select(&Tensor::from_slice(ids, b * l, dev)?, 0)?;
-        (&flat * rows)?.sum(1)
+        let rows = table.index_select(&Tensor::from_slice(ids, n, dev)?, 0)?;
+        (hidden * rows)?.sum(1)
     };
     let valid: Vec<f32> = positives.iter().map(|&p| if p == 0 { 0.0 } else { 1.0 }).collect();
     let count = valid.iter().sum::<f32>().max(1.0);
-    let valid = Tensor::from_vec(valid, b * l, dev)?;
+    let valid = Tensor::from_vec(valid, n, dev)?;
     let per_position = (softplus(&logit(positives)?.neg()?)? + softplus(&logit(negatives)?)?)?;
     (per_position * valid)?.sum_all()? / count as f64
 }
 
 /// Sampled softmax: cross-entropy of the next item against `shared_negatives`
 /// (model ids, shared by every position of the batch, which keeps the cost at
-/// one `[positions, negatives]` matrix product).
+/// one `[positions, negatives]` matrix product). `hidden` is rows, as for [`bce_loss`].
 pub fn sampled_softmax_loss(
     hidden: &Tensor,
     table: &Tensor,
     positives: &[u32],
     shared_negatives: &[u32],
 ) -> candle_core::Result<Tensor> {
-    let (b, l, h) = hidden.dims3()?;
+    let n = hidden.dim(0)?;
     let dev = hidden.device();
-    let flat = hidden.reshape((b * l, h))?;
-    let pos_rows = table.index_select(&Tensor::from_slice(positives, b * l, dev)?, 0)?;
-    let pos_logit = (&flat * pos_rows)?.sum_keepdim(1)?;
+    let pos_rows = table.index_select(&Tensor::from_slice(positives, n, dev)?, 0)?;
+    let pos_logit = (hidden * pos_rows)?.sum_keepdim(1)?;
     let neg_rows = table.index_select(&Tensor::from_slice(shared_negatives, shared_negatives.len(), dev)?, 0)?;
-    let neg_logits = flat.matmul(&neg_rows.t()?)?;
+    let neg_logits = hidden.matmul(&neg_rows.t()?)?;
     let logits = Tensor::cat(&[&pos_logit, &neg_logits], 1)?;
     let log_z = {
         let max = logits.max_keepdim(1)?.detach();
@@ -359,7 +378,7 @@ pub fn sampled_softmax_loss(
     let per_position = (log_z - pos_logit)?.squeeze(1)?;
     let valid: Vec<f32> = positives.iter().map(|&p| if p == 0 { 0.0 } else { 1.0 }).collect();
     let count = valid.iter().sum::<f32>().max(1.0);
-    (per_position * Tensor::from_vec(valid, b * l, dev)?)?.sum_all()? / count as f64
+    (per_position * Tensor::from_vec(valid, n, dev)?)?.sum_all()? / count as f64
 }
 
 /// `[n, d]` rows as f32, e.g. for text features.

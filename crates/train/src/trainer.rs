@@ -304,7 +304,7 @@ fn run_epoch(inputs: &TrainInputs, model: &SasRec, adam: &mut Adam, examples: &[
             }
         }
         let table = model.item_table().map_err(candle("item table"))?;
-        let hidden = model.forward(&table, &seqs, Some(&mut rng)).map_err(candle("forward pass"))?;
+        let hidden = model.forward_rows(&table, &seqs, Some(&mut rng)).map_err(candle("forward pass"))?;
         let loss = match cfg.loss {
             Loss::Bce => bce_loss(&hidden, &table, &positives, &negatives),
             Loss::SampledSoftmax => {
