@@ -277,6 +277,66 @@ pub fn dropout(x: &Tensor, p: f32, seed: u64) -> candle_core::Result<Tensor> {
     if is_cpu_f32(x) { x.contiguous()?.apply_op1(op) } else { x * op.mask(x)? }
 }
 
+/// `dropout(relu(x))` in one pass. Its gradient needs neither `x` nor the
+/// mask: an output element is positive exactly where `x > 0` and the mask
+/// kept it, and there `∂x = ∂y / (1 − p)`. (candle's relu alone costs its
+/// backward pass a zeros tensor, a comparison, a conversion and a multiply.)
+struct ReluDropout(Dropout);
+
+impl CustomOp1 for ReluDropout {
+    fn name(&self) -> &'static str {
+        "tailforge-relu-dropout"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let src = f32_slice(storage, layout, "relu dropout")?;
+        let mut dst = vec![0f32; src.len()];
+        dst.par_chunks_mut(DROPOUT_CHUNK).zip(src.par_chunks(DROPOUT_CHUNK)).enumerate().for_each(|(c, (y, x))| {
+            self.0.factors(c * DROPOUT_CHUNK, y);
+            y.iter_mut().zip(x).for_each(|(y, x)| *y *= x.max(0.0));
+        });
+        Ok((CpuStorage::F32(dst), layout.shape().clone()))
+    }
+
+    fn bwd(&self, _arg: &Tensor, res: &Tensor, grad_res: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let keep = 1.0 / (1.0 - self.0.p);
+        Ok(Some(res.contiguous()?.apply_op2_no_bwd(&grad_res.contiguous()?, &ScaleWherePositive(keep))?))
+    }
+}
+
+/// For arguments (y, ∂y): `∂y · c` where `y > 0`, else 0.
+struct ScaleWherePositive(f32);
+
+impl CustomOp2 for ScaleWherePositive {
+    fn name(&self) -> &'static str {
+        "tailforge-scale-where-positive"
+    }
+
+    fn cpu_fwd(
+        &self,
+        ys: &CpuStorage,
+        yl: &Layout,
+        gs: &CpuStorage,
+        gl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (y, g) = (f32_slice(ys, yl, "relu dropout grad")?, f32_slice(gs, gl, "relu dropout grad")?);
+        if y.len() != g.len() {
+            candle_core::bail!("relu dropout grad: {} gradients for {} outputs", g.len(), y.len());
+        }
+        let c = self.0;
+        let dx: Vec<f32> = y.par_iter().zip(g.par_iter()).map(|(&y, &g)| if y > 0.0 { g * c } else { 0.0 }).collect();
+        Ok((CpuStorage::F32(dx), yl.shape().clone()))
+    }
+}
+
+/// `dropout(relu(x), p)` with its mask derived from `seed`; differentiable, fused on the CPU.
+pub fn relu_dropout(x: &Tensor, p: f32, seed: u64) -> candle_core::Result<Tensor> {
+    if p <= 0.0 || !is_cpu_f32(x) {
+        return dropout(&x.relu()?, p, seed);
+    }
+    x.contiguous()?.apply_op1(ReluDropout(Dropout { p, seed }))
+}
+
 /// Rows per partial sum of [`column_sums`]: fixed, so the order of the
 /// float additions (and the result, bit for bit) does not depend on threads.
 const SUM_ROWS_PER_CHUNK: usize = 256;
@@ -549,6 +609,28 @@ mod tests {
     use candle_core::{Device, Var};
 
     /// Forward and the gradients of x, γ and β equal the composed op's.
+    /// `y` and the gradients of `Σ y ⊙ weights` with respect to `args`, flattened.
+    fn value_and_gradients(y: &Tensor, weights: &Tensor, args: [&Tensor; 3]) -> [Vec<f32>; 4] {
+        let grads = (y * weights).unwrap().sum_all().unwrap().backward().unwrap();
+        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        [
+            flat(y),
+            flat(grads.get(args[0]).unwrap()),
+            flat(grads.get(args[1]).unwrap()),
+            flat(grads.get(args[2]).unwrap()),
+        ]
+    }
+
+    /// The fused op's outputs (`outputs[0]`) equal the composed op's (`outputs[1]`)
+    /// within `tol`, relative to `1 + |composed|`.
+    fn assert_agree(outputs: &[[Vec<f32>; 4]], names: [&str; 4], tol: f32) {
+        for (k, what) in names.iter().enumerate() {
+            let (a, b) = (&outputs[0][k], &outputs[1][k]);
+            assert_eq!(a.len(), b.len(), "{what}");
+            assert!(a.iter().zip(b).all(|(a, b)| (a - b).abs() < tol * (1.0 + b.abs())), "{what}: {a:?} vs {b:?}");
+        }
+    }
+
     /// `add_rows` (a bias, and a position table over a batch) and `mask_rows`
     /// equal candle's broadcast add and multiply, values and gradients, over
     /// more rows than one partial sum covers.
@@ -574,23 +656,33 @@ mod tests {
             } else {
                 xt.broadcast_add(bt).unwrap().broadcast_add(pt).unwrap().broadcast_mul(&keep_t).unwrap()
             };
-            let grads = (&y * &weights).unwrap().sum_all().unwrap().backward().unwrap();
-            let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-            outputs.push([
-                flat(&y),
-                flat(grads.get(xt).unwrap()),
-                flat(grads.get(bt).unwrap()),
-                flat(grads.get(pt).unwrap()),
-            ]);
+            outputs.push(value_and_gradients(&y, &weights, [xt, bt, pt]));
         }
-        for (k, what) in ["forward", "dx", "dbias", "dpos"].iter().enumerate() {
-            let (a, b) = (&outputs[0][k], &outputs[1][k]);
-            assert_eq!(a.len(), b.len(), "{what}");
-            assert!(a.iter().zip(b).all(|(a, b)| (a - b).abs() < 1e-3 * (1.0 + b.abs())), "{what}: {a:?} vs {b:?}");
-        }
+        assert_agree(&outputs, ["forward", "dx", "dbias", "dpos"], 1e-3);
         // Masked rows are exactly zero, with exactly zero gradient.
         assert!(outputs[0][0][3 * width..4 * width].iter().all(|&v| v == 0.0));
         assert!(outputs[0][1][3 * width..4 * width].iter().all(|&v| v == 0.0));
+    }
+
+    /// `relu_dropout` equals candle's relu followed by `dropout`, values and
+    /// gradients. (At exactly x = 0 candle's relu passes the gradient and this
+    /// one, like PyTorch's, does not; the inputs here avoid 0.)
+    #[test]
+    fn relu_dropout_matches_relu_then_dropout() {
+        let dev = Device::Cpu;
+        let n = 3 * DROPOUT_CHUNK + 77;
+        let x = Var::from_vec((0..n).map(|i| ((i * 31 % 17) as f32 - 7.5) * 0.1).collect(), n, &dev).unwrap();
+        let weights = Tensor::from_vec((0..n).map(|i| ((i * 7) % 9) as f32 - 4.0).collect(), n, &dev).unwrap();
+        let mut outputs = Vec::new();
+        for fused in [true, false] {
+            let xt = x.as_tensor();
+            let y =
+                if fused { relu_dropout(xt, 0.25, 5).unwrap() } else { dropout(&xt.relu().unwrap(), 0.25, 5).unwrap() };
+            outputs.push(value_and_gradients(&y, &weights, [xt, xt, xt]));
+        }
+        assert_agree(&outputs, ["forward", "dx", "dx", "dx"], 1e-6);
+        let zeroed = outputs[0][1].iter().filter(|&&g| g == 0.0).count();
+        assert!(zeroed > n / 2 && zeroed < n, "{zeroed} of {n} gradients are zero");
     }
 
     /// Column sums are the same bits whatever the number of threads.
@@ -633,20 +725,9 @@ mod tests {
             } else {
                 candle_nn::ops::layer_norm_slow(xt, g, b, 1e-8).unwrap()
             };
-            let grads = (&y * &weights).unwrap().sum_all().unwrap().backward().unwrap();
-            let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-            outputs.push([
-                flat(&y),
-                flat(grads.get(xt).unwrap()),
-                flat(grads.get(g).unwrap()),
-                flat(grads.get(b).unwrap()),
-            ]);
+            outputs.push(value_and_gradients(&y, &weights, [xt, g, b]));
         }
-        for (k, what) in ["forward", "dx", "dgamma", "dbeta"].iter().enumerate() {
-            let (a, b) = (&outputs[0][k], &outputs[1][k]);
-            assert_eq!(a.len(), b.len());
-            assert!(a.iter().zip(b).all(|(a, b)| (a - b).abs() < 1e-4), "{what}: {a:?} vs {b:?}");
-        }
+        assert_agree(&outputs, ["forward", "dx", "dgamma", "dbeta"], 1e-4);
     }
 
     /// The fused weights equal an additive mask, candle's softmax and a
