@@ -5,7 +5,7 @@ CARGO ?= cargo
 BIN := $(CARGO_TARGET_DIR)/release/tailforge
 DEMO_DIR ?= data/demo
 
-.PHONY: all setup build test demo bench bench-analyze bench-train bench-generate fmt lint clean-data
+.PHONY: all setup build test demo bench bench-analyze bench-train bench-train-speed bench-generate fmt lint clean-data
 
 all: build
 
@@ -32,6 +32,10 @@ bench: bench-analyze bench-train bench-generate
 ## bench-train: candle SASRec vs a PyTorch SASRec peer on MovieLens-100k; variant ablations.
 bench-train: setup build
 	bash benches/train.sh
+
+## bench-train-speed: seconds per epoch, candle vs the PyTorch peer, interleaved rounds at 1 and 2 threads.
+bench-train-speed: setup build
+	bash benches/train-speed.sh
 
 ## bench-analyze: tailforge analyze vs DuckDB on 10M demo events; 100M under 4 GB.
 bench-analyze: setup build
