@@ -9,7 +9,17 @@ use arrow::array::{Array, RecordBatch};
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+    manifest_dir().parent().expect("tests/ has a parent").to_path_buf()
+}
+
+/// This package's directory as cargo runs the test (it sets
+/// CARGO_MANIFEST_DIR for test processes), falling back to the one compiled
+/// in: clones sharing one CARGO_TARGET_DIR can reuse each other's unchanged
+/// test binaries, whose compiled-in path may be another clone's.
+pub fn manifest_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }
 
 /// `../shared` next to the repository (override with TAILFORGE_SHARED).

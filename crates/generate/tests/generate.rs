@@ -21,7 +21,10 @@ fn lock() -> MutexGuard<'static, ()> {
 }
 
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repo root")
+    // The directory cargo runs the test from, not the one it was compiled in:
+    // clones sharing one CARGO_TARGET_DIR can reuse each other's test binaries.
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from);
+    manifest.unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()).join("../..").canonicalize().expect("repo root")
 }
 
 fn model() -> PathBuf {

@@ -258,7 +258,12 @@ mod tests {
     use super::*;
 
     fn models_dir() -> std::path::PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/all-MiniLM-L6-v2")
+        // The directory cargo runs the test from, not the one it was compiled in:
+        // clones sharing one CARGO_TARGET_DIR can reuse each other's test binaries.
+        std::env::var_os("CARGO_MANIFEST_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf())
+            .join("../../models/all-MiniLM-L6-v2")
     }
 
     /// The packaged model's embeddings of two sentences, computed once with

@@ -17,7 +17,12 @@ use tailforge_train::eval::{EvalOptions, EvalReport, Phase, evaluate};
 use tailforge_train::{Group, Ids, load_dataset};
 
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    // The directory cargo runs the test from, not the one it was compiled in:
+    // clones sharing one CARGO_TARGET_DIR can reuse each other's test binaries.
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into())
+        .join("../..")
 }
 
 fn movielens_100k() -> PathBuf {
