@@ -317,9 +317,10 @@ impl SasRec {
             let att = if heads == 1 { att.reshape((b * l, h))? } else { att.transpose(1, 2)?.reshape((b * l, h))? };
             x = (q_in + block.out.forward(&att)?)?;
             x = block.ffn_norm.forward(&x)?;
+            let pre_activation = block.ffn1.forward(&x)?;
             let inner = match next_seed() {
-                Some(seed) => crate::fused::relu_dropout(&block.ffn1.forward(&x)?, p, seed)?,
-                None => block.ffn1.forward(&x)?.relu()?,
+                Some(seed) => crate::fused::relu_dropout(&pre_activation, p, seed)?,
+                None => pre_activation.relu()?,
             };
             x = (&x + drop(block.ffn2.forward(&inner)?, next_seed())?)?;
             x = crate::fused::mask_rows(&x, &real)?;
