@@ -239,6 +239,16 @@ impl Dropout {
         }
     }
 
+    /// `f(x) ⊙ mask` for every element of `src` (numbered from 0), in parallel chunks.
+    fn apply(&self, src: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
+        let mut dst = vec![0f32; src.len()];
+        dst.par_chunks_mut(DROPOUT_CHUNK).zip(src.par_chunks(DROPOUT_CHUNK)).enumerate().for_each(|(c, (y, x))| {
+            self.factors(c * DROPOUT_CHUNK, y);
+            y.iter_mut().zip(x).for_each(|(y, &x)| *y *= f(x));
+        });
+        dst
+    }
+
     /// The mask as a tensor (for devices without the fused kernel).
     fn mask(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let mut mask = vec![0f32; x.elem_count()];
@@ -254,12 +264,7 @@ impl CustomOp1 for Dropout {
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let src = f32_slice(storage, layout, "dropout")?;
-        let mut dst = vec![0f32; src.len()];
-        dst.par_chunks_mut(DROPOUT_CHUNK).zip(src.par_chunks(DROPOUT_CHUNK)).enumerate().for_each(|(c, (y, x))| {
-            self.factors(c * DROPOUT_CHUNK, y);
-            y.iter_mut().zip(x).for_each(|(y, x)| *y *= x);
-        });
-        Ok((CpuStorage::F32(dst), layout.shape().clone()))
+        Ok((CpuStorage::F32(self.apply(src, |x| x)), layout.shape().clone()))
     }
 
     fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> candle_core::Result<Option<Tensor>> {
@@ -290,12 +295,7 @@ impl CustomOp1 for ReluDropout {
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let src = f32_slice(storage, layout, "relu dropout")?;
-        let mut dst = vec![0f32; src.len()];
-        dst.par_chunks_mut(DROPOUT_CHUNK).zip(src.par_chunks(DROPOUT_CHUNK)).enumerate().for_each(|(c, (y, x))| {
-            self.0.factors(c * DROPOUT_CHUNK, y);
-            y.iter_mut().zip(x).for_each(|(y, x)| *y *= x.max(0.0));
-        });
-        Ok((CpuStorage::F32(dst), layout.shape().clone()))
+        Ok((CpuStorage::F32(self.0.apply(src, |x| x.max(0.0))), layout.shape().clone()))
     }
 
     fn bwd(&self, _arg: &Tensor, res: &Tensor, grad_res: &Tensor) -> candle_core::Result<Option<Tensor>> {
