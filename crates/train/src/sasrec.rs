@@ -89,21 +89,11 @@ impl Linear {
         })
     }
 
-    /// `x · Wᵀ + b` over the last dimension of a tensor of any rank (rows
-    /// `[n, in]` need no reshapes, each of which costs the backward pass a
-    /// zeroed gradient and an add).
+    /// `x · Wᵀ + b` for rows `x: [n, in]`. The model keeps its activations
+    /// as rows, so no reshape nodes (each a zeroed gradient and an add in the
+    /// backward pass) surround the product.
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        if x.rank() == 2 {
-            return crate::fused::add_rows(&x.matmul(&self.weight.t()?)?, &self.bias);
-        }
-        let dims = x.dims().to_vec();
-        let inp = dims[dims.len() - 1];
-        let rows = x.elem_count() / inp;
-        let y = crate::fused::add_rows(&x.reshape((rows, inp))?.matmul(&self.weight.t()?)?, &self.bias)?;
-        let mut out_dims = dims;
-        let last = out_dims.len() - 1;
-        out_dims[last] = self.weight.dim(0)?;
-        y.reshape(out_dims)
+        crate::fused::add_rows(&x.matmul(&self.weight.t()?)?, &self.bias)
     }
 }
 
