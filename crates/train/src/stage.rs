@@ -159,7 +159,8 @@ async fn text_features(
     tracing::info!(
         items = texts.texts.len(),
         encoded,
-        cached = cache.len(),
+        from_cache = cached,
+        cache_entries = cache.len(),
         seconds = stats.encode_seconds,
         "item texts embedded"
     );
