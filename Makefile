@@ -5,7 +5,7 @@ CARGO ?= cargo
 BIN := $(CARGO_TARGET_DIR)/release/tailforge
 DEMO_DIR ?= data/demo
 
-.PHONY: all setup build test demo bench bench-analyze bench-train bench-train-speed bench-generate fmt lint clean-data
+.PHONY: all setup build test demo bench bench-analyze bench-train bench-train-amazon bench-train-speed bench-generate fmt lint clean-data
 
 all: build
 
@@ -27,11 +27,15 @@ demo: setup build
 	$(BIN) run pipelines/demo.toml
 
 ## bench: all benchmarks (results go to BENCHMARKS.md by hand, with the machine).
-bench: bench-analyze bench-train bench-generate
+bench: bench-analyze bench-train bench-train-amazon bench-generate
 
 ## bench-train: candle SASRec vs a PyTorch SASRec peer on MovieLens-100k; variant ablations.
 bench-train: setup build
 	bash benches/train.sh
+
+## bench-train-amazon: the cold-tail ablation on Amazon Scientific (reference scorers, variants × 2 seeds, PyTorch peer).
+bench-train-amazon: setup build
+	bash benches/train-amazon.sh
 
 ## bench-train-speed: seconds per epoch, candle vs the PyTorch peer, interleaved rounds at 1 and 2 threads.
 bench-train-speed: setup build

@@ -26,11 +26,13 @@ Evaluation (eval-v1, written independently of crates/train/src/eval.rs):
   input = training part (valid) or training part + validation item (test),
   last maxlen items; candidates = every catalog item except that history (the
   target is always ranked); rank = number of other candidates scoring >= the
-  target; HR@10, NDCG@10 overall / head / tail; coverage@10 and tail share
+  target; HR@10, NDCG@10 overall / head / tail / cold (target with at most 5
+  training interactions, whatever its group); coverage@10 and tail share
   of the top-10 lists (score desc, ties by item id asc); sampled metrics with
   100 negatives drawn by eval-v1's SplitMix64 procedure (seed 42), ported
   exactly so the sampled figures are comparable to `tailforge evaluate`.
-The evaluator is checked against EVAL.md's MostPop figures at every start.
+The evaluator is checked against EVAL.md's MostPop figures and case counts at
+every start (MovieLens-100k and Amazon Scientific, recognised by their sizes).
 
   OMP_WAIT_POLICY=PASSIVE .venv-bench/bin/python benches/sasrec_peer.py --data an \
       --epochs 200 --eval-every 5 --patience 10 --threads 2 --seed 42 --out metrics.json
@@ -59,6 +61,8 @@ import pyarrow.parquet as pq
 import torch
 
 K = 10
+GROUPS = ("overall", "head", "tail", "cold")
+COLD_MAX = 5  # eval-v1 §3: the cold group's targets have at most this many training interactions
 
 # ---------------------------------------------------------------------------
 # data
@@ -91,6 +95,9 @@ class Data:
         n_head = math.ceil(0.2 * self.n_items)
         self.is_tail = np.ones(self.n_items, dtype=bool)
         self.is_tail[self.pop_order[:n_head]] = False
+        # eval-v1 §3 (2026-12-06): a case is cold when its target has at most
+        # COLD_MAX training interactions (0 included), whatever its head/tail group.
+        self.is_cold = pop <= COLD_MAX
         self._cross_check(path)
 
     def _cross_check(self, path: str) -> None:
@@ -138,6 +145,9 @@ class Data:
                 int(sum(not self.is_tail[self.target(u, "valid")] for u in ev)),
                 int(sum(bool(self.is_tail[self.target(u, "valid")]) for u in ev)),
             ],
+            "cold_items": int(self.is_cold.sum()),
+            "test_targets_cold": int(sum(bool(self.is_cold[self.target(u, "test")]) for u in ev)),
+            "valid_targets_cold": int(sum(bool(self.is_cold[self.target(u, "valid")]) for u in ev)),
         }
 
 
@@ -217,7 +227,7 @@ def group_metrics(ranks: np.ndarray) -> dict:
 def evaluate(data: Data, score_fn, phase: str, negatives: dict[int, np.ndarray], chunk: int = 256) -> dict:
     """score_fn(users, histories) -> float32 array [len(users), N]."""
     users = np.flatnonzero(data.evaluated)
-    full_ranks, sampled_ranks, tail_target = [], [], []
+    full_ranks, sampled_ranks, tail_target, cold_target = [], [], [], []
     covered = np.zeros(data.n_items, dtype=bool)
     slots = tail_slots = 0
     for c in range(0, len(users), chunk):
@@ -239,6 +249,7 @@ def evaluate(data: Data, score_fn, phase: str, negatives: dict[int, np.ndarray],
             neg = negatives[int(u)]
             sampled_ranks.append(int(np.count_nonzero(s[neg[neg != target]] >= t)))
             tail_target.append(bool(data.is_tail[target]))
+            cold_target.append(bool(data.is_cold[target]))
             # top 10 of the candidates: score desc, ties by index (= id) asc
             idx = np.flatnonzero(cand)
             top = idx[np.argsort(-s[idx], kind="stable")[:K]]
@@ -247,11 +258,15 @@ def evaluate(data: Data, score_fn, phase: str, negatives: dict[int, np.ndarray],
             tail_slots += int(data.is_tail[top].sum())
     full_ranks = np.array(full_ranks)
     sampled_ranks = np.array(sampled_ranks)
-    tail_target = np.array(tail_target)
+    tail_target = np.array(tail_target, dtype=bool)
+    cold_target = np.array(cold_target, dtype=bool)
+    # cold cuts across head/tail (on both EVAL.md datasets it is a subset of
+    # tail), so head + tail = overall but cold is counted besides them.
     grouped = lambda r: {  # noqa: E731
         "overall": group_metrics(r),
         "head": group_metrics(r[~tail_target]),
         "tail": group_metrics(r[tail_target]),
+        "cold": group_metrics(r[cold_target]),
     }
     return {
         "full": grouped(full_ranks),
@@ -261,33 +276,93 @@ def evaluate(data: Data, score_fn, phase: str, negatives: dict[int, np.ndarray],
     }
 
 
+# EVAL.md's reference datasets, recognised by (catalog items, users, training
+# interactions): MostPop's exact full-ranking figures ("Check your evaluator")
+# and the number of cases per group (the Reference facts / Facts paragraphs).
+# EVAL.md prints 6 decimals, so a figure matches within half a unit of the last.
+EVAL_MD_MOSTPOP = {
+    (1682, 943, 98114): {
+        "name": "MovieLens-100k",
+        "figures": {
+            ("test", "overall", "hr@10"): 0.049841,
+            ("test", "overall", "ndcg@10"): 0.025440,
+            ("test", "head", "hr@10"): 0.107551,
+            ("test", "head", "ndcg@10"): 0.054896,
+            ("test", "tail", "hr@10"): 0.0,
+            ("test", "tail", "ndcg@10"): 0.0,
+            ("test", "cold", "hr@10"): 0.0,
+            ("test", "cold", "ndcg@10"): 0.0,
+            ("valid", "overall", "hr@10"): 0.063627,
+            ("valid", "overall", "ndcg@10"): 0.032743,
+        },
+        # EVAL.md gives no validation cold count for MovieLens-100k.
+        "counts": {
+            ("test", "overall"): 943,
+            ("test", "head"): 437,
+            ("test", "tail"): 506,
+            ("test", "cold"): 26,
+            ("valid", "head"): 517,
+            ("valid", "tail"): 426,
+        },
+    },
+    (4344, 8317, 41858): {
+        "name": "Amazon Scientific",
+        "figures": {
+            ("test", "overall", "hr@10"): 0.024528,
+            ("test", "overall", "ndcg@10"): 0.016705,
+            ("test", "head", "hr@10"): 0.062963,
+            ("test", "head", "ndcg@10"): 0.042881,
+            ("test", "tail", "hr@10"): 0.0,
+            ("test", "tail", "ndcg@10"): 0.0,
+            ("test", "cold", "hr@10"): 0.0,
+            ("test", "cold", "ndcg@10"): 0.0,
+            ("valid", "overall", "hr@10"): 0.033906,
+            ("valid", "overall", "ndcg@10"): 0.018682,
+        },
+        "counts": {
+            ("test", "overall"): 8317,
+            ("test", "head"): 3240,
+            ("test", "tail"): 5077,
+            ("test", "cold"): 2913,
+            ("valid", "head"): 3749,
+            ("valid", "tail"): 4568,
+            ("valid", "cold"): 2481,
+        },
+    },
+}
+
+
 def mostpop_check(data: Data, negatives) -> dict:
     """EVAL.md "Check your evaluator": MostPop with popularity ties broken by
-    item id ascending must reproduce these figures on MovieLens-100k."""
+    item id ascending must reproduce EVAL.md's figures exactly on its reference
+    datasets (MovieLens-100k, Amazon Scientific). The case counts per group are
+    checked too: a wrong split or group (a cold threshold of < 5 instead of
+    <= 5, say) can leave MostPop's figures on a small group unchanged, at 0,
+    while every model's figures on that group move. Any other dataset is
+    evaluated but not checked (reproduced_eval_md false)."""
     scores = np.zeros(data.n_items, dtype=np.float32)
     scores[data.pop_order] = np.arange(data.n_items, 0, -1, dtype=np.float32)
     fn = lambda us, hs: np.tile(scores, (len(us), 1))  # noqa: E731
     test = evaluate(data, fn, "test", negatives)
     valid = evaluate(data, fn, "valid", negatives)
-    expected = {
-        ("test", "overall", "hr@10"): 0.049841,
-        ("test", "overall", "ndcg@10"): 0.025440,
-        ("test", "head", "hr@10"): 0.107551,
-        ("test", "head", "ndcg@10"): 0.054896,
-        ("test", "tail", "hr@10"): 0.0,
-        ("test", "tail", "ndcg@10"): 0.0,
-        ("valid", "overall", "hr@10"): 0.063627,
-        ("valid", "overall", "ndcg@10"): 0.032743,
-    }
-    is_ml100k = data.n_items == 1682 and len(data.user_ids) == 943 and int(data.train_len.sum()) == 98114
-    checked = False
-    if is_ml100k:
-        for (phase, group, metric), want in expected.items():
+    ref = EVAL_MD_MOSTPOP.get((int(data.n_items), len(data.user_ids), int(data.train_len.sum())))
+    if ref is not None:
+        for (phase, group), want in ref["counts"].items():
+            got = (test if phase == "test" else valid)["full"][group]["n"]
+            if got != want:
+                raise AssertionError(f"{ref['name']} {phase} {group}: {got} cases, EVAL.md says {want}")
+        for (phase, group, metric), want in ref["figures"].items():
             got = (test if phase == "test" else valid)["full"][group][metric]
             if abs(got - want) > 5e-7:
-                raise AssertionError(f"MostPop {phase} {group} {metric}: got {got:.6f}, EVAL.md says {want:.6f}")
-        checked = True
-    return {"reproduced_eval_md": checked, "test": test, "valid": valid}
+                raise AssertionError(
+                    f"{ref['name']} MostPop {phase} {group} {metric}: got {got:.6f}, EVAL.md says {want:.6f}"
+                )
+    return {
+        "reproduced_eval_md": ref is not None,
+        "dataset": ref["name"] if ref else None,
+        "test": test,
+        "valid": valid,
+    }
 
 
 # ---------------------------------------------------------------------------
@@ -440,7 +515,7 @@ def main() -> None:
     check = mostpop_check(data, negatives)
     print(
         f"data: {data.summary()}\nMostPop check: test NDCG@10 {check['test']['full']['overall']['ndcg@10']:.6f}"
-        f" (reproduces EVAL.md: {check['reproduced_eval_md']})",
+        f" (reproduces EVAL.md: {check['reproduced_eval_md']}{', ' + check['dataset'] if check['dataset'] else ''})",
         file=sys.stderr,
     )
 
@@ -522,8 +597,8 @@ def main() -> None:
         },
         "epoch_seconds": epoch_seconds,
         "batches_per_epoch": math.ceil(len(sampler.users) / args.batch),
-        "test_ndcg@10": {g: test["full"][g]["ndcg@10"] for g in ("overall", "head", "tail")},
-        "valid_ndcg@10": {g: best["valid"]["full"][g]["ndcg@10"] for g in ("overall", "head", "tail")},
+        "test_ndcg@10": {g: test["full"][g]["ndcg@10"] for g in GROUPS},
+        "valid_ndcg@10": {g: best["valid"]["full"][g]["ndcg@10"] for g in GROUPS},
         "test": test,
         "valid": best["valid"],
         "curve": curve,
@@ -543,7 +618,8 @@ def main() -> None:
         json.dump(result, f, indent=1)
     t = result["test_ndcg@10"]
     print(
-        f"best epoch {best['epoch']} of {epoch}; test NDCG@10 overall {t['overall']:.4f} head {t['head']:.4f} tail {t['tail']:.4f};"
+        f"best epoch {best['epoch']} of {epoch}; test NDCG@10 overall {t['overall']:.4f} head {t['head']:.4f} tail {t['tail']:.4f}"
+        f" cold {t['cold']:.4f};"
         f" {result['seconds_per_epoch']['median']:.2f} s/epoch (median); wrote {args.out}"
     )
 

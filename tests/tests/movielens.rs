@@ -239,4 +239,7 @@ fn evaluate_reproduces_the_eval_v1_mostpop_check() {
     assert_eq!(at("valid", "overall", "ndcg@10"), "0.032743");
     assert_eq!(m["test"]["full"]["head"]["n"], 437);
     assert_eq!(m["test"]["full"]["tail"]["n"], 506);
+    // EVAL.md: 26 test cases are cold (target with at most 5 training interactions); MostPop scores 0 on them.
+    assert_eq!(m["test"]["full"]["cold"]["n"], 26);
+    assert_eq!(at("test", "cold", "ndcg@10"), "0.000000");
 }

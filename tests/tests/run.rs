@@ -104,6 +104,24 @@ fn a_rerun_skips_finished_stages_and_force_redoes_them() {
 }
 
 #[test]
+fn a_file_that_lands_late_in_the_partition_is_not_skipped() {
+    let t = setup();
+    t.run_ok(&["run", "nightly.toml", "--date", "2026-11-22"]);
+    let first = json(t.path("out/runs/2026-11-22/manifest.json"));
+    assert_eq!(first["metrics"]["events"], 9000.0);
+    // A second file lands in tonight's partition after the first run (here a
+    // copy of the first, so the events double); same configuration, same URLs.
+    let part = t.path("logs/dt=2026-11-22/part-00000.parquet");
+    std::fs::copy(&part, t.path("logs/dt=2026-11-22/part-late.parquet")).unwrap();
+    t.run_ok(&["run", "nightly.toml", "--date", "2026-11-22"]);
+    let second = json(t.path("out/runs/2026-11-22/manifest.json"));
+    assert_eq!(second["stages"][0]["status"], "succeeded", "analyze reran");
+    assert_ne!(second["stages"][0]["fingerprint"], first["stages"][0]["fingerprint"]);
+    assert_eq!(second["metrics"]["events"], 18000.0, "the late file was read");
+    assert_eq!(second["input_files"].as_array().unwrap().len(), first["input_files"].as_array().unwrap().len() + 1);
+}
+
+#[test]
 fn a_held_lock_keeps_a_second_run_off_the_output() {
     let t = setup();
     std::fs::create_dir_all(t.path("out")).unwrap();

@@ -31,7 +31,7 @@ use datafusion::dataframe::DataFrameWriteOptions;
 use datafusion::error::DataFusionError;
 use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionContext};
 use tailforge_core::config::PipelineConfig;
-use tailforge_core::schema::{self, AnalyzeSummary, IdKind, outputs};
+use tailforge_core::schema::{self, AnalyzeSummary, IdKind, InputFile, outputs};
 use tailforge_core::storage::SUCCESS_MARKER;
 use tailforge_core::{Error, Location, Result};
 use tracing::{info, warn};
@@ -63,6 +63,20 @@ pub struct AnalyzeRequest {
     /// Output directory: `<out>/item_stats.parquet`, …, `summary.json`, `_SUCCESS`.
     pub out: Location,
     pub config: PipelineConfig,
+}
+
+/// The files the analyze stage would read for these inputs, as it lists them
+/// (path, size, ETag), without reading any data: what a scheduler compares to
+/// tell whether a rerun has new input, such as a file that landed late in
+/// the same `dt=` partition.
+pub async fn list_input_files(config: &PipelineConfig, events: &Location, items: &Location) -> Result<Vec<InputFile>> {
+    let ctx = session::build_session(&config.analyze)?;
+    for l in [events, items] {
+        session::register_store(&ctx, l);
+    }
+    let events_in = inputs::open_input(&ctx, "events", events).await?;
+    let items_in = inputs::open_input(&ctx, "items", items).await?;
+    Ok(events_in.files.into_iter().chain(items_in.files).collect())
 }
 
 /// Runs the stage end to end; returns the summary also written to `summary.json`.

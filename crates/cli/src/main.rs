@@ -76,6 +76,10 @@ struct RunArgs {
 enum Baseline {
     /// Most popular items first (training popularity, ties by item id): eval-v1's check.
     Mostpop,
+    /// Cosine co-occurrence of items in training sequences, summed over the user's last 5 items.
+    ItemKnn,
+    /// Cosine of MiniLM item-text embeddings with the mean of the user's last 5 items (train.encoder).
+    TextKnn,
 }
 
 #[derive(Args)]
@@ -113,6 +117,7 @@ enum VariantArg {
     Id,
     Text,
     Fused,
+    Dual,
 }
 
 #[derive(Args)]
@@ -143,6 +148,8 @@ struct TrainArgs {
 
 #[derive(Args)]
 struct EvaluateArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
     /// Output directory of `tailforge analyze` (sequences, split, item_stats).
     #[arg(long)]
     input: String,
@@ -372,7 +379,10 @@ async fn run(cli: Cli) -> Result<()> {
                 if let (Some(all), Some(head), Some(tail)) =
                     (ndcg(prefix, "overall"), ndcg(prefix, "head"), ndcg(prefix, "tail"))
                 {
-                    println!("  {label:<9} test NDCG@10 overall {all:.4}  head {head:.4}  tail {tail:.4}");
+                    let cold = ndcg(prefix, "cold").unwrap_or(0.0);
+                    println!(
+                        "  {label:<9} test NDCG@10 overall {all:.4}  head {head:.4}  tail {tail:.4}  cold {cold:.4}"
+                    );
                 }
             }
             let root = Location::parse(output_root(&request.config)?)?.as_dir();
@@ -395,15 +405,25 @@ async fn run(cli: Cli) -> Result<()> {
             generate_command(config, a.input, a.out).await
         }
         Command::Evaluate(a) => {
-            use tailforge_train::eval::{EvalOptions, evaluate};
+            let config = load_config(a.config.pipeline.as_deref(), &a.config.sets)?;
+            config.validate("command line")?;
+            if a.config.print_config {
+                print!("{}", config.to_toml());
+                return Ok(());
+            }
             let input = Location::parse(&a.input)?.as_dir();
-            let dataset = tailforge_train::load_dataset(&input).await?;
-            let (variant, scorer) = match a.model {
-                Baseline::Mostpop => ("mostpop", tailforge_train::baselines::MostPop::new(&dataset)),
+            let baseline = match a.model {
+                Baseline::Mostpop => tailforge_train::Baseline::MostPop,
+                Baseline::ItemKnn => tailforge_train::Baseline::ItemKnn,
+                Baseline::TextKnn => tailforge_train::Baseline::TextKnn,
             };
-            let options = EvalOptions::default();
-            let valid = evaluate(&dataset, &scorer, tailforge_train::Phase::Valid, &options)?;
-            let test = evaluate(&dataset, &scorer, tailforge_train::Phase::Test, &options)?;
+            let cache = if config.train.embedding_cache.is_empty() {
+                input.join("../cache/text-embeddings/")
+            } else {
+                Location::parse(&config.train.embedding_cache)?.as_dir()
+            };
+            let variant = baseline.as_str();
+            let (valid, test) = tailforge_train::evaluate_baseline(baseline, &input, &config.train, &cache).await?;
             let markdown = format!(
                 "## {variant}: test (eval-v1)\n\n{}\n## {variant}: validation\n\n{}",
                 test.to_markdown(),
@@ -429,6 +449,7 @@ async fn run(cli: Cli) -> Result<()> {
                     VariantArg::Id => Variant::Id,
                     VariantArg::Text => Variant::Text,
                     VariantArg::Fused => Variant::Fused,
+                    VariantArg::Dual => Variant::Dual,
                 };
             }
             if let Some(e) = a.epochs {
@@ -519,7 +540,7 @@ async fn run(cli: Cli) -> Result<()> {
                 s.events, s.users, s.catalog_items, s.long_tail_rule
             );
             println!(
-                "  head {} items hold {:.1}% of interactions; tail {} items; {} cold; gini {:.3}",
+                "  head {} items hold {:.1}% of interactions; tail {} items; {} never interacted with; gini {:.3}",
                 s.head_items,
                 s.head_share * 100.0,
                 s.tail_items,

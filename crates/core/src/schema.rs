@@ -29,6 +29,10 @@ pub mod outputs {
 /// Group labels used in `item_stats.group` and `item_stats.eval_group`.
 pub const HEAD: &str = "head";
 pub const TAIL: &str = "tail";
+/// The groups every eval-v1 report has, in report order (EVAL.md §6):
+/// all test cases, by the target's head/tail group, and `cold` (the target
+/// has at most 5 training interactions).
+pub const EVAL_GROUPS: [&str; 4] = ["overall", HEAD, TAIL, "cold"];
 
 /// The kind of an id column, decided from the input's Arrow type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

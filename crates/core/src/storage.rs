@@ -287,6 +287,19 @@ fn split_glob(text: &str) -> (&str, Option<&str>) {
 fn local_url(path: &str) -> Result<Url> {
     let p = if path.is_empty() { std::path::Path::new(".") } else { std::path::Path::new(path) };
     let abs = std::path::absolute(p).map_err(|e| Error::io(path, e))?;
+    // A URL path cannot hold `..` segments (object_store refuses them), so
+    // `../shared/data/events.parquet` is resolved here, lexically, as a shell does.
+    let mut resolved = std::path::PathBuf::new();
+    for part in abs.components() {
+        match part {
+            std::path::Component::ParentDir => {
+                resolved.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => resolved.push(other),
+        }
+    }
+    let abs = resolved;
     let is_dir = path.ends_with('/') || path.is_empty() || abs.is_dir();
     let url = if is_dir { Url::from_directory_path(&abs) } else { Url::from_file_path(&abs) };
     url.map_err(|_| Error::usage(format!("{path}: cannot turn this path into a file URL")))
@@ -301,6 +314,18 @@ mod tests {
         assert_eq!(split_glob("s3://b/logs/dt=*/part-*.parquet"), ("s3://b/logs/", Some("dt=*/part-*.parquet")));
         assert_eq!(split_glob("data/events"), ("data/events", None));
         assert_eq!(split_glob("*.parquet"), ("", Some("*.parquet")));
+    }
+
+    #[test]
+    fn relative_paths_with_parent_segments_resolve() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("repo")).unwrap();
+        std::fs::write(dir.path().join("events.parquet"), b"x").unwrap();
+        let text = format!("{}/repo/../events.parquet", dir.path().display());
+        let l = Location::parse(&text).unwrap();
+        assert_eq!(l.display(), dir.path().join("events.parquet").display().to_string());
+        let l = Location::parse(&format!("{}/./repo/./", dir.path().display())).unwrap();
+        assert!(l.url().path().ends_with("/repo/"), "{}", l.url());
     }
 
     #[test]

@@ -263,8 +263,25 @@ async fn run_stages(
     run_dir: &Location,
     manifest: &mut Manifest,
 ) -> Result<()> {
-    let fingerprint =
-        |stage: &str| sha256_hex(format!("{stage}\n{}\n{events}\n{items}", manifest.config_hash).as_bytes());
+    // What the inputs hold, not only where they are: a file that lands late
+    // in the same `dt=` partition (or one rewritten in place) changes the
+    // listing's paths, sizes or ETags, so a rerun recomputes every stage.
+    let listing = tailforge_analyze::list_input_files(
+        config,
+        &Location::parse(events)?,
+        &Location::parse(items)?,
+    )
+    .await?;
+    let inputs_hash = sha256_hex(
+        listing
+            .iter()
+            .map(|f| format!("{}\t{}\t{}\n", f.url, f.size, f.e_tag.as_deref().unwrap_or("")))
+            .collect::<String>()
+            .as_bytes(),
+    );
+    let fingerprint = |stage: &str| {
+        sha256_hex(format!("{stage}\n{}\n{events}\n{items}\n{inputs_hash}", manifest.config_hash).as_bytes())
+    };
 
     // analyze
     let analyze_dir = run_dir.join("analyze/");
@@ -346,7 +363,7 @@ async fn run_stages(
     manifest.stages.push(record);
     let metrics: serde_json::Value = serde_json::from_slice(&eval_dir.join("metrics.json").get().await?)
         .map_err(|e| Error::internal(format!("evaluate/metrics.json: {e}")))?;
-    for group in ["overall", "head", "tail"] {
+    for group in tailforge_core::schema::EVAL_GROUPS {
         if let Some(v) = metrics["test"]["full"][group]["ndcg@10"].as_f64() {
             manifest.metrics.insert(format!("mostpop_test_ndcg@10_{group}"), v);
         }
@@ -499,9 +516,17 @@ pub fn prometheus_text(m: &Manifest, ok: bool) -> String {
     if let Some(v) = m.metrics.get("mostpop_test_ndcg@10_tail") {
         s.push_str("# HELP tailforge_tail_ndcg_at_10 Test NDCG@10 (full ranking) on tail items, by model.\n# TYPE tailforge_tail_ndcg_at_10 gauge\n");
         s.push_str(&format!("tailforge_tail_ndcg_at_10{{{label},model=\"mostpop\"}} {v}\n"));
-        for (model, [_, _, tail]) in train_stage::ndcg_bars(m) {
+        for (model, [_, _, tail, _]) in train_stage::ndcg_bars(m) {
             let variant = model.trim_start_matches("SASRec ");
             s.push_str(&format!("tailforge_tail_ndcg_at_10{{{label},model=\"sasrec_{variant}\"}} {tail}\n"));
+        }
+    }
+    if let Some(v) = m.metrics.get("mostpop_test_ndcg@10_cold") {
+        s.push_str("# HELP tailforge_cold_ndcg_at_10 Test NDCG@10 (full ranking) on cold targets (at most 5 training interactions), by model.\n# TYPE tailforge_cold_ndcg_at_10 gauge\n");
+        s.push_str(&format!("tailforge_cold_ndcg_at_10{{{label},model=\"mostpop\"}} {v}\n"));
+        for (model, [_, _, _, cold]) in train_stage::ndcg_bars(m) {
+            let variant = model.trim_start_matches("SASRec ");
+            s.push_str(&format!("tailforge_cold_ndcg_at_10{{{label},model=\"sasrec_{variant}\"}} {cold}\n"));
         }
     }
     if let Some(v) = m.metrics.get("generate_generated_tok_s") {
@@ -627,15 +652,16 @@ async fn report_html(m: &Manifest, run_dir: &Location) -> Result<String> {
         ),
     ));
     let ndcg = |g: &str| m.metrics.get(&format!("mostpop_test_ndcg@10_{g}")).copied().unwrap_or(0.0);
-    let mut models = vec![("MostPop".to_string(), [ndcg("overall"), ndcg("head"), ndcg("tail")])];
+    let mut models = vec![("MostPop".to_string(), tailforge_core::schema::EVAL_GROUPS.map(ndcg))];
     models.extend(train_stage::ndcg_bars(m));
     sections.push((
         "Head vs tail (eval-v1, test, NDCG@10 full ranking)".to_string(),
         format!(
-            "<p>Bars: overall, head, tail, per model. MostPop {:.4} / {:.4} / {:.4}; the SASRec variants' figures are in report.md.</p>{}",
+            "<p>Bars: overall, head, tail, cold (target with at most 5 training interactions), per model. MostPop {:.4} / {:.4} / {:.4} / {:.4}; the SASRec variants' figures are in report.md.</p>{}",
             ndcg("overall"),
             ndcg("head"),
             ndcg("tail"),
+            ndcg("cold"),
             report::metrics_svg(&models)
         ),
     ));

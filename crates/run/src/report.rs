@@ -31,10 +31,10 @@ pub fn popularity_svg(counts_by_rank: &[u64], head_items: usize) -> String {
     svg
 }
 
-/// Bars of NDCG@10 per group (overall, head, tail) for each model, labelled
+/// Bars of NDCG@10 per group (overall, head, tail, cold) for each model, labelled
 /// "<model> <group>".
-pub fn metrics_svg(models: &[(String, [f64; 3])]) -> String {
-    const GROUPS: [&str; 3] = ["overall", "head", "tail"];
+pub fn metrics_svg(models: &[(String, [f64; 4])]) -> String {
+    const GROUPS: [&str; 4] = tailforge_core::schema::EVAL_GROUPS;
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (640, 320)).into_drawing_area();
@@ -149,7 +149,7 @@ mod tests {
         let svg = popularity_svg(&counts, 100);
         assert!(svg.starts_with("<svg") && svg.contains("<polyline"), "{}", &svg[..svg.len().min(300)]);
         assert!(svg.contains("item rank"), "axis label rendered");
-        let bars = metrics_svg(&[("mostpop".into(), [0.025, 0.055, 0.0])]);
+        let bars = metrics_svg(&[("mostpop".into(), [0.025, 0.055, 0.0, 0.0])]);
         assert!(bars.matches("<rect").count() >= 3, "{bars}");
         assert!(bars.contains("mostpop tail"), "bars are labelled");
         assert!(html("run <x>", &[("a".into(), bars)]).contains("run &lt;x&gt;"));

@@ -77,7 +77,7 @@ pub(crate) async fn run_train(
         let loc = dir.join("metrics.json");
         let m: serde_json::Value = serde_json::from_slice(&loc.get().await?)
             .map_err(|e| Error::internal(format!("{}: {e}", loc.display())))?;
-        for group in ["overall", "head", "tail"] {
+        for group in tailforge_core::schema::EVAL_GROUPS {
             if let Some(x) = m["test"]["full"][group]["ndcg@10"].as_f64() {
                 metrics.insert(format!("{v}_test_ndcg@10_{group}"), x);
             }
@@ -124,13 +124,13 @@ pub(crate) async fn markdown(manifest: &Manifest, run_dir: &Location) -> String 
     s
 }
 
-/// NDCG@10 (overall, head, tail) of each trained variant, for the head-vs-tail chart.
-pub(crate) fn ndcg_bars(manifest: &Manifest) -> Vec<(String, [f64; 3])> {
+/// NDCG@10 (overall, head, tail, cold) of each trained variant, for the head-vs-tail chart.
+pub(crate) fn ndcg_bars(manifest: &Manifest) -> Vec<(String, [f64; 4])> {
     variants_of(manifest)
         .into_iter()
         .map(|v| {
             let g = |group: &str| manifest.metrics.get(&format!("{v}_test_ndcg@10_{group}")).copied().unwrap_or(0.0);
-            (format!("SASRec {v}"), [g("overall"), g("head"), g("tail")])
+            (format!("SASRec {v}"), tailforge_core::schema::EVAL_GROUPS.map(g))
         })
         .collect()
 }

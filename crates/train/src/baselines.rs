@@ -57,11 +57,136 @@ impl Scorer for MostPop {
     }
 }
 
+/// Item kNN (EVAL.md's ItemKNN peer): cosine co-occurrence of items in the
+/// training parts, `sim(i, j) = c(i, j) / √(n(i) · n(j))` with `c(i, j)` the
+/// users whose training part holds both and `n(i)` the users holding `i`; a
+/// candidate's score is the sum of its similarities to the user's last
+/// `recent` items. Candidates unrelated to them all score 0 and tie (ties
+/// count against the target).
+#[derive(Debug, Clone)]
+pub struct ItemKnn {
+    /// Per item, its co-occurring items and similarities, by item index.
+    neighbours: Vec<Vec<(u32, f32)>>,
+    recent: usize,
+}
+
+impl ItemKnn {
+    pub fn new(dataset: &Dataset, recent: usize) -> ItemKnn {
+        use std::collections::HashMap;
+        let n = dataset.n_items();
+        let mut holders = vec![0u32; n];
+        let mut pairs: Vec<HashMap<u32, u32>> = vec![HashMap::new(); n];
+        for user in &dataset.users {
+            let mut items = user.train().to_vec();
+            items.sort_unstable();
+            items.dedup();
+            for (a, &i) in items.iter().enumerate() {
+                holders[i as usize] += 1;
+                for &j in &items[a + 1..] {
+                    *pairs[i as usize].entry(j).or_default() += 1;
+                    *pairs[j as usize].entry(i).or_default() += 1;
+                }
+            }
+        }
+        let neighbours = pairs
+            .into_iter()
+            .enumerate()
+            .map(|(i, row)| {
+                let mut row: Vec<(u32, f32)> = row
+                    .into_iter()
+                    .map(|(j, c)| (j, c as f32 / ((holders[i] as f32) * (holders[j as usize] as f32)).sqrt()))
+                    .collect();
+                row.sort_unstable_by_key(|&(j, _)| j);
+                row
+            })
+            .collect();
+        ItemKnn { neighbours, recent }
+    }
+}
+
+impl Scorer for ItemKnn {
+    fn score(&self, _user: usize, history: &[u32], out: &mut [f32]) {
+        out.fill(0.0);
+        for &j in &history[history.len().saturating_sub(self.recent)..] {
+            for &(i, s) in &self.neighbours[j as usize] {
+                out[i as usize] += s;
+            }
+        }
+    }
+}
+
+/// Text kNN (EVAL.md's text-kNN peer): the user is the mean of the unit text
+/// embeddings of their last `recent` items, and a candidate's score is its
+/// cosine with that mean.
+pub struct TextKnn {
+    text: crate::scoring::UnitText,
+    recent: usize,
+}
+
+impl TextKnn {
+    /// `features`: the items' text embeddings, `[n_items + 1, d]`, row 0 padding.
+    pub fn new(features: &[Vec<f32>], recent: usize) -> TextKnn {
+        TextKnn { text: crate::scoring::UnitText::from_features(features), recent }
+    }
+}
+
+impl Scorer for TextKnn {
+    fn score(&self, _user: usize, history: &[u32], out: &mut [f32]) {
+        let d = self.text.dim;
+        let mut mean = vec![0f32; d];
+        for &j in &history[history.len().saturating_sub(self.recent)..] {
+            let row = &self.text.rows[j as usize * d..(j as usize + 1) * d];
+            mean.iter_mut().zip(row).for_each(|(m, x)| *m += x);
+        }
+        let norm = mean.iter().map(|x| x * x).sum::<f32>().sqrt();
+        if norm > 0.0 {
+            mean.iter_mut().for_each(|m| *m /= norm);
+        }
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = crate::scoring::dot(&self.text.rows[i * d..(i + 1) * d], &mean);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::dataset::Ids;
     use crate::eval::{EvalOptions, Phase, evaluate, ndcg};
+
+    #[test]
+    fn item_knn_is_cosine_co_occurrence_summed_over_recent_items() {
+        // Training parts: [0, 1], [0, 1, 2], [2, 3] (each user has 2 held-out items after).
+        let ds = Dataset::from_sequences(
+            Ids::Int64((0..6).collect()),
+            Ids::Int64(vec![1, 2, 3]),
+            vec![vec![0, 1, 4, 5], vec![0, 1, 2, 4, 5], vec![2, 3, 4, 5]],
+        )
+        .unwrap();
+        let knn = ItemKnn::new(&ds, 5);
+        let mut out = vec![f32::NAN; 6];
+        knn.score(0, &[1], &mut out);
+        // n(0) = 2, n(1) = 2, n(2) = 2, n(3) = 1; c(1, 0) = 2, c(1, 2) = 1.
+        assert_eq!(out[0], 1.0);
+        assert!((out[2] - 0.5).abs() < 1e-6);
+        assert_eq!((out[3], out[4], out[5]), (0.0, 0.0, 0.0));
+        knn.score(0, &[1, 3], &mut out);
+        // item 2 gains c(3, 2) / √(1 · 2).
+        assert!((out[2] - (0.5 + 1.0 / 2f32.sqrt())).abs() < 1e-6);
+    }
+
+    #[test]
+    fn text_knn_is_the_cosine_with_the_mean_of_recent_items() {
+        let features = vec![vec![0.0, 0.0], vec![1.0, 0.0], vec![0.0, 2.0], vec![1.0, 1.0], vec![-1.0, 0.0]];
+        let knn = TextKnn::new(&features, 2);
+        let mut out = vec![f32::NAN; 4];
+        // Last two of [3, 0, 1] are 0 = (1, 0) and 1 = (0, 1): mean direction (1, 1)/√2.
+        knn.score(0, &[3, 0, 1], &mut out);
+        let h = std::f32::consts::FRAC_1_SQRT_2;
+        for (o, e) in out.iter().zip([h, h, 1.0, -h]) {
+            assert!((o - e).abs() < 1e-6, "{out:?}");
+        }
+    }
 
     #[test]
     fn most_pop_scores_training_popularity_ties_by_id() {

@@ -151,7 +151,14 @@ pub struct Dataset {
     pub groups: Vec<Group>,
     /// Number of head items: ceil(0.2 × n_items).
     pub n_head: usize,
+    /// Whether each item is eval-v1 `cold`: at most [`COLD_MAX_TRAIN_INTERACTIONS`]
+    /// training interactions (0 included), whatever its group.
+    pub cold: Vec<bool>,
 }
+
+/// eval-v1 §3: a test case is `cold` when its target has at most this many
+/// training interactions.
+pub const COLD_MAX_TRAIN_INTERACTIONS: u32 = 5;
 
 impl Dataset {
     /// Builds the dataset from each user's full sequence (dense indices in
@@ -196,7 +203,8 @@ impl Dataset {
             )));
         }
         let (groups, n_head) = eval_groups(&train_popularity);
-        Ok(Dataset { item_ids, user_ids, users, train_popularity, groups, n_head })
+        let cold = train_popularity.iter().map(|&p| p <= COLD_MAX_TRAIN_INTERACTIONS).collect();
+        Ok(Dataset { item_ids, user_ids, users, train_popularity, groups, n_head, cold })
     }
 
     pub fn n_items(&self) -> usize {
@@ -287,6 +295,8 @@ mod tests {
         assert_eq!(ds.n_head, 1);
         assert_eq!(ds.groups, vec![Group::Tail, Group::Tail, Group::Tail, Group::Head]);
         assert_eq!(ds.train_interactions(), 4);
+        // Every item has at most 5 training interactions: all cold.
+        assert_eq!(ds.cold, vec![true; 4]);
         assert_eq!(ds.evaluated_users().collect::<Vec<_>>(), vec![0]);
     }
 

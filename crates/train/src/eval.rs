@@ -19,8 +19,10 @@
 //!   with (not anywhere in the full sequence, whichever the phase), with the
 //!   same rank rule. See [`sample_negatives`] and [`user_rng`] for exactly
 //!   how the draw is seeded, so a run can be reproduced.
-//! - **Groups (§3).** Each case is counted in `overall` and in the eval-v1
-//!   group (head/tail) of its target item.
+//! - **Groups (§3).** Each case is counted in `overall`, in the eval-v1
+//!   group (head/tail) of its target item, and in `cold` when the target has
+//!   at most 5 training interactions (a subset of tail on real catalogs, but
+//!   counted whatever the target's group).
 //! - **Coverage (§6).** Each user's full-ranking top-10 list is the 10 best
 //!   candidates by score descending, ties by item index (= id) ascending.
 //!   coverage@10 = share of catalog items in at least one list;
@@ -88,10 +90,19 @@ pub struct GroupedMetrics {
     pub overall: GroupMetrics,
     pub head: GroupMetrics,
     pub tail: GroupMetrics,
+    /// Targets with at most 5 training interactions (eval-v1 §3, §6).
+    pub cold: GroupMetrics,
+}
+
+impl GroupedMetrics {
+    /// The groups in report order, with their names.
+    pub fn groups(&self) -> [(&'static str, &GroupMetrics); 4] {
+        [("overall", &self.overall), ("head", &self.head), ("tail", &self.tail), ("cold", &self.cold)]
+    }
 }
 
 /// The eval-v1 report of one phase. Serializes as
-/// `{"full": {"overall": {"n", "hr@10", "ndcg@10"}, "head": …, "tail": …}, "sampled": …, "coverage@10", "tail_share@10"}`.
+/// `{"full": {"overall": {"n", "hr@10", "ndcg@10"}, "head": …, "tail": …, "cold": …}, "sampled": …, "coverage@10", "tail_share@10"}`.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
 pub struct EvalReport {
     /// Full-ranking metrics (eval-v1's primary figures).
@@ -112,11 +123,7 @@ impl EvalReport {
         let mut s = String::new();
         s.push_str("| group | n | HR@10 | NDCG@10 | HR@10 (sampled) | NDCG@10 (sampled) |\n");
         s.push_str("|---|---:|---:|---:|---:|---:|\n");
-        for (name, full, sampled) in [
-            ("overall", &self.full.overall, &self.sampled.overall),
-            ("head", &self.full.head, &self.sampled.head),
-            ("tail", &self.full.tail, &self.sampled.tail),
-        ] {
+        for ((name, full), (_, sampled)) in self.full.groups().into_iter().zip(self.sampled.groups()) {
             let _ = writeln!(
                 s,
                 "| {name} | {} | {:.4} | {:.4} | {:.4} | {:.4} |",
@@ -269,6 +276,7 @@ pub fn sample_negatives(interacted: &[bool], count: usize, rng: &mut SplitMix64)
 /// One evaluated case.
 struct Case {
     group: Group,
+    cold: bool,
     full_rank: usize,
     sampled_rank: usize,
     top: Vec<u32>,
@@ -324,7 +332,13 @@ fn evaluate_user<S: Scorer + ?Sized>(
     }
     let sampled_rank = rank_among(scores, target, negatives);
 
-    Ok(Case { group: dataset.groups[target as usize], full_rank, sampled_rank, top })
+    Ok(Case {
+        group: dataset.groups[target as usize],
+        cold: dataset.cold[target as usize],
+        full_rank,
+        sampled_rank,
+        top,
+    })
 }
 
 /// Sums of HR and NDCG, then their means.
@@ -355,19 +369,28 @@ struct GroupedSums {
     overall: Sums,
     head: Sums,
     tail: Sums,
+    cold: Sums,
 }
 
 impl GroupedSums {
-    fn add(&mut self, group: Group, rank: usize) {
+    fn add(&mut self, group: Group, cold: bool, rank: usize) {
         self.overall.add(rank);
         match group {
             Group::Head => self.head.add(rank),
             Group::Tail => self.tail.add(rank),
         }
+        if cold {
+            self.cold.add(rank);
+        }
     }
 
     fn metrics(&self) -> GroupedMetrics {
-        GroupedMetrics { overall: self.overall.metrics(), head: self.head.metrics(), tail: self.tail.metrics() }
+        GroupedMetrics {
+            overall: self.overall.metrics(),
+            head: self.head.metrics(),
+            tail: self.tail.metrics(),
+            cold: self.cold.metrics(),
+        }
     }
 }
 
@@ -396,8 +419,8 @@ pub fn evaluate<S: Scorer + ?Sized>(
     let mut covered = vec![false; n];
     let (mut slots, mut tail_slots) = (0u64, 0u64);
     for case in &cases {
-        full.add(case.group, case.full_rank);
-        sampled.add(case.group, case.sampled_rank);
+        full.add(case.group, case.cold, case.full_rank);
+        sampled.add(case.group, case.cold, case.sampled_rank);
         for &i in &case.top {
             covered[i as usize] = true;
             slots += 1;
@@ -577,6 +600,8 @@ mod tests {
         assert_eq!((r.full.head.n, r.full.head.hr, r.full.head.ndcg), (1, 1.0, 1.0));
         assert_eq!(r.full.tail.n, 1);
         assert!(close(r.full.tail.ndcg, 0.430677));
+        // Every item has at most 1 training interaction, so every case is cold.
+        assert_eq!(r.full.cold, r.full.overall);
         // Sampled: fewer than 100 never-interacted items, so all of them are
         // negatives (a: 5..=11, b: 0, 2, 3, 4, 8..=11) — same ranks here.
         assert_eq!(r.sampled, r.full);
@@ -628,5 +653,7 @@ mod tests {
         let md = r.to_markdown();
         assert!(md.contains("| overall | 2 | 1.0000 | 0.7153 |"), "{md}");
         assert!(md.contains("| head | 1 | 1.0000 | 1.0000 |"), "{md}");
+        assert!(md.contains("| cold | 2 | 1.0000 | 0.7153 |"), "{md}");
+        assert_eq!(v["full"]["cold"]["n"], 2);
     }
 }

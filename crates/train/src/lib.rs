@@ -28,10 +28,11 @@ mod load;
 pub mod params;
 mod pca;
 pub mod sasrec;
+pub mod scoring;
 mod stage;
 pub mod text;
 pub mod trainer;
 
-pub use dataset::{Dataset, Group, Ids, Phase, UserSequence, eval_groups};
+pub use dataset::{COLD_MAX_TRAIN_INTERACTIONS, Dataset, Group, Ids, Phase, UserSequence, eval_groups};
 pub use load::load_dataset;
-pub use stage::{TrainMetrics, TrainRequest, train};
+pub use stage::{Baseline, TrainMetrics, TrainRequest, evaluate_baseline, train};

@@ -22,8 +22,16 @@
 //!   linear projection — items are as good as their text, however rare.
 //! - `fused`: `g ⊙ E_id + (1 − g) ⊙ W·t` with a per-item, per-dimension gate
 //!   `g = σ(W_g [E_id; W·t] + b_g)`: popular items can lean on what their
-//!   interactions taught the ID view, tail items on the text view (the
-//!   dual-view idea of LLM-ESR, Liu et al. 2024).
+//!   interactions taught the ID view, tail items on the text view.
+//! - `dual`: LLM-ESR's dual view (Liu et al., NeurIPS 2024): two sequence
+//!   encoders, one over ID embeddings and one over the frozen text embedding
+//!   through a linear adapter (no activation), and the score is the sum of
+//!   the two views' scores, `⟨h_id, E_id⟩ + ⟨h_text, W·t⟩`. Neither view can
+//!   drown the other inside a gate, so an item the ID view has barely seen
+//!   is still scored by its text. The item table is the two views side by
+//!   side (`[E_id | W·t]`, width 2·hidden) and the user vector the two
+//!   encoders' outputs side by side, so one dot product is the sum of both
+//!   views' scores and the losses, evaluator and serving tables need nothing new.
 
 use candle_core::{DType, Device, IndexOp, Tensor};
 use tailforge_core::config::Variant;
@@ -97,6 +105,14 @@ impl Linear {
     }
 }
 
+/// The positional embedding, attention blocks and final norm that turn a
+/// sequence of item vectors into next-item vectors (the paper's encoder).
+struct SequenceEncoder {
+    positions: Tensor,
+    blocks: Vec<Block>,
+    last_norm: LayerNorm,
+}
+
 struct Block {
     attn_norm: LayerNorm,
     q: Linear,
@@ -121,9 +137,8 @@ pub struct SasRec {
     device: Device,
     id_embedding: Option<Tensor>,
     text: Option<TextView>,
-    positions: Tensor,
-    blocks: Vec<Block>,
-    last_norm: LayerNorm,
+    /// One encoder; for `dual`, the ID view's then the text view's.
+    encoders: Vec<SequenceEncoder>,
 }
 
 /// A batch of left-padded sequences of model item ids (dense index + 1; 0 = padding).
@@ -162,7 +177,7 @@ impl SasRec {
     ) -> candle_core::Result<SasRec> {
         let (n, h) = (shape.n_items + 1, shape.hidden);
         let id_embedding = match shape.variant {
-            Variant::Id | Variant::Fused => {
+            Variant::Id | Variant::Fused | Variant::Dual => {
                 // Row 0 is padding: zero, and it never receives a gradient
                 // (padding inputs are masked, padding targets excluded from the loss).
                 Some(params.get(ITEM_EMBEDDING, &[n, h], Init::PaddedEmbedding, seed, device)?)
@@ -171,7 +186,7 @@ impl SasRec {
         };
         let text = match shape.variant {
             Variant::Id => None,
-            Variant::Text | Variant::Fused => {
+            Variant::Text | Variant::Fused | Variant::Dual => {
                 let Some(features) = text_features else {
                     candle_core::bail!("the {} variant needs item text embeddings", shape.variant.as_str())
                 };
@@ -187,23 +202,18 @@ impl SasRec {
                 Some(TextView { features, projection, gate })
             }
         };
-        let positions = params.get("position_embedding", &[shape.maxlen, h], Init::XavierNormal, seed, device)?;
-        let mut blocks = Vec::with_capacity(shape.blocks);
-        for b in 0..shape.blocks {
-            let p = |s: &str| format!("blocks.{b}.{s}");
-            blocks.push(Block {
-                attn_norm: LayerNorm::new(params, &p("attention_norm"), h, device)?,
-                q: Linear::new(params, &p("attention.q"), (h, h), seed, device)?,
-                k: Linear::new(params, &p("attention.k"), (h, h), seed, device)?,
-                v: Linear::new(params, &p("attention.v"), (h, h), seed, device)?,
-                out: Linear::new(params, &p("attention.out"), (h, h), seed, device)?,
-                ffn_norm: LayerNorm::new(params, &p("ffn_norm"), h, device)?,
-                ffn1: Linear::new(params, &p("ffn.1"), (h, h), seed, device)?,
-                ffn2: Linear::new(params, &p("ffn.2"), (h, h), seed, device)?,
-            });
+        // The first encoder's parameters keep the single-encoder names, so
+        // `id`, `text` and `fused` checkpoints read as before.
+        let mut encoders = vec![SequenceEncoder::new(params, "", &shape, seed, device)?];
+        if shape.variant == Variant::Dual {
+            encoders.push(SequenceEncoder::new(params, "text_encoder.", &shape, seed ^ 0x7465_7874, device)?);
         }
-        let last_norm = LayerNorm::new(params, "last_norm", h, device)?;
-        Ok(SasRec { shape, device: device.clone(), id_embedding, text, positions, blocks, last_norm })
+        Ok(SasRec { shape, device: device.clone(), id_embedding, text, encoders })
+    }
+
+    /// Width of the item table and of user vectors: `hidden`, or `2 · hidden` for `dual`.
+    pub fn table_width(&self) -> usize {
+        self.shape.hidden * self.encoders.len()
     }
 
     pub fn device(&self) -> &Device {
@@ -216,6 +226,9 @@ impl SasRec {
         match (&self.id_embedding, &self.text) {
             (Some(e), None) => Ok(e.clone()),
             (None, Some(t)) => t.projection.forward(&t.features),
+            (Some(e), Some(t)) if self.shape.variant == Variant::Dual => {
+                Tensor::cat(&[e, &t.projection.forward(&t.features)?], 1)
+            }
             (Some(e), Some(t)) => {
                 let projected = t.projection.forward(&t.features)?;
                 let Some(gate) = &t.gate else { candle_core::bail!("fused view without a gate") };
@@ -244,7 +257,7 @@ impl SasRec {
         seqs: &SeqBatch,
         rng: Option<&mut SplitMix64>,
     ) -> candle_core::Result<Tensor> {
-        self.forward_rows(table, seqs, rng)?.reshape((seqs.batch, seqs.width, self.shape.hidden))
+        self.forward_rows(table, seqs, rng)?.reshape((seqs.batch, seqs.width, self.table_width()))
     }
 
     /// [`SasRec::forward`] as rows `[batch · width, hidden]` (row `b · width
@@ -257,12 +270,72 @@ impl SasRec {
         seqs: &SeqBatch,
         mut rng: Option<&mut SplitMix64>,
     ) -> candle_core::Result<Tensor> {
-        let (b, l, h) = (seqs.batch, seqs.width, self.shape.hidden);
-        if l > self.shape.maxlen {
-            candle_core::bail!("batch width {l} exceeds maxlen {}", self.shape.maxlen);
+        if seqs.width > self.shape.maxlen {
+            candle_core::bail!("batch width {} exceeds maxlen {}", seqs.width, self.shape.maxlen);
         }
-        let dev = &self.device;
-        let p = self.shape.dropout;
+        let h = self.shape.hidden;
+        if let [encoder] = self.encoders.as_slice() {
+            return encoder.forward_rows(&self.shape, &self.device, table, seqs, rng);
+        }
+        // dual: each encoder reads its own view's columns of the table.
+        let mut views = Vec::with_capacity(self.encoders.len());
+        for (v, encoder) in self.encoders.iter().enumerate() {
+            let view = table.narrow(1, v * h, h)?.contiguous()?;
+            views.push(encoder.forward_rows(&self.shape, &self.device, &view, seqs, rng.as_deref_mut())?);
+        }
+        Tensor::cat(&views, 1)
+    }
+
+    /// The last position's hidden state of each sequence: `[batch, table_width]`,
+    /// in inference mode. This is the user's representation for the next item.
+    pub fn user_vectors(&self, table: &Tensor, seqs: &SeqBatch) -> candle_core::Result<Tensor> {
+        let hidden = self.forward(table, seqs, None)?;
+        hidden.i((.., seqs.width - 1, ..))?.contiguous()
+    }
+}
+
+impl SequenceEncoder {
+    /// Parameters named `{prefix}position_embedding`, `{prefix}blocks.{b}.…`, `{prefix}last_norm`.
+    fn new(
+        params: &mut ParamStore,
+        prefix: &str,
+        shape: &SasRecShape,
+        seed: u64,
+        device: &Device,
+    ) -> candle_core::Result<SequenceEncoder> {
+        let h = shape.hidden;
+        let positions =
+            params.get(&format!("{prefix}position_embedding"), &[shape.maxlen, h], Init::XavierNormal, seed, device)?;
+        let mut blocks = Vec::with_capacity(shape.blocks);
+        for b in 0..shape.blocks {
+            let p = |s: &str| format!("{prefix}blocks.{b}.{s}");
+            blocks.push(Block {
+                attn_norm: LayerNorm::new(params, &p("attention_norm"), h, device)?,
+                q: Linear::new(params, &p("attention.q"), (h, h), seed, device)?,
+                k: Linear::new(params, &p("attention.k"), (h, h), seed, device)?,
+                v: Linear::new(params, &p("attention.v"), (h, h), seed, device)?,
+                out: Linear::new(params, &p("attention.out"), (h, h), seed, device)?,
+                ffn_norm: LayerNorm::new(params, &p("ffn_norm"), h, device)?,
+                ffn1: Linear::new(params, &p("ffn.1"), (h, h), seed, device)?,
+                ffn2: Linear::new(params, &p("ffn.2"), (h, h), seed, device)?,
+            });
+        }
+        let last_norm = LayerNorm::new(params, &format!("{prefix}last_norm"), h, device)?;
+        Ok(SequenceEncoder { positions, blocks, last_norm })
+    }
+
+    /// Rows `[batch · width, hidden]` of next-item vectors from the item
+    /// vectors `table` (`[n_items + 1, hidden]`); see [`SasRec::forward_rows`].
+    fn forward_rows(
+        &self,
+        shape: &SasRecShape,
+        dev: &Device,
+        table: &Tensor,
+        seqs: &SeqBatch,
+        mut rng: Option<&mut SplitMix64>,
+    ) -> candle_core::Result<Tensor> {
+        let (b, l, h) = (seqs.batch, seqs.width, shape.hidden);
+        let p = shape.dropout;
         // Training mode draws a seed per dropout site from `rng`, in order.
         let mut next_seed = move || rng.as_deref_mut().map(SplitMix64::next_u64);
         let drop = |x: Tensor, seed: Option<u64>| -> candle_core::Result<Tensor> {
@@ -278,14 +351,14 @@ impl SasRec {
 
         // Slots are numbered from the right, so an item's position embedding
         // is the same whatever the batch's width: the last slot is maxlen - 1.
-        let slots = Tensor::arange((self.shape.maxlen - l) as u32, self.shape.maxlen as u32, dev)?;
+        let slots = Tensor::arange((shape.maxlen - l) as u32, shape.maxlen as u32, dev)?;
         let pos = self.positions.index_select(&slots, 0)?;
         // Rows [b · l, h]; the [l, h] position block repeats over sequences.
         let x = (table.index_select(&ids, 0)? * (h as f64).sqrt())?;
         let x = crate::fused::add_rows(&x, &pos)?;
         let mut x = crate::fused::mask_rows(&drop(x, next_seed())?, &real)?;
 
-        let heads = self.shape.heads;
+        let heads = shape.heads;
         let dh = h / heads;
         let split = |t: Tensor| -> candle_core::Result<Tensor> {
             if heads == 1 {
@@ -316,13 +389,6 @@ impl SasRec {
             x = crate::fused::mask_rows(&x, &real)?;
         }
         self.last_norm.forward(&x)
-    }
-
-    /// The last position's hidden state of each sequence: `[batch, hidden]`,
-    /// in inference mode. This is the user's representation for the next item.
-    pub fn user_vectors(&self, table: &Tensor, seqs: &SeqBatch) -> candle_core::Result<Tensor> {
-        let hidden = self.forward(table, seqs, None)?;
-        hidden.i((.., seqs.width - 1, ..))?.contiguous()
     }
 }
 
@@ -411,7 +477,7 @@ mod tests {
 
     #[test]
     fn a_future_item_cannot_change_an_earlier_output() {
-        for variant in [Variant::Id, Variant::Text, Variant::Fused] {
+        for variant in [Variant::Id, Variant::Text, Variant::Fused, Variant::Dual] {
             let (model, _) = tiny(variant, 20);
             // Same first four items, different fifth: positions 0..4 of the
             // (full-width, unpadded) sequence must be identical.

@@ -27,9 +27,10 @@ use crate::dataset::{Dataset, Ids, Phase};
 use crate::eval::{EvalReport, top_k};
 use crate::item_text::{ItemTexts, load_item_texts};
 use crate::load::load_dataset;
+use crate::scoring::{RuledScorer, ScoringRule, TunedRule, UnitText};
 use crate::text::{EmbeddingCache, TextEncoder};
 use crate::trainer::{
-    Checkpoints, EpochRecord, ModelCard, TrainInputs, Trained, evaluate_model, explain, fit, nearest_tail_items,
+    Checkpoints, EpochRecord, ModelCard, TrainInputs, Trained, evaluate_ruled, explain, fit, nearest_tail_items,
     safetensors_bytes, vector_scorer,
 };
 
@@ -59,6 +60,19 @@ pub struct TextStats {
     pub encode_seconds: f64,
 }
 
+/// The scoring rule a run used (see [`crate::scoring`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct ScoringChoice {
+    pub rule: ScoringRule,
+    /// Whether `rule` was chosen on validation (`train.tune_scoring`).
+    pub tuned: bool,
+    /// Validation NDCG@10 of the model's plain scores and of the chosen rule (when tuned).
+    pub plain_valid_ndcg: Option<f64>,
+    pub rule_valid_ndcg: Option<f64>,
+    /// Every rule tried, with its validation NDCG@10 (when tuned).
+    pub candidates: Vec<TunedRule>,
+}
+
 /// `metrics.json`.
 #[derive(Debug, Clone, Serialize)]
 pub struct TrainMetrics {
@@ -78,6 +92,7 @@ pub struct TrainMetrics {
     pub resumed_after_epoch: Option<usize>,
     pub warm_started: bool,
     pub text: Option<TextStats>,
+    pub scoring: ScoringChoice,
     pub history: Vec<EpochRecord>,
     pub config: TrainConfig,
 }
@@ -165,6 +180,55 @@ async fn text_features(
         "item texts embedded"
     );
     Ok((rows, fingerprint, stats))
+}
+
+/// A reference model, evaluated by `tailforge evaluate`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Baseline {
+    /// [`crate::baselines::MostPop`]: eval-v1's check.
+    MostPop,
+    /// [`crate::baselines::ItemKnn`] over the last 5 items.
+    ItemKnn,
+    /// [`crate::baselines::TextKnn`] over the last 5 items, on the train stage's item text and encoder.
+    TextKnn,
+}
+
+impl Baseline {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Baseline::MostPop => "mostpop",
+            Baseline::ItemKnn => "item_knn",
+            Baseline::TextKnn => "text_knn",
+        }
+    }
+}
+
+/// eval-v1 (validation, test) of a baseline on an analyze output. The text
+/// kNN encodes the catalog text with `cfg`'s encoder, through `embedding_cache`.
+pub async fn evaluate_baseline(
+    baseline: Baseline,
+    analyze_out: &Location,
+    cfg: &TrainConfig,
+    embedding_cache: &Location,
+) -> Result<(EvalReport, EvalReport)> {
+    use crate::baselines::{ItemKnn, MostPop, TextKnn};
+    use crate::eval::{EvalOptions, Scorer, evaluate};
+    let dataset = load_dataset(analyze_out).await?;
+    let scorer: Box<dyn Scorer> = match baseline {
+        Baseline::MostPop => Box::new(MostPop::new(&dataset)),
+        Baseline::ItemKnn => Box::new(ItemKnn::new(&dataset, 5)),
+        Baseline::TextKnn => {
+            let texts = load_item_texts(&dataset, analyze_out, None).await?;
+            let (features, _, _) = text_features(cfg, &texts, embedding_cache, &Device::Cpu).await?;
+            Box::new(TextKnn::new(&features, 5))
+        }
+    };
+    let options = EvalOptions::default();
+    tokio::task::block_in_place(|| {
+        let valid = evaluate(&dataset, scorer.as_ref(), Phase::Valid, &options)?;
+        let test = evaluate(&dataset, scorer.as_ref(), Phase::Test, &options)?;
+        Ok((valid, test))
+    })
 }
 
 /// Reads a warm-start checkpoint (`<dir>/checkpoints/best.safetensors`) when
@@ -256,9 +320,17 @@ type Recommendation = (u32, f32, String);
 
 /// `recommendations.parquet`'s rows: each user's top-K next items after
 /// their whole history (seen items excluded), with scores and a short explanation.
-fn recommendations(trained: &Trained, dataset: &Dataset, texts: &ItemTexts, cfg: &TrainConfig) -> Result<RecordBatch> {
+fn recommendations(
+    trained: &Trained,
+    dataset: &Dataset,
+    texts: &ItemTexts,
+    cfg: &TrainConfig,
+    rule: ScoringRule,
+    unit_text: Option<&UnitText>,
+) -> Result<RecordBatch> {
     let users: Vec<(usize, &[u32])> = (0..dataset.n_users()).map(|u| (u, dataset.users[u].items.as_slice())).collect();
-    let scorer = vector_scorer(&trained.model, dataset, &users)?;
+    let vectors = vector_scorer(&trained.model, dataset, &users)?;
+    let scorer = RuledScorer::new(dataset, trained.model.shape.variant, vectors, rule, unit_text);
     let rows: Vec<(usize, Vec<Recommendation>)> = {
         use crate::eval::Scorer;
         use rayon::prelude::*;
@@ -310,6 +382,57 @@ fn recommendations(trained: &Trained, dataset: &Dataset, texts: &ItemTexts, cfg:
     .map_err(|e| Error::internal(format!("recommendations: {e}")))
 }
 
+/// The scoring rule: the configured one, or the best on validation when
+/// `train.tune_scoring` is set (logged with the plain model's figure).
+fn choose_scoring(
+    trained: &Trained,
+    dataset: &Dataset,
+    cfg: &TrainConfig,
+    unit_text: Option<&UnitText>,
+) -> Result<ScoringChoice> {
+    let configured = ScoringRule::from_config(cfg);
+    if !cfg.tune_scoring {
+        if configured.needs_text() && unit_text.is_none() {
+            return Err(Error::internal("train.content_weight needs the items' text embeddings"));
+        }
+        return Ok(ScoringChoice {
+            rule: configured,
+            tuned: false,
+            plain_valid_ndcg: None,
+            rule_valid_ndcg: None,
+            candidates: Vec::new(),
+        });
+    }
+    let start = Instant::now();
+    let variant = trained.model.shape.variant;
+    let users: Vec<(usize, &[u32])> =
+        dataset.evaluated_users().map(|u| (u, dataset.users[u].history(Phase::Valid))).collect();
+    let vectors = vector_scorer(&trained.model, dataset, &users)?;
+    let base = RuledScorer::new(dataset, variant, vectors, ScoringRule::PLAIN, unit_text);
+    let rules = crate::scoring::grid(variant, unit_text.is_some(), cfg.content_recent);
+    let candidates = crate::scoring::tune(dataset, &base, &rules);
+    let best = crate::scoring::best(&candidates).ok_or_else(|| Error::internal("no scoring rule to choose from"))?;
+    let plain = candidates.first().map(|c| c.valid_ndcg);
+    tracing::info!(
+        variant = variant.as_str(),
+        rules = candidates.len(),
+        plain_valid_ndcg = plain,
+        valid_ndcg = best.valid_ndcg,
+        cold_threshold = best.rule.cold_threshold,
+        cold_id_scale = best.rule.cold_id_scale,
+        content_weight = best.rule.content_weight,
+        seconds = start.elapsed().as_secs_f64(),
+        "scoring rule chosen on validation"
+    );
+    Ok(ScoringChoice {
+        rule: best.rule,
+        tuned: true,
+        plain_valid_ndcg: plain,
+        rule_valid_ndcg: Some(best.valid_ndcg),
+        candidates,
+    })
+}
+
 /// Trains, evaluates and writes one variant. See the module docs for the layout.
 pub async fn train(req: &TrainRequest) -> Result<TrainMetrics> {
     let start = Instant::now();
@@ -323,8 +446,7 @@ pub async fn train(req: &TrainRequest) -> Result<TrainMetrics> {
     let texts = load_item_texts(&dataset, &req.analyze_out, generate_out).await?;
 
     let text_init = cfg.id_init == IdInit::TextPca && req.variant != Variant::Text;
-    let (features, text_fingerprint, text_stats) = if req.variant.uses_text() || cfg.substitute_rate > 0.0 || text_init
-    {
+    let (features, text_fingerprint, text_stats) = if cfg.needs_text(req.variant) {
         let (rows, fp, stats) = text_features(cfg, &texts, &req.embedding_cache, &dev).await?;
         (Some(rows), fp, Some(stats))
     } else {
@@ -334,6 +456,7 @@ pub async fn train(req: &TrainRequest) -> Result<TrainMetrics> {
         (Some(rows), true) => Some(nearest_tail_items(&dataset, &rows[1..])),
         _ => None,
     };
+    let unit_text = features.as_deref().map(UnitText::from_features);
     let inputs = TrainInputs {
         dataset: &dataset,
         config: cfg,
@@ -371,19 +494,21 @@ pub async fn train(req: &TrainRequest) -> Result<TrainMetrics> {
         device = %cfg.device,
         "training"
     );
-    let (trained, valid, test, recs) = tokio::task::block_in_place(|| {
+    let (trained, valid, test, recs, scoring) = tokio::task::block_in_place(|| {
         pool.install(|| -> Result<_> {
             let trained = fit(&inputs, &checkpoints, warm.as_ref())?;
-            let valid = evaluate_model(&trained.model, &dataset, Phase::Valid)?;
-            let test = evaluate_model(&trained.model, &dataset, Phase::Test)?;
-            let recs = recommendations(&trained, &dataset, &texts, cfg)?;
-            Ok((trained, valid, test, recs))
+            let scoring = choose_scoring(&trained, &dataset, cfg, unit_text.as_ref())?;
+            let text = unit_text.as_ref();
+            let valid = evaluate_ruled(&trained.model, &dataset, Phase::Valid, scoring.rule, text)?;
+            let test = evaluate_ruled(&trained.model, &dataset, Phase::Test, scoring.rule, text)?;
+            let recs = recommendations(&trained, &dataset, &texts, cfg, scoring.rule, text)?;
+            Ok((trained, valid, test, recs, scoring))
         })
     })?;
 
     // Serving artefacts.
     let table = trained.model.item_table().map_err(|e| Error::internal(format!("item table: {e}")))?;
-    let h = cfg.hidden;
+    let h = trained.model.table_width();
     let all: Vec<f32> = table.flatten_all().and_then(|t| t.to_vec1()).map_err(|e| Error::internal(format!("{e}")))?;
     write_item_embeddings(&out, &dataset, &all[h..], h).await?;
     let n_recs = recs.num_rows();
@@ -420,6 +545,7 @@ pub async fn train(req: &TrainRequest) -> Result<TrainMetrics> {
         resumed_after_epoch: s.resumed_after,
         warm_started: s.warm_started,
         text: text_stats,
+        scoring,
         history: s.history.clone(),
         config: cfg.clone(),
     };

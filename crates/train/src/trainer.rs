@@ -18,6 +18,7 @@ use tailforge_core::{Error, Location, Result};
 
 use crate::dataset::{Dataset, Phase};
 use crate::eval::{EvalOptions, EvalReport, Scorer, SplitMix64, evaluate, mix64};
+use crate::scoring::{RuledScorer, ScoringRule, UnitText};
 use crate::item_text::ItemTexts;
 use crate::params::{Adam, ParamStore};
 use crate::sasrec::{ITEM_EMBEDDING, SasRec, SasRecShape, SeqBatch, bce_loss, features_tensor, sampled_softmax_loss};
@@ -361,10 +362,11 @@ fn shuffle<T>(items: &mut [T], rng: &mut SplitMix64) {
     }
 }
 
-/// Item vectors (`[n_items, hidden]`, no padding row) and users' next-item
+/// Item vectors (`[n_items, width]`, no padding row) and users' next-item
 /// vectors for a phase: the inputs of scoring.
 pub struct VectorScorer {
-    pub hidden: usize,
+    /// The model's [`SasRec::table_width`].
+    pub width: usize,
     pub items: Vec<f32>,
     /// Row of each user in `users`, by user index (None: not encoded).
     pub user_row: Vec<Option<usize>>,
@@ -373,7 +375,7 @@ pub struct VectorScorer {
 
 impl Scorer for VectorScorer {
     fn score(&self, user: usize, _history: &[u32], out: &mut [f32]) {
-        let h = self.hidden;
+        let h = self.width;
         let Some(row) = self.user_row.get(user).copied().flatten() else {
             out.fill(0.0);
             return;
@@ -389,7 +391,7 @@ impl Scorer for VectorScorer {
 /// Encodes `histories` (user index, items) with the model in inference mode.
 pub fn vector_scorer(model: &SasRec, dataset: &Dataset, users: &[(usize, &[u32])]) -> Result<VectorScorer> {
     let table = model.item_table().map_err(candle("item table"))?;
-    let h = model.shape.hidden;
+    let h = model.table_width();
     let all: Vec<f32> = table.flatten_all().and_then(|t| t.to_vec1()).map_err(candle("item table"))?;
     let items = all[h..].to_vec();
     let mut user_row = vec![None; dataset.n_users()];
@@ -407,13 +409,27 @@ pub fn vector_scorer(model: &SasRec, dataset: &Dataset, users: &[(usize, &[u32])
             user_row[*u] = Some(k * 256 + j);
         }
     }
-    Ok(VectorScorer { hidden: h, items, user_row, users: vectors })
+    Ok(VectorScorer { width: h, items, user_row, users: vectors })
 }
 
 /// eval-v1 on `phase` for the model as it is now.
 pub fn evaluate_model(model: &SasRec, dataset: &Dataset, phase: Phase) -> Result<EvalReport> {
     let users: Vec<(usize, &[u32])> = dataset.evaluated_users().map(|u| (u, dataset.users[u].history(phase))).collect();
     let scorer = vector_scorer(model, dataset, &users)?;
+    evaluate(dataset, &scorer, phase, &EvalOptions::default())
+}
+
+/// eval-v1 on `phase` for the model's scores under a scoring rule (see [`crate::scoring`]).
+pub fn evaluate_ruled(
+    model: &SasRec,
+    dataset: &Dataset,
+    phase: Phase,
+    rule: ScoringRule,
+    text: Option<&UnitText>,
+) -> Result<EvalReport> {
+    let users: Vec<(usize, &[u32])> = dataset.evaluated_users().map(|u| (u, dataset.users[u].history(phase))).collect();
+    let vectors = vector_scorer(model, dataset, &users)?;
+    let scorer = RuledScorer::new(dataset, model.shape.variant, vectors, rule, text);
     evaluate(dataset, &scorer, phase, &EvalOptions::default())
 }
 
@@ -689,6 +705,47 @@ mod tests {
         // The validation target is the successor of the last training item: a model that learned the ring ranks it first.
         let report = evaluate_model(&model, &dataset, Phase::Valid).unwrap();
         assert!(report.full.overall.hr > 0.9, "HR@10 {}", report.full.overall.hr);
+    }
+
+    #[test]
+    fn dual_learns_the_ring_and_keeps_its_views_apart() {
+        let dataset = ring();
+        let config = config();
+        let mut rng = SplitMix64::new(11);
+        let features: Vec<Vec<f32>> = (0..=dataset.n_items())
+            .map(|i| {
+                if i == 0 { vec![0.0; 12] } else { (0..12).map(|_| crate::params::standard_normal(&mut rng) as f32).collect() }
+            })
+            .collect();
+        let inputs = TrainInputs { variant: Variant::Dual, text_features: Some(features.clone()), ..inputs(&dataset, &config) };
+        let (model, params) = inputs.build_model().unwrap();
+        assert_eq!(model.table_width(), 2 * config.hidden);
+        let mut adam = Adam::new(&params, config.lr, config.beta2, 0.0).unwrap();
+        let examples: Vec<Example> =
+            dataset.users.iter().map(|u| Example { train: u.train(), seen: u.train().to_vec() }).collect();
+        for epoch in 1..=60 {
+            run_epoch(&inputs, &model, &mut adam, &examples, epoch).unwrap();
+        }
+        let report = evaluate_model(&model, &dataset, Phase::Valid).unwrap();
+        assert!(report.full.overall.hr > 0.9, "HR@10 {}", report.full.overall.hr);
+
+        // Another text for item 5 moves only the text half of the item table
+        // and of the user vectors (the ID encoder never reads text).
+        let mut other = features;
+        other[6].iter_mut().for_each(|x| *x = -*x);
+        let changed = TrainInputs { text_features: Some(other), ..inputs };
+        let (model2, params2) = changed.build_model().unwrap();
+        params2.load(&params.snapshot().unwrap()).unwrap();
+        let users: Vec<(usize, &[u32])> = (0..dataset.n_users()).map(|u| (u, dataset.users[u].train())).collect();
+        let (a, b) = (vector_scorer(&model, &dataset, &users).unwrap(), vector_scorer(&model2, &dataset, &users).unwrap());
+        let h = config.hidden;
+        let halves = |v: &[f32], first: bool| -> Vec<f32> {
+            v.chunks(2 * h).flat_map(|row| if first { row[..h].to_vec() } else { row[h..].to_vec() }).collect()
+        };
+        assert_eq!(halves(&a.items, true), halves(&b.items, true));
+        assert_eq!(halves(&a.users, true), halves(&b.users, true));
+        assert_ne!(halves(&a.items, false), halves(&b.items, false));
+        assert_ne!(halves(&a.users, false), halves(&b.users, false), "users whose sequences hold item 5");
     }
 
     #[test]

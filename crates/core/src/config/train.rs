@@ -15,6 +15,9 @@ pub enum Variant {
     /// ID embedding and projected text mixed by a learned per-dimension gate.
     #[default]
     Fused,
+    /// LLM-ESR's dual view: an ID-view and a text-view sequence encoder, the
+    /// item score the sum of both views' scores.
+    Dual,
 }
 
 impl Variant {
@@ -23,10 +26,12 @@ impl Variant {
             Variant::Id => "id",
             Variant::Text => "text",
             Variant::Fused => "fused",
+            Variant::Dual => "dual",
         }
     }
 
     /// Whether the variant needs item text embeddings.
+    /// (The scoring rule's content term needs them too: see `TrainConfig::needs_text`.)
     pub fn uses_text(self) -> bool {
         !matches!(self, Variant::Id)
     }
@@ -124,6 +129,20 @@ pub struct TrainConfig {
     /// Start from the checkpoint of this directory (a previous run's train
     /// output) instead of random weights, when its item vocabulary matches.
     pub warm_start: String,
+    /// Choose the scoring rule (`cold_threshold`, `cold_id_scale`,
+    /// `content_weight`) on the validation targets after training, from a
+    /// fixed grid; false = use the values below as they are.
+    pub tune_scoring: bool,
+    /// `dual` only: candidates with at most this many training interactions
+    /// have their ID-view score scaled by `cold_id_scale`.
+    pub cold_threshold: u32,
+    /// Scale of a cold candidate's ID-view score (0 = text view only; 1 = no routing).
+    pub cold_id_scale: f64,
+    /// Weight of the content term: the highest cosine between a candidate's
+    /// text embedding and those of the user's `content_recent` latest items (0 = off).
+    pub content_weight: f64,
+    /// Latest items of a user the content term compares candidates with.
+    pub content_recent: usize,
 }
 
 impl Default for TrainConfig {
@@ -159,6 +178,11 @@ impl Default for TrainConfig {
             top_k: 10,
             why_recent: 10,
             warm_start: String::new(),
+            tune_scoring: false,
+            cold_threshold: 5,
+            cold_id_scale: 1.0,
+            content_weight: 0.0,
+            content_recent: 5,
         }
     }
 }
@@ -228,9 +252,27 @@ impl TrainConfig {
             return bad("top_k", "must be at least 1");
         }
         if self.variants.is_empty() {
-            return bad("variants", "must name at least one of \"id\", \"text\", \"fused\"");
+            return bad("variants", "must name at least one of \"id\", \"text\", \"fused\", \"dual\"");
+        }
+        if !(self.cold_id_scale >= 0.0 && self.cold_id_scale.is_finite()) {
+            return bad("cold_id_scale", "must be 0 or positive (1 = no routing)");
+        }
+        if !self.content_weight.is_finite() {
+            return bad("content_weight", "must be a number (0 = off)");
+        }
+        if self.content_recent == 0 {
+            return bad("content_recent", "must be at least 1");
         }
         Ok(())
+    }
+
+    /// Whether training `variant` with these settings needs the items' text embeddings.
+    pub fn needs_text(&self, variant: Variant) -> bool {
+        variant.uses_text()
+            || self.substitute_rate > 0.0
+            || (self.id_init == IdInit::TextPca && variant != Variant::Text)
+            || self.tune_scoring
+            || self.content_weight != 0.0
     }
 
     /// CPU threads to use.

@@ -1,0 +1,324 @@
+//! How a trained model's item scores are formed at inference, for the
+//! evaluator and for recommendations: the model's dot product, optionally
+//! with two rules that carry rare items.
+//!
+//! - **Popularity routing** (`dual` only). A candidate with at most
+//!   `cold_threshold` training interactions has its ID-view score scaled by
+//!   `cold_id_scale` (0 drops it): an ID embedding that saw two interactions
+//!   is mostly its random start, and its score is noise added to the text
+//!   view's. A third-party reproduction of LLM-ESR found that dropping the ID
+//!   score of cold candidates helps; [`tune`] checks it on validation.
+//! - **Content similarity.** `content_weight` × the highest cosine between
+//!   the candidate's text embedding and those of the user's `content_recent`
+//!   most recent items: the text-kNN signal, which needs no interactions at all.
+//!
+//! score(i) = ⟨u_id, e_id,i⟩ · s(i) + ⟨u_text, e_text,i⟩ + β · max_j cos(t_i, t_j),
+//! with s(i) = `cold_id_scale` if pop(i) ≤ `cold_threshold` else 1 (for
+//! variants with one view, the whole dot product is the first term and s = 1).
+//!
+//! [`tune`] picks the rule on the validation targets (eval-v1's checkpoint
+//! rule applied to the scoring rule); the test targets never inform it.
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use tailforge_core::config::{TrainConfig, Variant};
+
+use crate::dataset::{Dataset, Phase};
+use crate::eval::{Scorer, full_rank, ndcg};
+use crate::trainer::VectorScorer;
+
+/// The scoring rule's settings (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ScoringRule {
+    pub cold_threshold: u32,
+    pub cold_id_scale: f32,
+    pub content_weight: f32,
+    pub content_recent: usize,
+}
+
+impl ScoringRule {
+    /// The model's own scores: no routing, no content term.
+    pub const PLAIN: ScoringRule =
+        ScoringRule { cold_threshold: 0, cold_id_scale: 1.0, content_weight: 0.0, content_recent: 5 };
+
+    /// The rule a configuration fixes (`train.cold_threshold`, `train.cold_id_scale`,
+    /// `train.content_weight`, `train.content_recent`).
+    pub fn from_config(cfg: &TrainConfig) -> ScoringRule {
+        ScoringRule {
+            cold_threshold: cfg.cold_threshold,
+            cold_id_scale: cfg.cold_id_scale as f32,
+            content_weight: cfg.content_weight as f32,
+            content_recent: cfg.content_recent,
+        }
+    }
+
+    pub fn needs_text(&self) -> bool {
+        self.content_weight != 0.0
+    }
+}
+
+/// Unit-length text embeddings of the catalog items, `[n_items, dim]` row-major.
+pub struct UnitText {
+    pub dim: usize,
+    pub rows: Vec<f32>,
+}
+
+impl UnitText {
+    /// From the text features (`[n_items + 1, d]`, row 0 padding), normalised
+    /// again so the content term is a cosine whatever the encoder did.
+    pub fn from_features(features: &[Vec<f32>]) -> UnitText {
+        let dim = features.first().map_or(0, Vec::len);
+        let mut rows = Vec::with_capacity(features.len().saturating_sub(1) * dim);
+        for f in features.iter().skip(1) {
+            let norm = f.iter().map(|x| x * x).sum::<f32>().sqrt();
+            let inv = if norm > 0.0 { 1.0 / norm } else { 0.0 };
+            rows.extend(f.iter().map(|x| x * inv));
+        }
+        UnitText { dim, rows }
+    }
+
+    fn row(&self, i: usize) -> &[f32] {
+        &self.rows[i * self.dim..(i + 1) * self.dim]
+    }
+
+    /// `out[i] = max over the last `recent` items of history of cos(t_i, t_j)`
+    /// (0 for an empty history).
+    pub fn max_similarity(&self, history: &[u32], recent: usize, out: &mut [f32]) {
+        let recent = &history[history.len().saturating_sub(recent)..];
+        if recent.is_empty() {
+            out.fill(0.0);
+            return;
+        }
+        out.fill(f32::NEG_INFINITY);
+        for &j in recent {
+            let tj = self.row(j as usize);
+            for (i, o) in out.iter_mut().enumerate() {
+                let s = dot(self.row(i), tj);
+                if s > *o {
+                    *o = s;
+                }
+            }
+        }
+    }
+}
+
+/// A dot product in 8 independent lanes, which the compiler vectorises.
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for k in 0..8 {
+            acc[k] += x[k] * y[k];
+        }
+    }
+    let tail: f32 = ra.iter().zip(rb).map(|(x, y)| x * y).sum();
+    acc.iter().sum::<f32>() + tail
+}
+
+/// The scores of the users a model encoded, under a [`ScoringRule`].
+pub struct RuledScorer<'a> {
+    /// The model's item and user vectors.
+    pub vectors: VectorScorer,
+    /// Columns of the ID view in a row (`dual`: the first half), for routing.
+    pub id_columns: usize,
+    pub rule: ScoringRule,
+    /// Items routed (their ID score scaled), by dense index.
+    pub routed: Vec<bool>,
+    pub text: Option<&'a UnitText>,
+}
+
+impl RuledScorer<'_> {
+    /// The ID-view and text-view (or whole-model) dot products of one user.
+    fn view_scores(&self, user: usize, id_part: &mut [f32], rest: &mut [f32]) -> bool {
+        let VectorScorer { width: w, items, user_row, users } = &self.vectors;
+        let Some(row) = user_row.get(user).copied().flatten() else { return false };
+        let (w, c) = (*w, self.id_columns);
+        let u = &users[row * w..(row + 1) * w];
+        for i in 0..id_part.len() {
+            let v = &items[i * w..(i + 1) * w];
+            id_part[i] = dot(&u[..c], &v[..c]);
+            rest[i] = dot(&u[c..], &v[c..]);
+        }
+        true
+    }
+}
+
+impl Scorer for RuledScorer<'_> {
+    fn score(&self, user: usize, history: &[u32], out: &mut [f32]) {
+        let n = out.len();
+        let mut rest = vec![0f32; n];
+        if !self.view_scores(user, out, &mut rest) {
+            out.fill(0.0);
+            return;
+        }
+        for i in 0..n {
+            let scale = if self.routed[i] { self.rule.cold_id_scale } else { 1.0 };
+            out[i] = out[i] * scale + rest[i];
+        }
+        if let (Some(text), true) = (self.text, self.rule.content_weight != 0.0) {
+            let mut sim = vec![0f32; n];
+            text.max_similarity(history, self.rule.content_recent, &mut sim);
+            for (o, s) in out.iter_mut().zip(sim) {
+                *o += self.rule.content_weight * s;
+            }
+        }
+    }
+}
+
+impl<'a> RuledScorer<'a> {
+    /// `vectors` of a model of `variant` under `rule`; `text` is needed for the content term.
+    pub fn new(
+        dataset: &Dataset,
+        variant: Variant,
+        vectors: VectorScorer,
+        rule: ScoringRule,
+        text: Option<&'a UnitText>,
+    ) -> RuledScorer<'a> {
+        let id_columns = id_columns(variant, vectors.width);
+        let routed =
+            dataset.train_popularity.iter().map(|&p| rule.cold_id_scale != 1.0 && p <= rule.cold_threshold).collect();
+        RuledScorer { vectors, id_columns, rule, routed, text }
+    }
+}
+
+/// The ID view's share of a row: all of it for one-view variants, the
+/// first half for `dual` (whose rows are `[E_id | W·t]`).
+pub fn id_columns(variant: Variant, width: usize) -> usize {
+    if variant == Variant::Dual { width / 2 } else { width }
+}
+
+/// One candidate rule and its validation NDCG@10 (full ranking).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct TunedRule {
+    pub rule: ScoringRule,
+    pub valid_ndcg: f64,
+}
+
+/// The rules [`tune`] tries: routing thresholds × ID scales (dual only) ×
+/// content weights (when text is available), the plain rule first.
+pub fn grid(variant: Variant, has_text: bool, content_recent: usize) -> Vec<ScoringRule> {
+    let mut routing = vec![(0u32, 1.0f32)];
+    if variant == Variant::Dual {
+        for threshold in [1u32, 2, 3, 5, 10, 20] {
+            for scale in [0.0f32, 0.5] {
+                routing.push((threshold, scale));
+            }
+        }
+    }
+    let weights: &[f32] = if has_text { &[0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0] } else { &[0.0] };
+    let mut rules = Vec::new();
+    for &content_weight in weights {
+        for &(cold_threshold, cold_id_scale) in &routing {
+            rules.push(ScoringRule { cold_threshold, cold_id_scale, content_weight, content_recent });
+        }
+    }
+    rules
+}
+
+/// Validation NDCG@10 (full ranking) of every rule of `rules` for the
+/// scorer's users, in one pass: each user's view scores and content term are
+/// computed once and recombined per rule. Returns the rules with their
+/// figures, in `rules` order.
+pub fn tune(dataset: &Dataset, base: &RuledScorer, rules: &[ScoringRule]) -> Vec<TunedRule> {
+    let n = dataset.n_items();
+    let users: Vec<usize> = dataset.evaluated_users().collect();
+    let recents: Vec<usize> = {
+        let mut r: Vec<usize> = rules.iter().map(|r| r.content_recent).collect();
+        r.sort_unstable();
+        r.dedup();
+        r
+    };
+    let sums = users
+        .par_iter()
+        .map_init(
+            || (vec![0f32; n], vec![0f32; n], vec![0f32; n], vec![false; n], vec![vec![0f32; n]; recents.len()]),
+            |(id_part, rest, scores, excluded, sims), &u| {
+                let user = &dataset.users[u];
+                let mut per_rule = vec![0f64; rules.len()];
+                let Some(target) = user.target(Phase::Valid) else { return per_rule };
+                let history = user.history(Phase::Valid);
+                if !base.view_scores(u, id_part, rest) {
+                    return per_rule;
+                }
+                if let Some(text) = base.text {
+                    for (k, &m) in recents.iter().enumerate() {
+                        text.max_similarity(history, m, &mut sims[k]);
+                    }
+                }
+                history.iter().for_each(|&i| excluded[i as usize] = true);
+                for (r, rule) in rules.iter().enumerate() {
+                    let sim = &sims[recents.binary_search(&rule.content_recent).unwrap_or(0)];
+                    for i in 0..n {
+                        let routed = rule.cold_id_scale != 1.0 && dataset.train_popularity[i] <= rule.cold_threshold;
+                        let scale = if routed { rule.cold_id_scale } else { 1.0 };
+                        let content = if base.text.is_some() { rule.content_weight * sim[i] } else { 0.0 };
+                        scores[i] = id_part[i] * scale + rest[i] + content;
+                    }
+                    per_rule[r] = ndcg(full_rank(scores, target, excluded));
+                }
+                history.iter().for_each(|&i| excluded[i as usize] = false);
+                per_rule
+            },
+        )
+        .reduce(|| vec![0f64; rules.len()], |a, b| a.iter().zip(&b).map(|(x, y)| x + y).collect());
+    let cases = users.iter().filter(|&&u| dataset.users[u].target(Phase::Valid).is_some()).count().max(1) as f64;
+    rules.iter().zip(sums).map(|(&rule, s)| TunedRule { rule, valid_ndcg: s / cases }).collect()
+}
+
+/// The best of [`tune`]'s results: highest validation NDCG@10, the earliest
+/// (simplest) rule on a tie.
+pub fn best(tuned: &[TunedRule]) -> Option<TunedRule> {
+    tuned.iter().copied().fold(None, |best, t| match best {
+        Some(b) if b.valid_ndcg >= t.valid_ndcg => Some(b),
+        _ => Some(t),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_matches_the_plain_sum_for_any_length() {
+        for len in [0usize, 1, 7, 8, 9, 384] {
+            let a: Vec<f32> = (0..len).map(|i| (i as f32 * 0.37).sin()).collect();
+            let b: Vec<f32> = (0..len).map(|i| (i as f32 * 0.11).cos()).collect();
+            let plain: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+            assert!((dot(&a, &b) - plain).abs() < 1e-4, "len {len}");
+        }
+    }
+
+    #[test]
+    fn max_similarity_is_the_best_cosine_to_the_recent_items() {
+        // Items 0..3 in 2-d: 0 = (1, 0), 1 = (0, 1), 2 = (1, 1)/√2, 3 = (−1, 0); unnormalised input.
+        let features = vec![vec![0.0, 0.0], vec![2.0, 0.0], vec![0.0, 3.0], vec![1.0, 1.0], vec![-1.0, 0.0]];
+        let text = UnitText::from_features(&features);
+        let mut out = vec![0f32; 4];
+        // Only the last item (1) counts with recent = 1.
+        text.max_similarity(&[0, 1], 1, &mut out);
+        let expect = [0.0, 1.0, std::f32::consts::FRAC_1_SQRT_2, 0.0];
+        out.iter().zip(expect).for_each(|(o, e)| assert!((o - e).abs() < 1e-6, "{out:?}"));
+        // Both: item 3 is opposite to 0 (−1) and orthogonal to 1 (0) → 0.
+        text.max_similarity(&[0, 1], 5, &mut out);
+        let expect = [1.0, 1.0, std::f32::consts::FRAC_1_SQRT_2, 0.0];
+        out.iter().zip(expect).for_each(|(o, e)| assert!((o - e).abs() < 1e-6, "{out:?}"));
+        text.max_similarity(&[], 5, &mut out);
+        assert_eq!(out, vec![0.0; 4]);
+    }
+
+    #[test]
+    fn the_grid_starts_with_the_plain_rule_and_routes_only_dual() {
+        let g = grid(Variant::Dual, true, 5);
+        assert_eq!(g[0], ScoringRule::PLAIN);
+        assert!(g.iter().any(|r| r.cold_id_scale == 0.0 && r.content_weight > 0.0));
+        assert!(grid(Variant::Fused, true, 5).iter().all(|r| r.cold_id_scale == 1.0));
+        assert_eq!(grid(Variant::Id, false, 5), vec![ScoringRule::PLAIN]);
+        let tuned = [
+            TunedRule { rule: g[0], valid_ndcg: 0.1 },
+            TunedRule { rule: g[1], valid_ndcg: 0.2 },
+            TunedRule { rule: g[2], valid_ndcg: 0.2 },
+        ];
+        assert_eq!(best(&tuned).unwrap().rule, g[1], "ties keep the earlier rule");
+    }
+}

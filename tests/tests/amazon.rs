@@ -1,0 +1,182 @@
+//! Amazon Scientific (../shared/data/amazon-scientific) end to end: the plain
+//! `events` + `items` Parquet pair through the normal input path, checked
+//! against facts computed here from the raw events and against EVAL.md's
+//! exact MostPop figures, including the `cold` group.
+
+use std::collections::HashMap;
+
+use tailforge_tests::*;
+
+fn amazon() -> std::path::PathBuf {
+    let p = shared_dir().join("data").join("amazon-scientific");
+    assert!(p.join("events.parquet").is_file(), "Amazon Scientific not found at {} (set TAILFORGE_SHARED)", p.display());
+    p
+}
+
+/// One analyze run shared by the checks below.
+fn analyzed() -> &'static TestDir {
+    static DIR: std::sync::OnceLock<TestDir> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let t = TestDir::new();
+        let data = amazon();
+        let events = data.join("events.parquet");
+        let items = data.join("items.parquet");
+        t.run_ok(&["analyze", "--events", events.to_str().unwrap(), "--items", items.to_str().unwrap(), "--out", "out"]);
+        t
+    })
+}
+
+/// The raw events in eval-v1 order per user (ts, then item id), read with arrow only.
+fn sequences() -> HashMap<i64, Vec<i64>> {
+    let b = read_parquet(&amazon().join("events.parquet"));
+    let (users, items, ts) = (i64s(&b, "user_id"), i64s(&b, "item_id"), i64s(&b, "ts"));
+    let mut by_user: HashMap<i64, Vec<(i64, i64)>> = HashMap::new();
+    for ((u, i), t) in users.into_iter().zip(items).zip(ts) {
+        by_user.entry(u.unwrap()).or_default().push((t.unwrap(), i.unwrap()));
+    }
+    by_user
+        .into_iter()
+        .map(|(u, mut v)| {
+            v.sort_unstable();
+            (u, v.into_iter().map(|(_, i)| i).collect())
+        })
+        .collect()
+}
+
+#[test]
+fn the_pipeline_file_reads_the_shared_data_in_place() {
+    let t = TestDir::new();
+    let pipeline = repo_root().join("pipelines/amazon-scientific.toml");
+    let out = t.run_ok(&["analyze", "--pipeline", pipeline.to_str().unwrap(), "--print-config"]);
+    let config = stdout(&out);
+    assert!(config.contains("../shared/data/amazon-scientific/events.parquet"), "{config}");
+    assert!(config.contains("variant = \"dual\""), "{config}");
+}
+
+#[test]
+fn counts_match_eval_v1_facts_and_an_independent_count() {
+    let t = analyzed();
+    let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(t.path("out/summary.json")).unwrap()).unwrap();
+    // EVAL.md: 8317 users (all evaluated), 4344 items, 58492 events, 41858 training interactions.
+    assert_eq!(s["users"], 8317);
+    assert_eq!(s["events"], 58492);
+    assert_eq!(s["catalog_items"], 4344);
+    assert_eq!(s["evaluated_users"], 8317);
+    assert_eq!(s["train_interactions"], 41858);
+
+    // Training popularity from the raw events: everything but each user's last two.
+    let seqs = sequences();
+    let mut pop: HashMap<i64, u64> = HashMap::new();
+    for seq in seqs.values() {
+        for &i in &seq[..seq.len().saturating_sub(2)] {
+            *pop.entry(i).or_default() += 1;
+        }
+    }
+    assert_eq!(pop.values().sum::<u64>(), 41858);
+    let stats = read_parquet(&t.path("out/item_stats.parquet"));
+    let ids = i64s(&stats, "item_id");
+    let train = i64s(&stats, "train_interactions");
+    for (id, n) in ids.iter().zip(&train) {
+        assert_eq!(n.unwrap() as u64, pop.get(&id.unwrap()).copied().unwrap_or(0), "item {id:?}");
+    }
+    let groups = strings(&stats, "eval_group");
+    assert_eq!(groups.iter().filter(|g| g.as_deref() == Some("head")).count(), 869);
+    assert_eq!(groups.iter().filter(|g| g.as_deref() == Some("tail")).count(), 3475);
+    assert_eq!(train.iter().filter(|n| **n == Some(0)).count(), 17, "EVAL.md: 17 tail items without training interactions");
+
+    // cold test/validation targets: at most 5 training interactions.
+    let cold = |phase_from_end: usize| {
+        seqs.values().filter(|s| pop.get(&s[s.len() - phase_from_end]).copied().unwrap_or(0) <= 5).count()
+    };
+    assert_eq!((cold(1), cold(2)), (2913, 2481));
+}
+
+#[test]
+fn evaluate_reproduces_the_eval_v1_mostpop_check_with_the_cold_group() {
+    let t = analyzed();
+    t.run_ok(&["evaluate", "--input", "out", "--model", "mostpop", "--out", "eval"]);
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(t.path("eval/metrics.json")).unwrap()).unwrap();
+    let at =
+        |phase: &str, group: &str, metric: &str| format!("{:.6}", m[phase]["full"][group][metric].as_f64().unwrap());
+    // EVAL.md, "Amazon Scientific … Check your evaluator".
+    assert_eq!(at("test", "overall", "hr@10"), "0.024528");
+    assert_eq!(at("test", "overall", "ndcg@10"), "0.016705");
+    assert_eq!(at("test", "head", "hr@10"), "0.062963");
+    assert_eq!(at("test", "head", "ndcg@10"), "0.042881");
+    for group in ["tail", "cold"] {
+        assert_eq!(at("test", group, "hr@10"), "0.000000");
+        assert_eq!(at("test", group, "ndcg@10"), "0.000000");
+    }
+    assert_eq!(at("valid", "overall", "hr@10"), "0.033906");
+    assert_eq!(at("valid", "overall", "ndcg@10"), "0.018682");
+    let n = |phase: &str, group: &str| m[phase]["full"][group]["n"].as_u64().unwrap();
+    assert_eq!((n("test", "head"), n("test", "tail"), n("test", "cold")), (3240, 5077, 2913));
+    assert_eq!((n("valid", "head"), n("valid", "tail"), n("valid", "cold")), (3749, 4568, 2481));
+    let md = std::fs::read_to_string(t.path("eval/metrics.md")).unwrap();
+    assert!(md.contains("| cold | 2913 |"), "{md}");
+}
+
+/// A slice of the events (users with id below `users`), with the whole catalog:
+/// encoding all 4,344 long texts takes minutes on one core, a slice seconds.
+fn slice(t: &TestDir, users: i64) {
+    let b = read_parquet(&amazon().join("events.parquet"));
+    let keep: arrow::array::BooleanArray = i64s(&b, "user_id").iter().map(|u| Some(u.unwrap() < users)).collect();
+    let sliced = arrow::compute::filter_record_batch(&b, &keep).unwrap();
+    write_parquet(&t.path("slice/events.parquet"), &sliced);
+    let items = amazon().join("items.parquet");
+    t.run_ok(&["analyze", "--events", "slice/events.parquet", "--items", items.to_str().unwrap(), "--out", "out"]);
+}
+
+#[test]
+fn dual_variant_with_a_tuned_scoring_rule_on_a_slice() {
+    let t = TestDir::new();
+    slice(&t, 1500);
+    let encoder = repo_root().join("models/all-MiniLM-L6-v2").display().to_string();
+    let sets = [
+        "train.maxlen=50".to_string(),
+        "train.threads=2".into(),
+        "train.eval_every=2".into(),
+        "train.max_text_tokens=48".into(),
+        "train.tune_scoring=true".into(),
+        format!("train.encoder={encoder}"),
+    ];
+    let mut args = vec!["train", "--input", "out", "--variant", "dual", "--out", "dual", "--epochs", "6"];
+    for s in &sets {
+        args.extend(["--set", s.as_str()]);
+    }
+    t.run_ok(&args);
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(t.path("dual/metrics.json")).unwrap()).unwrap();
+    assert_eq!(m["variant"], "dual");
+
+    // The cold group's size, counted from the analyze output's split and item stats.
+    let split = read_parquet(&t.path("out/split.parquet"));
+    let stats = read_parquet(&t.path("out/item_stats.parquet"));
+    let pop: HashMap<i64, i64> =
+        i64s(&stats, "item_id").into_iter().zip(i64s(&stats, "train_interactions")).map(|(i, n)| (i.unwrap(), n.unwrap())).collect();
+    let cold_targets = i64s(&split, "test_item").iter().flatten().filter(|i| pop[i] <= 5).count() as u64;
+    assert!(cold_targets > 0);
+    assert_eq!(m["test"]["full"]["cold"]["n"].as_u64().unwrap(), cold_targets);
+
+    // The rule was chosen on validation, and the evaluator's validation
+    // figure under that rule equals the tuner's one-pass figure for it.
+    let scoring = &m["scoring"];
+    assert_eq!(scoring["tuned"], true);
+    let candidates = scoring["candidates"].as_array().unwrap();
+    assert!(candidates.len() > 10, "routing × content grid");
+    let best = candidates.iter().map(|c| c["valid_ndcg"].as_f64().unwrap()).fold(f64::MIN, f64::max);
+    let chosen = scoring["rule_valid_ndcg"].as_f64().unwrap();
+    assert_eq!(chosen, best);
+    let valid = m["valid"]["full"]["overall"]["ndcg@10"].as_f64().unwrap();
+    assert!((valid - chosen).abs() < 1e-9, "evaluator {valid} vs tuner {chosen}");
+    assert!(chosen >= scoring["plain_valid_ndcg"].as_f64().unwrap());
+
+    // Item vectors are the two views side by side.
+    let emb = read_parquet(&t.path("dual/item_embeddings.parquet"));
+    let vector = emb.column_by_name("vector").unwrap();
+    assert_eq!(vector.data_type(), &arrow::datatypes::DataType::FixedSizeList(
+        std::sync::Arc::new(arrow::datatypes::Field::new("item", arrow::datatypes::DataType::Float32, false)),
+        128,
+    ));
+}
