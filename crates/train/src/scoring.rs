@@ -2,12 +2,14 @@
 //! evaluator and for recommendations: the model's dot product, optionally
 //! with two rules that carry rare items.
 //!
-//! - **Popularity routing** (`dual` only). A candidate with at most
-//!   `cold_threshold` training interactions has its ID-view score scaled by
-//!   `cold_id_scale` (0 drops it): an ID embedding that saw two interactions
-//!   is mostly its random start, and its score is noise added to the text
-//!   view's. A third-party reproduction of LLM-ESR found that dropping the ID
-//!   score of cold candidates helps; [`tune`] checks it on validation.
+//! - **Popularity routing.** A candidate with at most `cold_threshold`
+//!   training interactions has its ID-view score scaled by `cold_id_scale`
+//!   (0 drops it): an ID embedding that saw two interactions is mostly its
+//!   random start, and its score is noise added to the text view's (`dual`)
+//!   or to the content term (`id`, `fused`: the whole model score is the ID
+//!   view; `text` has none and is never routed). A third-party reproduction
+//!   of LLM-ESR found that dropping the ID score of cold candidates helps;
+//!   [`tune`] checks it on validation.
 //! - **Content similarity.** `content_weight` × the highest cosine between
 //!   the candidate's text embedding and those of the user's `content_recent`
 //!   most recent items: the text-kNN signal, which needs no interactions at all.
@@ -182,10 +184,15 @@ impl<'a> RuledScorer<'a> {
     }
 }
 
-/// The ID view's share of a row: all of it for one-view variants, the
-/// first half for `dual` (whose rows are `[E_id | W·t]`).
+/// The ID view's share of a row: all of it for `id` and `fused` (whose
+/// gate mixes the views inside each item vector), the first half for `dual`
+/// (whose rows are `[E_id | W·t]`), none for `text`.
 pub fn id_columns(variant: Variant, width: usize) -> usize {
-    if variant == Variant::Dual { width / 2 } else { width }
+    match variant {
+        Variant::Dual => width / 2,
+        Variant::Text => 0,
+        Variant::Id | Variant::Fused => width,
+    }
 }
 
 /// One candidate rule and its validation NDCG@10 (full ranking).
@@ -195,20 +202,31 @@ pub struct TunedRule {
     pub valid_ndcg: f64,
 }
 
-/// The rules [`tune`] tries: routing thresholds × ID scales (dual only) ×
-/// content weights (when text is available), the plain rule first.
-pub fn grid(variant: Variant, has_text: bool, content_recent: usize) -> Vec<ScoringRule> {
+/// The rules [`tune`] tries: routing thresholds × ID scales (not for `text`) ×
+/// content weights and recent-item counts (when text is available), the
+/// plain rule first. The weights double up to 128: a model's logits are
+/// not on the cosine's scale, and on Amazon Scientific the best weight for
+/// a BCE-trained model was 16–64.
+pub fn grid(variant: Variant, has_text: bool) -> Vec<ScoringRule> {
     let mut routing = vec![(0u32, 1.0f32)];
-    if variant == Variant::Dual {
-        for threshold in [1u32, 2, 3, 5, 10, 20] {
+    // Without text, a routed item would score 0 and tie with every other.
+    if variant != Variant::Text && has_text {
+        for threshold in [1u32, 2, 3, 5, 10] {
             for scale in [0.0f32, 0.5] {
                 routing.push((threshold, scale));
             }
         }
     }
-    let weights: &[f32] = if has_text { &[0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0] } else { &[0.0] };
+    let mut content = vec![(0.0f32, ScoringRule::PLAIN.content_recent)];
+    if has_text {
+        for recent in [1usize, 3, 5] {
+            for weight in [0.5f32, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0] {
+                content.push((weight, recent));
+            }
+        }
+    }
     let mut rules = Vec::new();
-    for &content_weight in weights {
+    for &(content_weight, content_recent) in &content {
         for &(cold_threshold, cold_id_scale) in &routing {
             rules.push(ScoringRule { cold_threshold, cold_id_scale, content_weight, content_recent });
         }
@@ -308,12 +326,14 @@ mod tests {
     }
 
     #[test]
-    fn the_grid_starts_with_the_plain_rule_and_routes_only_dual() {
-        let g = grid(Variant::Dual, true, 5);
+    fn the_grid_starts_with_the_plain_rule_and_never_routes_text() {
+        let g = grid(Variant::Dual, true);
         assert_eq!(g[0], ScoringRule::PLAIN);
         assert!(g.iter().any(|r| r.cold_id_scale == 0.0 && r.content_weight > 0.0));
-        assert!(grid(Variant::Fused, true, 5).iter().all(|r| r.cold_id_scale == 1.0));
-        assert_eq!(grid(Variant::Id, false, 5), vec![ScoringRule::PLAIN]);
+        assert!(grid(Variant::Text, true).iter().all(|r| r.cold_id_scale == 1.0));
+        assert!(grid(Variant::Id, true).iter().any(|r| r.cold_id_scale == 0.0));
+        assert_eq!(grid(Variant::Id, false), vec![ScoringRule::PLAIN]);
+        assert_eq!(grid(Variant::Dual, true).len(), 11 * 28);
         let tuned = [
             TunedRule { rule: g[0], valid_ndcg: 0.1 },
             TunedRule { rule: g[1], valid_ndcg: 0.2 },

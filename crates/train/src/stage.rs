@@ -71,6 +71,9 @@ pub struct ScoringChoice {
     pub rule_valid_ndcg: Option<f64>,
     /// Every rule tried, with its validation NDCG@10 (when tuned).
     pub candidates: Vec<TunedRule>,
+    /// The test figures of the model's plain scores (when tuned and the rule
+    /// is not the plain one): what the rule added, measured on the same weights.
+    pub plain_test: Option<EvalReport>,
 }
 
 /// `metrics.json`.
@@ -401,6 +404,7 @@ fn choose_scoring(
             plain_valid_ndcg: None,
             rule_valid_ndcg: None,
             candidates: Vec::new(),
+            plain_test: None,
         });
     }
     let start = Instant::now();
@@ -409,7 +413,7 @@ fn choose_scoring(
         dataset.evaluated_users().map(|u| (u, dataset.users[u].history(Phase::Valid))).collect();
     let vectors = vector_scorer(&trained.model, dataset, &users)?;
     let base = RuledScorer::new(dataset, variant, vectors, ScoringRule::PLAIN, unit_text);
-    let rules = crate::scoring::grid(variant, unit_text.is_some(), cfg.content_recent);
+    let rules = crate::scoring::grid(variant, unit_text.is_some());
     let candidates = crate::scoring::tune(dataset, &base, &rules);
     let best = crate::scoring::best(&candidates).ok_or_else(|| Error::internal("no scoring rule to choose from"))?;
     let plain = candidates.first().map(|c| c.valid_ndcg);
@@ -430,6 +434,7 @@ fn choose_scoring(
         plain_valid_ndcg: plain,
         rule_valid_ndcg: Some(best.valid_ndcg),
         candidates,
+        plain_test: None,
     })
 }
 
@@ -457,6 +462,10 @@ pub async fn train(req: &TrainRequest) -> Result<TrainMetrics> {
         _ => None,
     };
     let unit_text = features.as_deref().map(UnitText::from_features);
+    // The weights depend on the text only when training reads it; the
+    // scoring rule's content term does not, so turning on
+    // `train.tune_scoring` keeps a finished run's checkpoints.
+    let trains_on_text = req.variant.uses_text() || text_init || cfg.substitute_rate > 0.0;
     let inputs = TrainInputs {
         dataset: &dataset,
         config: cfg,
@@ -464,7 +473,7 @@ pub async fn train(req: &TrainRequest) -> Result<TrainMetrics> {
         seed: req.seed,
         text_features: if req.variant.uses_text() || text_init { features } else { None },
         substitutes,
-        text_fingerprint,
+        text_fingerprint: if trains_on_text { text_fingerprint } else { String::new() },
         device: dev.clone(),
     };
     let warm = warm_start_tensors(&cfg.warm_start, &inputs).await?;
@@ -497,8 +506,12 @@ pub async fn train(req: &TrainRequest) -> Result<TrainMetrics> {
     let (trained, valid, test, recs, scoring) = tokio::task::block_in_place(|| {
         pool.install(|| -> Result<_> {
             let trained = fit(&inputs, &checkpoints, warm.as_ref())?;
-            let scoring = choose_scoring(&trained, &dataset, cfg, unit_text.as_ref())?;
+            let mut scoring = choose_scoring(&trained, &dataset, cfg, unit_text.as_ref())?;
             let text = unit_text.as_ref();
+            if scoring.tuned && scoring.rule != ScoringRule::PLAIN {
+                let plain = evaluate_ruled(&trained.model, &dataset, Phase::Test, ScoringRule::PLAIN, text)?;
+                scoring.plain_test = Some(plain);
+            }
             let valid = evaluate_ruled(&trained.model, &dataset, Phase::Valid, scoring.rule, text)?;
             let test = evaluate_ruled(&trained.model, &dataset, Phase::Test, scoring.rule, text)?;
             let recs = recommendations(&trained, &dataset, &texts, cfg, scoring.rule, text)?;

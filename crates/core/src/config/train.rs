@@ -130,11 +130,11 @@ pub struct TrainConfig {
     /// output) instead of random weights, when its item vocabulary matches.
     pub warm_start: String,
     /// Choose the scoring rule (`cold_threshold`, `cold_id_scale`,
-    /// `content_weight`) on the validation targets after training, from a
-    /// fixed grid; false = use the values below as they are.
+    /// `content_weight`, `content_recent`) on the validation targets after
+    /// training, from a fixed grid; false = use the values below as they are.
     pub tune_scoring: bool,
-    /// `dual` only: candidates with at most this many training interactions
-    /// have their ID-view score scaled by `cold_id_scale`.
+    /// Candidates with at most this many training interactions have their
+    /// ID-view score (`id`, `fused`: the model score) scaled by `cold_id_scale`.
     pub cold_threshold: u32,
     /// Scale of a cold candidate's ID-view score (0 = text view only; 1 = no routing).
     pub cold_id_scale: f64,
