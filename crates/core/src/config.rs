@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 mod train;
-pub use train::{IdInit, Loss, TrainConfig, Variant};
+pub use train::{ContentPool, IdInit, Loss, TrainConfig, Variant};
 mod generate;
 pub use generate::GenerateConfig;
 mod storage;

@@ -132,19 +132,7 @@ impl TextKnn {
 
 impl Scorer for TextKnn {
     fn score(&self, _user: usize, history: &[u32], out: &mut [f32]) {
-        let d = self.text.dim;
-        let mut mean = vec![0f32; d];
-        for &j in &history[history.len().saturating_sub(self.recent)..] {
-            let row = &self.text.rows[j as usize * d..(j as usize + 1) * d];
-            mean.iter_mut().zip(row).for_each(|(m, x)| *m += x);
-        }
-        let norm = mean.iter().map(|x| x * x).sum::<f32>().sqrt();
-        if norm > 0.0 {
-            mean.iter_mut().for_each(|m| *m /= norm);
-        }
-        for (i, o) in out.iter_mut().enumerate() {
-            *o = crate::scoring::dot(&self.text.rows[i * d..(i + 1) * d], &mean);
-        }
+        self.text.mean_similarity(history, self.recent, out);
     }
 }
 

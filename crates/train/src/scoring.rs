@@ -23,7 +23,7 @@
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use tailforge_core::config::{TrainConfig, Variant};
+use tailforge_core::config::{ContentPool, TrainConfig, Variant};
 
 use crate::dataset::{Dataset, Phase};
 use crate::eval::{Scorer, full_rank, ndcg};
@@ -36,12 +36,18 @@ pub struct ScoringRule {
     pub cold_id_scale: f32,
     pub content_weight: f32,
     pub content_recent: usize,
+    pub content_pool: ContentPool,
 }
 
 impl ScoringRule {
     /// The model's own scores: no routing, no content term.
-    pub const PLAIN: ScoringRule =
-        ScoringRule { cold_threshold: 0, cold_id_scale: 1.0, content_weight: 0.0, content_recent: 5 };
+    pub const PLAIN: ScoringRule = ScoringRule {
+        cold_threshold: 0,
+        cold_id_scale: 1.0,
+        content_weight: 0.0,
+        content_recent: 5,
+        content_pool: ContentPool::Max,
+    };
 
     /// The rule a configuration fixes (`train.cold_threshold`, `train.cold_id_scale`,
     /// `train.content_weight`, `train.content_recent`).
@@ -51,6 +57,7 @@ impl ScoringRule {
             cold_id_scale: cfg.cold_id_scale as f32,
             content_weight: cfg.content_weight as f32,
             content_recent: cfg.content_recent,
+            content_pool: cfg.content_pool,
         }
     }
 
@@ -81,6 +88,30 @@ impl UnitText {
 
     fn row(&self, i: usize) -> &[f32] {
         &self.rows[i * self.dim..(i + 1) * self.dim]
+    }
+
+    /// The content term's similarity of every item to the last `recent` items of `history`.
+    pub fn similarity(&self, pool: ContentPool, history: &[u32], recent: usize, out: &mut [f32]) {
+        match pool {
+            ContentPool::Max => self.max_similarity(history, recent, out),
+            ContentPool::Mean => self.mean_similarity(history, recent, out),
+        }
+    }
+
+    /// `out[i]` = cosine between item i and the mean of the unit embeddings
+    /// of the last `recent` items of `history` (0 for an empty history).
+    pub fn mean_similarity(&self, history: &[u32], recent: usize, out: &mut [f32]) {
+        let mut mean = vec![0f32; self.dim];
+        for &j in &history[history.len().saturating_sub(recent)..] {
+            mean.iter_mut().zip(self.row(j as usize)).for_each(|(m, x)| *m += x);
+        }
+        let norm = mean.iter().map(|x| x * x).sum::<f32>().sqrt();
+        if norm > 0.0 {
+            mean.iter_mut().for_each(|m| *m /= norm);
+        }
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = dot(self.row(i), &mean);
+        }
     }
 
     /// `out[i] = max over the last `recent` items of history of cos(t_i, t_j)`
@@ -160,7 +191,7 @@ impl Scorer for RuledScorer<'_> {
         }
         if let (Some(text), true) = (self.text, self.rule.content_weight != 0.0) {
             let mut sim = vec![0f32; n];
-            text.max_similarity(history, self.rule.content_recent, &mut sim);
+            text.similarity(self.rule.content_pool, history, self.rule.content_recent, &mut sim);
             for (o, s) in out.iter_mut().zip(sim) {
                 *o += self.rule.content_weight * s;
             }
@@ -217,18 +248,21 @@ pub fn grid(variant: Variant, has_text: bool) -> Vec<ScoringRule> {
             }
         }
     }
-    let mut content = vec![(0.0f32, ScoringRule::PLAIN.content_recent)];
+    let plain = ScoringRule::PLAIN;
+    let mut content = vec![(0.0f32, plain.content_recent, plain.content_pool)];
     if has_text {
-        for recent in [1usize, 3, 5] {
-            for weight in [0.5f32, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0] {
-                content.push((weight, recent));
+        for pool in [ContentPool::Max, ContentPool::Mean] {
+            for recent in [1usize, 3, 5] {
+                for weight in [0.5f32, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0] {
+                    content.push((weight, recent, pool));
+                }
             }
         }
     }
     let mut rules = Vec::new();
-    for &(content_weight, content_recent) in &content {
+    for &(content_weight, content_recent, content_pool) in &content {
         for &(cold_threshold, cold_id_scale) in &routing {
-            rules.push(ScoringRule { cold_threshold, cold_id_scale, content_weight, content_recent });
+            rules.push(ScoringRule { cold_threshold, cold_id_scale, content_weight, content_recent, content_pool });
         }
     }
     rules
@@ -241,16 +275,17 @@ pub fn grid(variant: Variant, has_text: bool) -> Vec<ScoringRule> {
 pub fn tune(dataset: &Dataset, base: &RuledScorer, rules: &[ScoringRule]) -> Vec<TunedRule> {
     let n = dataset.n_items();
     let users: Vec<usize> = dataset.evaluated_users().collect();
-    let recents: Vec<usize> = {
-        let mut r: Vec<usize> = rules.iter().map(|r| r.content_recent).collect();
-        r.sort_unstable();
+    // The distinct (pool, recent) pairs: each user's similarities are computed once per pair.
+    let pairs: Vec<(ContentPool, usize)> = {
+        let mut r: Vec<(ContentPool, usize)> = rules.iter().map(|r| (r.content_pool, r.content_recent)).collect();
+        r.sort_unstable_by_key(|&(p, m)| (p as u8, m));
         r.dedup();
         r
     };
     let sums = users
         .par_iter()
         .map_init(
-            || (vec![0f32; n], vec![0f32; n], vec![0f32; n], vec![false; n], vec![vec![0f32; n]; recents.len()]),
+            || (vec![0f32; n], vec![0f32; n], vec![0f32; n], vec![false; n], vec![vec![0f32; n]; pairs.len()]),
             |(id_part, rest, scores, excluded, sims), &u| {
                 let user = &dataset.users[u];
                 let mut per_rule = vec![0f64; rules.len()];
@@ -260,13 +295,14 @@ pub fn tune(dataset: &Dataset, base: &RuledScorer, rules: &[ScoringRule]) -> Vec
                     return per_rule;
                 }
                 if let Some(text) = base.text {
-                    for (k, &m) in recents.iter().enumerate() {
-                        text.max_similarity(history, m, &mut sims[k]);
+                    for (k, &(pool, m)) in pairs.iter().enumerate() {
+                        text.similarity(pool, history, m, &mut sims[k]);
                     }
                 }
                 history.iter().for_each(|&i| excluded[i as usize] = true);
                 for (r, rule) in rules.iter().enumerate() {
-                    let sim = &sims[recents.binary_search(&rule.content_recent).unwrap_or(0)];
+                    let pair = (rule.content_pool, rule.content_recent);
+                    let sim = &sims[pairs.iter().position(|&p| p == pair).unwrap_or(0)];
                     for i in 0..n {
                         let routed = rule.cold_id_scale != 1.0 && dataset.train_popularity[i] <= rule.cold_threshold;
                         let scale = if routed { rule.cold_id_scale } else { 1.0 };
@@ -323,6 +359,10 @@ mod tests {
         out.iter().zip(expect).for_each(|(o, e)| assert!((o - e).abs() < 1e-6, "{out:?}"));
         text.max_similarity(&[], 5, &mut out);
         assert_eq!(out, vec![0.0; 4]);
+        // Mean of items 0 and 1 points at (1, 1)/√2: item 2 is parallel (1), items 0 and 1 at 45°.
+        text.similarity(ContentPool::Mean, &[3, 0, 1], 2, &mut out);
+        let h = std::f32::consts::FRAC_1_SQRT_2;
+        out.iter().zip([h, h, 1.0, -h]).for_each(|(o, e)| assert!((o - e).abs() < 1e-6, "{out:?}"));
     }
 
     #[test]
@@ -333,7 +373,7 @@ mod tests {
         assert!(grid(Variant::Text, true).iter().all(|r| r.cold_id_scale == 1.0));
         assert!(grid(Variant::Id, true).iter().any(|r| r.cold_id_scale == 0.0));
         assert_eq!(grid(Variant::Id, false), vec![ScoringRule::PLAIN]);
-        assert_eq!(grid(Variant::Dual, true).len(), 11 * 28);
+        assert_eq!(grid(Variant::Dual, true).len(), 11 * 55);
         let tuned = [
             TunedRule { rule: g[0], valid_ndcg: 0.1 },
             TunedRule { rule: g[1], valid_ndcg: 0.2 },

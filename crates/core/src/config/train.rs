@@ -61,6 +61,17 @@ pub enum IdInit {
     TextPca,
 }
 
+/// How the content term pools the user's recent items (see `content_weight`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContentPool {
+    /// The highest cosine between the candidate and any recent item.
+    #[default]
+    Max,
+    /// The cosine between the candidate and the mean of the recent items (text kNN).
+    Mean,
+}
+
 /// Settings of the train stage. Every field has a default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -130,7 +141,7 @@ pub struct TrainConfig {
     /// output) instead of random weights, when its item vocabulary matches.
     pub warm_start: String,
     /// Choose the scoring rule (`cold_threshold`, `cold_id_scale`,
-    /// `content_weight`, `content_recent`) on the validation targets after
+    /// `content_weight`, `content_recent`, `content_pool`) on the validation targets after
     /// training, from a fixed grid; false = use the values below as they are.
     pub tune_scoring: bool,
     /// Candidates with at most this many training interactions have their
@@ -143,6 +154,8 @@ pub struct TrainConfig {
     pub content_weight: f64,
     /// Latest items of a user the content term compares candidates with.
     pub content_recent: usize,
+    /// How the content term pools those items: `max` or `mean`.
+    pub content_pool: ContentPool,
 }
 
 impl Default for TrainConfig {
@@ -183,6 +196,7 @@ impl Default for TrainConfig {
             cold_id_scale: 1.0,
             content_weight: 0.0,
             content_recent: 5,
+            content_pool: ContentPool::Max,
         }
     }
 }
