@@ -76,6 +76,8 @@ fn a_run_writes_its_layout_manifest_and_latest_pointer() {
         "{prom}"
     );
     assert!(prom.contains("tailforge_tail_ndcg_at_10{run_id=\"2026-11-22\",model=\"mostpop\"}"), "{prom}");
+    assert!(prom.contains("# TYPE tailforge_cold_ndcg_at_10 gauge"), "{prom}");
+    assert!(prom.contains("tailforge_cold_ndcg_at_10{run_id=\"2026-11-22\",model=\"mostpop\"} 0"), "{prom}");
     assert!(!t.path("out/_lock").exists(), "the lock is released");
     let report = std::fs::read_to_string(t.path(&format!("{run}/report.md"))).unwrap();
     assert!(report.contains("| analyze | succeeded |") && report.contains("| overall |"), "{report}");
@@ -285,6 +287,7 @@ fn the_train_stage_trains_each_variant_and_the_next_night_warm_starts() {
     }
     let prom = std::fs::read_to_string(t.path(&format!("{dir}/metrics.prom"))).unwrap();
     assert!(prom.contains("tailforge_tail_ndcg_at_10{run_id=\"2026-11-22\",model=\"sasrec_fused\"}"), "{prom}");
+    assert!(prom.contains("tailforge_cold_ndcg_at_10{run_id=\"2026-11-22\",model=\"sasrec_fused\"}"), "{prom}");
     let report = std::fs::read_to_string(t.path(&format!("{dir}/report.md"))).unwrap();
     assert!(report.contains("SASRec `fused` under eval-v1"), "{report}");
     let html = std::fs::read_to_string(t.path(&format!("{dir}/report.html"))).unwrap();

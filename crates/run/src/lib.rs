@@ -513,20 +513,17 @@ pub fn prometheus_text(m: &Manifest, ok: bool) -> String {
         let secs = if st.status == "skipped" { 0.0 } else { st.seconds };
         s.push_str(&format!("tailforge_stage_seconds{{{label},stage=\"{}\"}} {secs}\n", st.name));
     }
-    if let Some(v) = m.metrics.get("mostpop_test_ndcg@10_tail") {
-        s.push_str("# HELP tailforge_tail_ndcg_at_10 Test NDCG@10 (full ranking) on tail items, by model.\n# TYPE tailforge_tail_ndcg_at_10 gauge\n");
-        s.push_str(&format!("tailforge_tail_ndcg_at_10{{{label},model=\"mostpop\"}} {v}\n"));
-        for (model, [_, _, tail, _]) in train_stage::ndcg_bars(m) {
+    // One gauge per group the product exists for, each by model (index into ndcg_bars' groups).
+    for (g, group, what) in [(2, "tail", "tail items"), (3, "cold", "cold targets (at most 5 training interactions)")] {
+        let Some(v) = m.metrics.get(&format!("mostpop_test_ndcg@10_{group}")) else { continue };
+        let name = format!("tailforge_{group}_ndcg_at_10");
+        s.push_str(&format!(
+            "# HELP {name} Test NDCG@10 (full ranking) on {what}, by model.\n# TYPE {name} gauge\n"
+        ));
+        s.push_str(&format!("{name}{{{label},model=\"mostpop\"}} {v}\n"));
+        for (model, values) in train_stage::ndcg_bars(m) {
             let variant = model.trim_start_matches("SASRec ");
-            s.push_str(&format!("tailforge_tail_ndcg_at_10{{{label},model=\"sasrec_{variant}\"}} {tail}\n"));
-        }
-    }
-    if let Some(v) = m.metrics.get("mostpop_test_ndcg@10_cold") {
-        s.push_str("# HELP tailforge_cold_ndcg_at_10 Test NDCG@10 (full ranking) on cold targets (at most 5 training interactions), by model.\n# TYPE tailforge_cold_ndcg_at_10 gauge\n");
-        s.push_str(&format!("tailforge_cold_ndcg_at_10{{{label},model=\"mostpop\"}} {v}\n"));
-        for (model, [_, _, _, cold]) in train_stage::ndcg_bars(m) {
-            let variant = model.trim_start_matches("SASRec ");
-            s.push_str(&format!("tailforge_cold_ndcg_at_10{{{label},model=\"sasrec_{variant}\"}} {cold}\n"));
+            s.push_str(&format!("{name}{{{label},model=\"sasrec_{variant}\"}} {}\n", values[g]));
         }
     }
     if let Some(v) = m.metrics.get("generate_generated_tok_s") {
