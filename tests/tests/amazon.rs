@@ -9,7 +9,11 @@ use tailforge_tests::*;
 
 fn amazon() -> std::path::PathBuf {
     let p = shared_dir().join("data").join("amazon-scientific");
-    assert!(p.join("events.parquet").is_file(), "Amazon Scientific not found at {} (set TAILFORGE_SHARED)", p.display());
+    assert!(
+        p.join("events.parquet").is_file(),
+        "Amazon Scientific not found at {} (set TAILFORGE_SHARED)",
+        p.display()
+    );
     p
 }
 
@@ -21,7 +25,15 @@ fn analyzed() -> &'static TestDir {
         let data = amazon();
         let events = data.join("events.parquet");
         let items = data.join("items.parquet");
-        t.run_ok(&["analyze", "--events", events.to_str().unwrap(), "--items", items.to_str().unwrap(), "--out", "out"]);
+        t.run_ok(&[
+            "analyze",
+            "--events",
+            events.to_str().unwrap(),
+            "--items",
+            items.to_str().unwrap(),
+            "--out",
+            "out",
+        ]);
         t
     })
 }
@@ -56,7 +68,8 @@ fn the_pipeline_file_reads_the_shared_data_in_place() {
 #[test]
 fn counts_match_eval_v1_facts_and_an_independent_count() {
     let t = analyzed();
-    let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(t.path("out/summary.json")).unwrap()).unwrap();
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(t.path("out/summary.json")).unwrap()).unwrap();
     // EVAL.md: 8317 users (all evaluated), 4344 items, 58492 events, 41858 training interactions.
     assert_eq!(s["users"], 8317);
     assert_eq!(s["events"], 58492);
@@ -82,7 +95,11 @@ fn counts_match_eval_v1_facts_and_an_independent_count() {
     let groups = strings(&stats, "eval_group");
     assert_eq!(groups.iter().filter(|g| g.as_deref() == Some("head")).count(), 869);
     assert_eq!(groups.iter().filter(|g| g.as_deref() == Some("tail")).count(), 3475);
-    assert_eq!(train.iter().filter(|n| **n == Some(0)).count(), 17, "EVAL.md: 17 tail items without training interactions");
+    assert_eq!(
+        train.iter().filter(|n| **n == Some(0)).count(),
+        17,
+        "EVAL.md: 17 tail items without training interactions"
+    );
 
     // cold test/validation targets: at most 5 training interactions.
     let cold = |phase_from_end: usize| {
@@ -153,8 +170,11 @@ fn dual_variant_with_a_tuned_scoring_rule_on_a_slice() {
     // The cold group's size, counted from the analyze output's split and item stats.
     let split = read_parquet(&t.path("out/split.parquet"));
     let stats = read_parquet(&t.path("out/item_stats.parquet"));
-    let pop: HashMap<i64, i64> =
-        i64s(&stats, "item_id").into_iter().zip(i64s(&stats, "train_interactions")).map(|(i, n)| (i.unwrap(), n.unwrap())).collect();
+    let pop: HashMap<i64, i64> = i64s(&stats, "item_id")
+        .into_iter()
+        .zip(i64s(&stats, "train_interactions"))
+        .map(|(i, n)| (i.unwrap(), n.unwrap()))
+        .collect();
     let cold_targets = i64s(&split, "test_item").iter().flatten().filter(|i| pop[i] <= 5).count() as u64;
     assert!(cold_targets > 0);
     assert_eq!(m["test"]["full"]["cold"]["n"].as_u64().unwrap(), cold_targets);
@@ -175,8 +195,28 @@ fn dual_variant_with_a_tuned_scoring_rule_on_a_slice() {
     // Item vectors are the two views side by side.
     let emb = read_parquet(&t.path("dual/item_embeddings.parquet"));
     let vector = emb.column_by_name("vector").unwrap();
-    assert_eq!(vector.data_type(), &arrow::datatypes::DataType::FixedSizeList(
-        std::sync::Arc::new(arrow::datatypes::Field::new("item", arrow::datatypes::DataType::Float32, false)),
-        128,
-    ));
+    assert_eq!(
+        vector.data_type(),
+        &arrow::datatypes::DataType::FixedSizeList(
+            std::sync::Arc::new(arrow::datatypes::Field::new("item", arrow::datatypes::DataType::Float32, false)),
+            128,
+        )
+    );
+}
+
+#[test]
+fn a_reader_that_stops_early_is_not_a_crash() {
+    // `tailforge evaluate … | head -1`: the reader is gone before the table is printed.
+    let t = analyzed();
+    let mut child = t
+        .cmd()
+        .args(["evaluate", "--input", "out", "--model", "mostpop"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
 }

@@ -252,7 +252,22 @@ fn keep_freed_memory() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn keep_freed_memory() {}
 
+/// Dies quietly when stdout's reader goes away (`tailforge evaluate … | head`),
+/// as Unix tools do: Rust ignores SIGPIPE, and `println!` then panics on the
+/// broken pipe.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn quiet_on_broken_pipe() {
+    // SAFETY: restores the default disposition of one signal before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn quiet_on_broken_pipe() {}
+
 fn main() -> ExitCode {
+    quiet_on_broken_pipe();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

@@ -266,12 +266,8 @@ async fn run_stages(
     // What the inputs hold, not only where they are: a file that lands late
     // in the same `dt=` partition (or one rewritten in place) changes the
     // listing's paths, sizes or ETags, so a rerun recomputes every stage.
-    let listing = tailforge_analyze::list_input_files(
-        config,
-        &Location::parse(events)?,
-        &Location::parse(items)?,
-    )
-    .await?;
+    let listing =
+        tailforge_analyze::list_input_files(config, &Location::parse(events)?, &Location::parse(items)?).await?;
     let inputs_hash = sha256_hex(
         listing
             .iter()
@@ -517,9 +513,7 @@ pub fn prometheus_text(m: &Manifest, ok: bool) -> String {
     for (g, group, what) in [(2, "tail", "tail items"), (3, "cold", "cold targets (at most 5 training interactions)")] {
         let Some(v) = m.metrics.get(&format!("mostpop_test_ndcg@10_{group}")) else { continue };
         let name = format!("tailforge_{group}_ndcg_at_10");
-        s.push_str(&format!(
-            "# HELP {name} Test NDCG@10 (full ranking) on {what}, by model.\n# TYPE {name} gauge\n"
-        ));
+        s.push_str(&format!("# HELP {name} Test NDCG@10 (full ranking) on {what}, by model.\n# TYPE {name} gauge\n"));
         s.push_str(&format!("{name}{{{label},model=\"mostpop\"}} {v}\n"));
         for (model, values) in train_stage::ndcg_bars(m) {
             let variant = model.trim_start_matches("SASRec ");

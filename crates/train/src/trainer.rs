@@ -18,10 +18,10 @@ use tailforge_core::{Error, Location, Result};
 
 use crate::dataset::{Dataset, Phase};
 use crate::eval::{EvalOptions, EvalReport, Scorer, SplitMix64, evaluate, mix64};
-use crate::scoring::{RuledScorer, ScoringRule, UnitText};
 use crate::item_text::ItemTexts;
 use crate::params::{Adam, ParamStore};
 use crate::sasrec::{ITEM_EMBEDDING, SasRec, SasRecShape, SeqBatch, bce_loss, features_tensor, sampled_softmax_loss};
+use crate::scoring::{RuledScorer, ScoringRule, UnitText};
 use crate::text::hex;
 
 /// Name of the byte tensor that carries [`CheckpointState`] inside `last.safetensors`.
@@ -714,10 +714,15 @@ mod tests {
         let mut rng = SplitMix64::new(11);
         let features: Vec<Vec<f32>> = (0..=dataset.n_items())
             .map(|i| {
-                if i == 0 { vec![0.0; 12] } else { (0..12).map(|_| crate::params::standard_normal(&mut rng) as f32).collect() }
+                if i == 0 {
+                    vec![0.0; 12]
+                } else {
+                    (0..12).map(|_| crate::params::standard_normal(&mut rng) as f32).collect()
+                }
             })
             .collect();
-        let inputs = TrainInputs { variant: Variant::Dual, text_features: Some(features.clone()), ..inputs(&dataset, &config) };
+        let inputs =
+            TrainInputs { variant: Variant::Dual, text_features: Some(features.clone()), ..inputs(&dataset, &config) };
         let (model, params) = inputs.build_model().unwrap();
         assert_eq!(model.table_width(), 2 * config.hidden);
         let mut adam = Adam::new(&params, config.lr, config.beta2, 0.0).unwrap();
@@ -737,7 +742,8 @@ mod tests {
         let (model2, params2) = changed.build_model().unwrap();
         params2.load(&params.snapshot().unwrap()).unwrap();
         let users: Vec<(usize, &[u32])> = (0..dataset.n_users()).map(|u| (u, dataset.users[u].train())).collect();
-        let (a, b) = (vector_scorer(&model, &dataset, &users).unwrap(), vector_scorer(&model2, &dataset, &users).unwrap());
+        let (a, b) =
+            (vector_scorer(&model, &dataset, &users).unwrap(), vector_scorer(&model2, &dataset, &users).unwrap());
         let h = config.hidden;
         let halves = |v: &[f32], first: bool| -> Vec<f32> {
             v.chunks(2 * h).flat_map(|row| if first { row[..h].to_vec() } else { row[h..].to_vec() }).collect()
