@@ -301,10 +301,30 @@ fn the_train_stage_trains_each_variant_and_the_next_night_warm_starts() {
     let again = json(t.path(&format!("{dir}/manifest.json")));
     assert!(again["stages"].as_array().unwrap().iter().all(|s| s["status"] == "skipped"), "{again}");
 
-    // The next night starts from the previous night's weights.
+    // The next night's catalog has 3 new items (ids 900001..=900003, events
+    // of existing users): known items keep their learned rows, new ones start
+    // as configured, and the manifest says how many of each.
+    let night1 = read_parquet(&t.path("logs/dt=2026-11-23/part-00000.parquet"));
+    let extra = night1.slice(0, 30);
+    let ids: arrow::array::ArrayRef =
+        std::sync::Arc::new(arrow::array::Int64Array::from_iter_values((0..30).map(|k| 900_001 + k % 3)));
+    let item_col = extra.schema().index_of("item_id").unwrap();
+    let mut columns = extra.columns().to_vec();
+    columns[item_col] = arrow::compute::cast(&ids, extra.column(item_col).data_type()).unwrap();
+    let extra = arrow::array::RecordBatch::try_new(extra.schema(), columns).unwrap();
+    write_parquet(&t.path("logs/dt=2026-11-23/part-new-items.parquet"), &extra);
     run("2026-11-23");
-    let next = json(t.path("out/runs/2026-11-23/train/fused/metrics.json"));
-    assert_eq!(next["warm_started"], true, "{next}");
+    let before = read_parquet(&t.path(&format!("{dir}/train/id/item_embeddings.parquet")));
+    let after = read_parquet(&t.path("out/runs/2026-11-23/train/id/item_embeddings.parquet"));
+    assert_eq!(after.num_rows(), before.num_rows() + 3);
+    let manifest = json(t.path("out/runs/2026-11-23/manifest.json"));
+    for v in ["id", "fused"] {
+        let next = json(t.path(&format!("out/runs/2026-11-23/train/{v}/metrics.json")));
+        assert_eq!(next["warm_started"], true, "{next}");
+        assert_eq!(next["warm_start_items"]["carried"].as_u64(), Some(before.num_rows() as u64), "{v}");
+        assert_eq!(next["warm_start_items"]["new"], 3, "{v}");
+        assert_eq!(manifest["metrics"][format!("{v}_warm_start_new_items")], 3.0);
+    }
 }
 
 /// A one-request HTTP server standing in for a Pushgateway: answers 200 and

@@ -91,6 +91,12 @@ pub(crate) async fn run_train(
                 metrics.insert(format!("{v}_{key}"), x);
             }
         }
+        // A warm start over a changed catalog: how many items kept their learned rows.
+        for key in ["carried", "new"] {
+            if let Some(x) = m["warm_start_items"][key].as_f64() {
+                metrics.insert(format!("{v}_warm_start_{key}_items"), x);
+            }
+        }
     }
     Ok(())
 }

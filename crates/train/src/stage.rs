@@ -30,8 +30,8 @@ use crate::load::load_dataset;
 use crate::scoring::{RuledScorer, ScoringRule, TunedRule, UnitText};
 use crate::text::{EmbeddingCache, TextEncoder};
 use crate::trainer::{
-    Checkpoints, EpochRecord, ModelCard, TrainInputs, Trained, evaluate_ruled, explain, fit, nearest_tail_items,
-    safetensors_bytes, vector_scorer,
+    Checkpoints, EpochRecord, ModelCard, TrainInputs, Trained, WarmStart, evaluate_ruled, explain, fit,
+    nearest_tail_items, safetensors_bytes, vector_scorer,
 };
 
 /// What to train and where.
@@ -76,6 +76,13 @@ pub struct ScoringChoice {
     pub plain_test: Option<EvalReport>,
 }
 
+/// How a warm start met this run's catalog.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct WarmStartItems {
+    pub carried: usize,
+    pub new: usize,
+}
+
 /// `metrics.json`.
 #[derive(Debug, Clone, Serialize)]
 pub struct TrainMetrics {
@@ -94,6 +101,8 @@ pub struct TrainMetrics {
     pub parameters: usize,
     pub resumed_after_epoch: Option<usize>,
     pub warm_started: bool,
+    /// With a warm start: items whose ID embedding came from the previous run, and items new to this run.
+    pub warm_start_items: Option<WarmStartItems>,
     pub text: Option<TextStats>,
     pub scoring: ScoringChoice,
     pub history: Vec<EpochRecord>,
@@ -235,11 +244,9 @@ pub async fn evaluate_baseline(
 }
 
 /// Reads a warm-start checkpoint (`<dir>/checkpoints/best.safetensors`) when
-/// its shape and vocabulary match this run.
-async fn warm_start_tensors(
-    dir: &str,
-    inputs: &TrainInputs<'_>,
-) -> Result<Option<std::collections::HashMap<String, candle_core::Tensor>>> {
+/// its model has this run's shape, with its items mapped onto this run's by
+/// id: known items keep their learned rows, new ones start as configured.
+async fn warm_start_tensors(dir: &str, inputs: &TrainInputs<'_>) -> Result<Option<WarmStart>> {
     if dir.is_empty() {
         return Ok(None);
     }
@@ -252,23 +259,46 @@ async fn warm_start_tensors(
     let card: ModelCard = serde_json::from_slice(&card_loc.get().await?)
         .map_err(|e| Error::internal(format!("{}: {e}", card_loc.display())))?;
     let cfg = inputs.config;
-    let same_items = card.items == ids_json(&inputs.dataset.item_ids);
     let same_shape = card.variant == inputs.variant
         && (card.hidden, card.blocks, card.heads, card.maxlen) == (cfg.hidden, cfg.blocks, cfg.heads, cfg.maxlen);
-    if !(same_items && same_shape) {
+    if !same_shape {
         tracing::warn!(
             warm_start = %base.display(),
-            same_items,
-            same_shape,
-            "warm-start checkpoint does not match this run's items or model; training from scratch"
+            "warm-start checkpoint is another variant or model shape; training from scratch"
         );
         return Ok(None);
     }
+    let previous_index = previous_indices(&card.items, &inputs.dataset.item_ids);
     let bytes = base.join("checkpoints/best.safetensors").get().await?;
     let tensors = candle_core::safetensors::load_buffer(&bytes, &inputs.device)
         .map_err(|e| Error::internal(format!("warm start {}: {e}", base.display())))?;
-    tracing::info!(warm_start = %base.display(), epoch = card.epoch, "warm-starting");
-    Ok(Some(tensors))
+    let warm = WarmStart { tensors, previous_index };
+    tracing::info!(
+        warm_start = %base.display(),
+        epoch = card.epoch,
+        carried_items = warm.carried_items(),
+        new_items = inputs.dataset.n_items() - warm.carried_items(),
+        "warm-starting"
+    );
+    Ok(Some(warm))
+}
+
+/// For each item of `ids`, its index in a model card's item list (`items`,
+/// a JSON array of the previous run's ids by dense index), if it is there.
+fn previous_indices(items: &serde_json::Value, ids: &Ids) -> Vec<Option<usize>> {
+    let previous = items.as_array().map(Vec::as_slice).unwrap_or_default();
+    match ids {
+        Ids::Int64(v) => {
+            let index: std::collections::HashMap<i64, usize> =
+                previous.iter().enumerate().filter_map(|(k, x)| x.as_i64().map(|x| (x, k))).collect();
+            v.iter().map(|id| index.get(id).copied()).collect()
+        }
+        Ids::Utf8(v) => {
+            let index: std::collections::HashMap<&str, usize> =
+                previous.iter().enumerate().filter_map(|(k, x)| x.as_str().map(|x| (x, k))).collect();
+            v.iter().map(|id| index.get(id.as_str()).copied()).collect()
+        }
+    }
 }
 
 fn ids_json(ids: &Ids) -> serde_json::Value {
@@ -557,6 +587,10 @@ pub async fn train(req: &TrainRequest) -> Result<TrainMetrics> {
         parameters: trained.params.count(),
         resumed_after_epoch: s.resumed_after,
         warm_started: s.warm_started,
+        warm_start_items: warm
+            .as_ref()
+            .filter(|_| s.warm_started)
+            .map(|w| WarmStartItems { carried: w.carried_items(), new: dataset.n_items() - w.carried_items() }),
         text: text_stats,
         scoring,
         history: s.history.clone(),

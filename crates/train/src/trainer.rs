@@ -419,6 +419,47 @@ pub fn evaluate_model(model: &SasRec, dataset: &Dataset, phase: Phase) -> Result
     evaluate(dataset, &scorer, phase, &EvalOptions::default())
 }
 
+/// A previous run's weights to start from, its item rows mapped onto this
+/// run's vocabulary: a nightly catalog always changes, and one new item must
+/// not send the whole model back to random weights.
+pub struct WarmStart {
+    pub tensors: HashMap<String, Tensor>,
+    /// For each item of this run (dense index), its dense index in the previous run, if it was there.
+    pub previous_index: Vec<Option<usize>>,
+}
+
+impl WarmStart {
+    /// Items of this run whose ID embedding comes from the previous run.
+    pub fn carried_items(&self) -> usize {
+        self.previous_index.iter().filter(|p| p.is_some()).count()
+    }
+
+    /// Sets `params` from the previous run: every parameter as it was, except
+    /// the ID table, whose rows of known items are carried over while new
+    /// items keep this run's initialisation (`train.id_init`).
+    pub fn load_into(&self, params: &ParamStore) -> candle_core::Result<()> {
+        let mut tensors = self.tensors.clone();
+        if let (Some(previous), Some((_, current))) =
+            (tensors.remove(ITEM_EMBEDDING), params.vars().find(|(name, _)| name.as_str() == ITEM_EMBEDDING))
+        {
+            let previous: Vec<Vec<f32>> = previous.to_dtype(candle_core::DType::F32)?.to_vec2()?;
+            let mut rows: Vec<Vec<f32>> = current.as_tensor().to_vec2()?;
+            for (item, p) in self.previous_index.iter().enumerate() {
+                // Row 0 is padding in both tables.
+                if let (Some(p), Some(row)) = (p, rows.get_mut(item + 1))
+                    && let Some(old) = previous.get(p + 1).filter(|old| old.len() == row.len())
+                {
+                    row.clone_from(old);
+                }
+            }
+            let (n, h) = (rows.len(), rows.first().map_or(0, Vec::len));
+            let table = Tensor::from_vec(rows.concat(), (n, h), current.device())?;
+            tensors.insert(ITEM_EMBEDDING.to_string(), table);
+        }
+        params.load(&tensors)
+    }
+}
+
 /// eval-v1 on `phase` for the model's scores under a scoring rule (see [`crate::scoring`]).
 pub fn evaluate_ruled(
     model: &SasRec,
@@ -436,11 +477,7 @@ pub fn evaluate_ruled(
 /// Trains until `epochs` or early stopping, resuming from `checkpoints` when
 /// they hold a run with the same fingerprint; leaves the best epoch's weights
 /// in the returned model.
-pub fn fit(
-    inputs: &TrainInputs,
-    checkpoints: &Checkpoints,
-    warm_start: Option<&HashMap<String, Tensor>>,
-) -> Result<Trained> {
+pub fn fit(inputs: &TrainInputs, checkpoints: &Checkpoints, warm_start: Option<&WarmStart>) -> Result<Trained> {
     let cfg = inputs.config;
     let dataset = inputs.dataset;
     let (model, params) = inputs.build_model()?;
@@ -504,9 +541,9 @@ pub fn fit(
         }
     }
     if resumed_after.is_none()
-        && let Some(tensors) = warm_start
+        && let Some(warm) = warm_start
     {
-        params.load(tensors).map_err(candle("warm start"))?;
+        warm.load_into(&params).map_err(candle("warm start"))?;
         warm_started = true;
     }
 
@@ -752,6 +789,33 @@ mod tests {
         assert_eq!(halves(&a.users, true), halves(&b.users, true));
         assert_ne!(halves(&a.items, false), halves(&b.items, false));
         assert_ne!(halves(&a.users, false), halves(&b.users, false), "users whose sequences hold item 5");
+    }
+
+    #[test]
+    fn a_warm_start_carries_known_items_rows_and_keeps_new_items_init() {
+        let dataset = ring();
+        let config = config();
+        let inputs = inputs(&dataset, &config);
+        let (_, previous) = inputs.build_model().unwrap();
+        let mut tensors = previous.snapshot().unwrap();
+        // The previous run's table: row r holds r everywhere (rows 1..=30 are its items 0..30).
+        let h = config.hidden;
+        let rows: Vec<f32> = (0..=30).flat_map(|r| vec![r as f32; h]).collect();
+        tensors.insert(ITEM_EMBEDDING.into(), Tensor::from_vec(rows, (31, h), &Device::Cpu).unwrap());
+        // This run's item 0 was the previous item 5; item 1 is new; the rest as before.
+        let mut previous_index: Vec<Option<usize>> = (0..30).map(Some).collect();
+        previous_index[0] = Some(5);
+        previous_index[1] = None;
+        let warm = WarmStart { tensors, previous_index };
+        assert_eq!(warm.carried_items(), 29);
+        let (_, fresh) = inputs.build_model().unwrap();
+        let init = fresh.snapshot().unwrap()[ITEM_EMBEDDING].to_vec2::<f32>().unwrap();
+        warm.load_into(&fresh).unwrap();
+        let table = fresh.snapshot().unwrap()[ITEM_EMBEDDING].to_vec2::<f32>().unwrap();
+        assert_eq!(table[1], vec![6.0; h], "item 0 carries the previous item 5's row (row 6)");
+        assert_eq!(table[2], init[2], "the new item keeps this run's initialisation");
+        assert_eq!(table[3], vec![3.0; h]);
+        assert_eq!(table[0], init[0], "padding stays");
     }
 
     #[test]

@@ -138,7 +138,8 @@ pub struct TrainConfig {
     /// Recent items of a user whose keywords explain a recommendation.
     pub why_recent: usize,
     /// Start from the checkpoint of this directory (a previous run's train
-    /// output) instead of random weights, when its item vocabulary matches.
+    /// output) instead of random weights, when its model shape matches;
+    /// items are matched by id (new items start as `id_init` says).
     pub warm_start: String,
     /// Choose the scoring rule (`cold_threshold`, `cold_id_scale`,
     /// `content_weight`, `content_recent`, `content_pool`) on the validation targets after
