@@ -5,7 +5,7 @@ CARGO ?= cargo
 BIN := $(CARGO_TARGET_DIR)/release/tailforge
 DEMO_DIR ?= data/demo
 
-.PHONY: all setup build test demo bench bench-analyze bench-train bench-train-amazon bench-train-speed bench-generate fmt lint clean-data
+.PHONY: all setup build test demo bench bench-analyze bench-train bench-train-amazon bench-train-speed bench-generate bench-generate-ablation fmt lint clean-data
 
 all: build
 
@@ -36,6 +36,10 @@ bench-train: setup build
 ## bench-train-amazon: the cold-tail ablation on Amazon Scientific (reference scorers, variants × 2 seeds, PyTorch peer).
 bench-train-amazon: setup build
 	bash benches/train-amazon.sh
+
+## bench-generate-ablation: grounded generation on Amazon Scientific: grounding per prompt, NDCG with catalog vs + generated text (2 seeds).
+bench-generate-ablation: setup build
+	bash benches/generate-ablation.sh
 
 ## bench-train-speed: seconds per epoch, candle vs the PyTorch peer, interleaved rounds at 1 and 2 threads.
 bench-train-speed: setup build

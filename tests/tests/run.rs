@@ -215,9 +215,26 @@ fn the_generate_stage_runs_after_analyze_and_the_next_night_reuses_its_rows() {
     let report = std::fs::read_to_string(t.path(&format!("{dir}/report.md"))).unwrap();
     assert!(report.contains("## Generation") && report.contains("generated tok/s"), "{report}");
     let html = std::fs::read_to_string(t.path(&format!("{dir}/report.html"))).unwrap();
-    let section = html.split("<h2>Generation throughput</h2>").nth(1).expect("a throughput section");
+    let section = html.split("<h2>Generation</h2>").nth(1).expect("a generation section");
     let section = section.split("<h2>").next().unwrap();
     assert!(section.contains("<svg") && section.contains("tokens / s"), "a throughput plot: {section}");
+    // The examples table: one row per accepted item (at most 8), each with its
+    // grounding as written in the shards, and the item text escaped.
+    let generated = read_parquet(&t.path(&format!("{dir}/generate/generated/part-00000.parquet")));
+    let shares = f64s(&generated, "keyword_grounding");
+    assert_eq!(section.matches("<tr><td>").count(), (accepted as usize).min(8), "{section}");
+    for (d, k) in strings(&generated, "description").iter().zip(&shares).take(8) {
+        let d = d
+            .as_deref()
+            .unwrap()
+            .replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;");
+        let row = section.split("<tr><td>").find(|r| r.contains(&d)).unwrap_or_else(|| panic!("{d} in {section}"));
+        assert!(row.contains(&format!("{:.2} / ", k.unwrap())), "{row}");
+    }
+    assert!(m["metrics"]["generate_keywords_grounded"].as_f64().is_some(), "{m}");
     assert_eq!(m["models"][format!("generate: {}", model.display())], sha256sum(&model), "{m}");
 
     // A re-run of the same night skips the finished stage.

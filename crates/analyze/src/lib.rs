@@ -5,7 +5,8 @@
 //! ```text
 //! events (Parquet) ─┐                 ┌─ sequences.parquet ─ split.parquet
 //!                   ├─ validate ─ interactions ─┤
-//! items  (Parquet) ─┘                 └─ item_stats.parquet ─ tail_items.parquet
+//! items  (Parquet) ─┘                 └─ item_stats.parquet ─ neighbors.parquet
+//!                                                 └─ tail_items.parquet, item_text.parquet
 //!                                                   summary.json, _SUCCESS
 //! ```
 //!
@@ -49,6 +50,7 @@ pub mod sql {
     pub const SPLIT: &str = include_str!("../../../sql/split.sql");
     pub const ITEM_STATS: &str = include_str!("../../../sql/item_stats.sql");
     pub const TAIL_ITEMS: &str = include_str!("../../../sql/tail_items.sql");
+    pub const NEIGHBORS: &str = include_str!("../../../sql/neighbors.sql");
     pub const ITEM_TEXT: &str = include_str!("../../../sql/item_text.sql");
     pub const SUMMARY: &str = include_str!("../../../sql/summary.sql");
 }
@@ -137,10 +139,12 @@ pub async fn analyze(req: &AnalyzeRequest) -> Result<AnalyzeSummary> {
         ("min_count", ScalarValue::from(lt.min_count as i64)),
         ("percentile", ScalarValue::from(lt.percentile)),
     ];
-    let steps: [(&str, &str, &[Param]); 5] = [
+    let neighbors_params = [("k", ScalarValue::from(cfg.neighbors as i64))];
+    let steps: [(&str, &str, &[Param]); 6] = [
         (outputs::SEQUENCES, sql::SEQUENCES, &[]),
         (outputs::SPLIT, sql::SPLIT, &[]),
         (outputs::ITEM_STATS, sql::ITEM_STATS, &item_stats_params),
+        (outputs::NEIGHBORS, sql::NEIGHBORS, &neighbors_params),
         (outputs::TAIL_ITEMS, sql::TAIL_ITEMS, &[]),
         (outputs::ITEM_TEXT, sql::ITEM_TEXT, &[]),
     ];
@@ -251,6 +255,7 @@ fn check_output(name: &str, df: &DataFrame, user: IdKind, item: IdKind) -> Resul
         outputs::ITEM_STATS => schema::item_stats_schema(item).fields().iter().map(|f| f.as_ref().clone()).collect(),
         outputs::TAIL_ITEMS => schema::tail_items_fixed_fields(item),
         outputs::ITEM_TEXT => schema::item_text_fixed_fields(item),
+        outputs::NEIGHBORS => schema::neighbors_schema(item).fields().iter().map(|f| f.as_ref().clone()).collect(),
         outputs::SEQUENCES => {
             schema::sequences_schema(user, item).fields().iter().map(|f| f.as_ref().clone()).collect()
         }

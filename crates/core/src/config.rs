@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 mod train;
 pub use train::{ContentPool, IdInit, Loss, TrainConfig, Variant};
 mod generate;
-pub use generate::GenerateConfig;
+pub use generate::{GenerateConfig, KeywordMode, Priority, TruncateRule};
 mod storage;
 pub use storage::StorageConfig;
 
@@ -187,6 +187,9 @@ pub struct AnalyzeConfig {
     pub dedup: DedupPolicy,
     /// Which items form the long tail.
     pub long_tail: LongTailConfig,
+    /// Co-interaction neighbours kept per tail item (`neighbors.parquet`,
+    /// and the `{neighbors}` of generate's prompt); 0 turns them off.
+    pub neighbors: usize,
     /// Plausibility bounds checked on the input.
     pub validation: ValidationConfig,
     /// Extra DataFusion settings by their DataFusion key, for tuning, e.g.
@@ -205,6 +208,7 @@ impl Default for AnalyzeConfig {
             max_temp_size: "100GiB".into(),
             dedup: DedupPolicy::KeepAll,
             long_tail: LongTailConfig::default(),
+            neighbors: 5,
             validation: ValidationConfig::default(),
             datafusion: Default::default(),
         }

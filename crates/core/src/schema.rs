@@ -21,9 +21,10 @@ pub mod outputs {
     pub const ITEM_TEXT: &str = "item_text";
     pub const SEQUENCES: &str = "sequences";
     pub const SPLIT: &str = "split";
+    pub const NEIGHBORS: &str = "neighbors";
     pub const SUMMARY: &str = "summary.json";
-    /// All Parquet outputs, in the order they are written.
-    pub const PARQUET: [&str; 5] = [ITEM_STATS, TAIL_ITEMS, ITEM_TEXT, SEQUENCES, SPLIT];
+    /// All Parquet outputs.
+    pub const PARQUET: [&str; 6] = [ITEM_STATS, TAIL_ITEMS, ITEM_TEXT, SEQUENCES, SPLIT, NEIGHBORS];
 }
 
 /// Group labels used in `item_stats.group` and `item_stats.eval_group`.
@@ -108,8 +109,23 @@ pub fn item_text_fixed_fields(item: IdKind) -> Vec<Field> {
     vec![Field::new("item_id", item.data_type(), false), Field::new("title", DataType::Utf8, true)]
 }
 
-/// The fixed leading columns of `tail_items`; every column after them is a
-/// text attribute of the catalog (category, brand, genres, …).
+/// `neighbors`: each tail item's co-interaction neighbours in training sequences.
+pub fn neighbors_schema(item: IdKind) -> Schema {
+    Schema::new(vec![
+        Field::new("item_id", item.data_type(), false),
+        Field::new("neighbor_id", item.data_type(), false),
+        Field::new("neighbor_title", DataType::Utf8, true),
+        Field::new("users", DataType::Int64, false),
+        Field::new("rank", DataType::Int64, false),
+    ])
+}
+
+/// The column of `tail_items` listing the neighbours' titles (last; not an attribute).
+pub const NEIGHBOR_TITLES: &str = "neighbor_titles";
+
+/// The fixed leading columns of `tail_items`; every text column after them is a
+/// text attribute of the catalog (category, brand, genres, …), and the last
+/// column is [`NEIGHBOR_TITLES`].
 pub fn tail_items_fixed_fields(item: IdKind) -> Vec<Field> {
     vec![
         Field::new("item_id", item.data_type(), false),
@@ -234,6 +250,9 @@ pub mod generate_outputs {
 /// * `seed`: the sampler seed of the accepted attempt
 /// * `prompt_tokens`, `generated_tokens`, `generation_ms`: cost of the accepted attempt
 ///   (`generation_ms` is wall time while sharing the batch with other sequences)
+/// * `keyword_grounding`, `description_grounding`: the share of keywords (all
+///   their content words) and of description content words found in the
+///   item's own catalog text or its neighbours' titles (0 to 1)
 pub fn generated_schema(item: IdKind) -> Schema {
     Schema::new(vec![
         Field::new("item_id", item.data_type(), false),
@@ -246,6 +265,8 @@ pub fn generated_schema(item: IdKind) -> Schema {
         Field::new("prompt_tokens", DataType::Int64, false),
         Field::new("generated_tokens", DataType::Int64, false),
         Field::new("generation_ms", DataType::Int64, false),
+        Field::new("keyword_grounding", DataType::Float64, false),
+        Field::new("description_grounding", DataType::Float64, false),
     ])
 }
 

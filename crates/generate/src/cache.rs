@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use arrow::array::{Array, ArrayRef, Int64Array, ListArray, StringArray};
+use arrow::array::{Array, ArrayRef, Float64Array, Int64Array, ListArray, StringArray};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
@@ -128,6 +128,8 @@ fn rows_of(batch: &RecordBatch) -> Option<Vec<(String, GeneratedRow)>> {
     let input = strings(batch, "input_hash")?;
     let i64s = |n: &str| column::<Int64Array>(batch, n).cloned();
     let (seed, pt, gt, ms) = (i64s("seed")?, i64s("prompt_tokens")?, i64s("generated_tokens")?, i64s("generation_ms")?);
+    let f64s = |n: &str| column::<Float64Array>(batch, n).cloned();
+    let (kg, dg) = (f64s("keyword_grounding")?, f64s("description_grounding")?);
     let mut out = Vec::with_capacity(batch.num_rows());
     for r in 0..batch.num_rows() {
         if ids.is_null(r) || desc.is_null(r) || kws.is_null(r) {
@@ -149,6 +151,7 @@ fn rows_of(batch: &RecordBatch) -> Option<Vec<(String, GeneratedRow)>> {
             prompt_tokens: u32::try_from(pt.value(r)).ok()?,
             generated_tokens: u32::try_from(gt.value(r)).ok()?,
             generation_ms: u64::try_from(ms.value(r)).ok()?,
+            grounding: crate::grounding::Grounding { keywords: kg.value(r), description: dg.value(r) },
         };
         out.push((input.value(r).to_string(), row));
     }

@@ -18,6 +18,32 @@ kwchr ::= [^"\\\x00-\x1F\x7F,]
 ws ::= " "?
 "#;
 
+/// The grammar of extractive keywords: [`GRAMMAR`] with each keyword one of
+/// `phrases` (which [`crate::grounding::phrases`] keeps to `a-z0-9 -`, so
+/// they need no escaping); `None` if there are too few phrases to choose
+/// [`KEYWORDS_MIN`] keywords from.
+pub fn extractive_grammar(phrases: &[String]) -> Option<String> {
+    if phrases.len() < KEYWORDS_MIN {
+        return None;
+    }
+    let safe = |p: &String| {
+        !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == ' ' || c == '-')
+    };
+    if !phrases.iter().all(safe) {
+        return None;
+    }
+    let alternatives: Vec<String> = phrases.iter().map(|p| format!("\"{p}\"")).collect();
+    let kw = format!("kw ::= \"\\\"\" ({}) \"\\\"\"", alternatives.join(" | "));
+    Some(
+        GRAMMAR
+            .lines()
+            .map(|l| if l.starts_with("kw ::=") { kw.clone() } else { l.to_string() })
+            .collect::<Vec<_>>()
+            .join("\n")
+            + "\n",
+    )
+}
+
 pub const DESCRIPTION_MIN_CHARS: usize = 40;
 pub const DESCRIPTION_MAX_CHARS: usize = 400;
 pub const KEYWORD_MAX_CHARS: usize = 40;
@@ -87,6 +113,8 @@ pub enum Reject {
     PromptTooLong,
     /// The description (nearly) repeats one accepted for another item ([`crate::dedup`]).
     NearDuplicate,
+    /// Keyword grounding below `generate.min_grounding` ([`crate::grounding`]).
+    Ungrounded,
 }
 
 impl Reject {
@@ -101,6 +129,7 @@ impl Reject {
             Reject::EchoesPrompt => "echoes_prompt",
             Reject::PromptTooLong => "prompt_too_long",
             Reject::NearDuplicate => "near_duplicate",
+            Reject::Ungrounded => "ungrounded",
         }
     }
 }
@@ -176,6 +205,16 @@ mod tests {
             .check(r#"{"description": "A gentle comedy about a dinosaur detective solving crimes in the city.", "keywords": [" Comedy", "dinosaur", "comedy", "Detective Story "]}"#)
             .unwrap();
         assert_eq!(a.keywords, vec!["comedy", "dinosaur", "detective story"]);
+    }
+
+    #[test]
+    fn extractive_grammar_lists_the_phrases() {
+        let p: Vec<String> = ["desk lamp", "usb", "white-led"].map(String::from).into();
+        let g = extractive_grammar(&p).unwrap();
+        assert!(g.contains(r#"kw ::= "\"" ("desk lamp" | "usb" | "white-led") "\"""#), "{g}");
+        assert!(g.starts_with("root ::=") && g.contains("str ::="));
+        assert_eq!(extractive_grammar(&p[..2]), None);
+        assert_eq!(extractive_grammar(&["a\"b".to_string(), "c".into(), "d".into()]), None);
     }
 
     #[test]

@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, VecDeque};
 use std::io::Read;
 use std::num::NonZeroU32;
 use std::path::Path;
-use std::sync::OnceLock;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use llama_cpp_2::context::params::LlamaContextParams;
@@ -25,18 +25,22 @@ use tokio::sync::mpsc;
 use tailforge_core::{Error, Result};
 
 use crate::config::{GenerateConfig, gpu_layers};
-use crate::contract::{Answer, GRAMMAR, Reject, Validator};
+use crate::contract::{Answer, Reject, Validator};
 use crate::dedup::NearDuplicates;
+use crate::grounding::{Grounding, Source};
 use crate::hash::item_seed;
 use crate::progress::Live;
 use crate::prompt::plain_chat;
 
-/// One item to generate for: its key (the item id as text) and its two
-/// rendered chat messages.
+/// One item to generate for: its key (the item id as text), its two
+/// rendered chat messages, the output grammar (per item when keywords are
+/// extractive) and what its answer's grounding is scored against.
 pub(crate) struct WorkItem {
     pub key: String,
     pub system: String,
     pub user: String,
+    pub grammar: Arc<str>,
+    pub source: Source,
 }
 
 /// What the engine reports per item, in completion order.
@@ -49,6 +53,7 @@ pub(crate) enum Event {
         prompt_tokens: u32,
         generated_tokens: u32,
         generation_ms: u64,
+        grounding: Grounding,
     },
     Rejected {
         index: usize,
@@ -118,6 +123,30 @@ fn backend() -> Result<&'static LlamaBackend> {
         .map_err(|e| Error::internal(format!("cannot initialize llama.cpp: {e}")))
 }
 
+/// The model's tokenizer alone (a vocab-only load: cheap even for a large
+/// GGUF), to cut catalog text to its token budget before prompts are rendered.
+pub(crate) struct Tokenizer {
+    model: LlamaModel,
+}
+
+impl Tokenizer {
+    pub(crate) fn load(cfg: &GenerateConfig) -> Result<Tokenizer> {
+        let params = LlamaModelParams::default().with_vocab_only(true);
+        let model = LlamaModel::load_from_file(backend()?, &cfg.model, &params).map_err(|e| {
+            model_error(
+                &cfg.model,
+                format!("llama.cpp cannot read this model's vocabulary ({e}); is the file a complete GGUF?"),
+            )
+        })?;
+        Ok(Tokenizer { model })
+    }
+
+    /// Tokens of `text` without special tokens.
+    pub(crate) fn count(&self, text: &str) -> usize {
+        self.model.vocab().tokenize(text.as_bytes(), false, false).len()
+    }
+}
+
 /// Turns the two messages into the model's prompt: its own chat template,
 /// or [`plain_chat`] when the GGUF has none (or llama.cpp cannot apply it).
 fn chat_prompt(model: &LlamaModel, template: Option<&LlamaChatTemplate>, system: &str, user: &str) -> String {
@@ -166,13 +195,16 @@ struct Sampler {
 }
 
 impl Sampler {
-    fn new(model: &LlamaModel, cfg: &GenerateConfig, seed: u32) -> Result<Sampler> {
-        let grammar = LlamaSampler::grammar(model, GRAMMAR, "root")
+    fn new(model: &LlamaModel, cfg: &GenerateConfig, seed: u32, grammar: &str) -> Result<Sampler> {
+        let grammar = LlamaSampler::grammar(model, grammar, "root")
             .map_err(|e| Error::internal(format!("the output grammar does not load: {e}")))?;
+        let penalties =
+            LlamaSampler::penalties(model.n_vocab(), cfg.repeat_last_n as i32, cfg.repeat_penalty, 0.0, 0.0);
         let chain = if cfg.temperature <= 0.0 {
-            LlamaSampler::chain_simple([LlamaSampler::greedy()])
+            LlamaSampler::chain_simple([penalties, LlamaSampler::greedy()])
         } else {
             LlamaSampler::chain_simple([
+                penalties,
                 LlamaSampler::top_k(TOP_K),
                 LlamaSampler::temp(cfg.temperature),
                 LlamaSampler::top_p(cfg.top_p, 1),
@@ -335,7 +367,7 @@ pub(crate) fn run(
                     index,
                     attempt,
                     seed,
-                    sampler: Sampler::new(&model, cfg, seed)?,
+                    sampler: Sampler::new(&model, cfg, seed, &items[index].grammar)?,
                     prompt_tokens: tokens.len() as u32,
                     pending: Some(tokens.to_vec()),
                     prompt_hash,
@@ -438,11 +470,15 @@ pub(crate) fn run(
                 }
                 None => Ok(answer),
             });
-            if let Ok(answer) = &verdict {
+            let verdict = verdict.and_then(|answer| {
+                let grounding = items[a.index].source.score(&answer.description, &answer.keywords);
+                if grounding.keywords < cfg.min_grounding { Err(Reject::Ungrounded) } else { Ok((answer, grounding)) }
+            });
+            if let Ok((answer, _)) = &verdict {
                 dups.insert(&answer.description);
             }
             let event = match verdict {
-                Ok(answer) => Event::Accepted {
+                Ok((answer, grounding)) => Event::Accepted {
                     index: a.index,
                     answer,
                     seed: a.seed,
@@ -450,6 +486,7 @@ pub(crate) fn run(
                     prompt_tokens: a.prompt_tokens,
                     generated_tokens: a.generated,
                     generation_ms: a.started.elapsed().as_millis() as u64,
+                    grounding,
                 },
                 Err(reason) => {
                     *stats.attempt_rejects.entry(reason.as_str()).or_default() += 1;

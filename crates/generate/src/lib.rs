@@ -2,8 +2,12 @@
 //! item, written by a small local LLM (llama.cpp through `llama-cpp-2`).
 //!
 //! * The prompt comes from a template (`pipelines/prompts/describe.txt`) with
-//!   the item's title and text attributes inserted as delimited, neutralized
+//!   the item's title, its text attributes (each cut to a token budget) and
+//!   its co-interaction neighbours' titles inserted as delimited, neutralized
 //!   data, wrapped in the model's own chat template.
+//! * Grounding ([`grounding`]): with extractive keywords, each item's grammar
+//!   allows only phrases of its own text and its neighbours' titles; every
+//!   accepted row is scored by how much of it those sources support.
 //! * Decoding is constrained by a GBNF grammar to the JSON contract
 //!   `{"description": "...", "keywords": ["...", ...]}`; answers are then
 //!   validated ([`contract::Validator`]); an invalid answer is retried with a
@@ -26,6 +30,7 @@ pub mod config;
 pub mod contract;
 pub mod dedup;
 mod engine;
+pub mod grounding;
 pub mod hash;
 pub mod output;
 pub mod progress;
@@ -39,6 +44,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
+use tailforge_core::config::{KeywordMode, Priority};
 use tailforge_core::schema::IdKind;
 use tailforge_core::{Error, Location, Result};
 
@@ -89,6 +95,13 @@ pub struct GenerateSummary {
     pub fingerprint: String,
     /// The cache directory of this fingerprint, if the cache is on.
     pub cache: Option<String>,
+    /// Items generated with free keywords although `keywords = "extractive"`:
+    /// their text gave fewer phrases than an answer needs keywords.
+    #[serde(default)]
+    pub free_keyword_items: u64,
+    /// Grounding of this run's accepted rows (generated or reused from the cache).
+    #[serde(default)]
+    pub grounding: grounding::GroundingSummary,
 }
 
 impl GenerateSummary {
@@ -121,8 +134,13 @@ fn params_hash(cfg: &GenerateConfig, template: &prompt::PromptTemplate) -> Strin
         "system": template.system,
         "user": template.user,
         "grammar": contract::GRAMMAR,
+        "keywords": cfg.keywords,
+        "max_attribute_tokens": cfg.max_attribute_tokens,
+        "truncate": cfg.truncate,
+        "min_grounding": cfg.min_grounding,
         "temperature": cfg.temperature,
         "top_p": cfg.top_p,
+        "repeat": [cfg.repeat_penalty as f64, cfg.repeat_last_n as f64],
         "max_new_tokens": cfg.max_new_tokens,
         "max_retries": cfg.max_retries,
         "max_title_chars": cfg.max_title_chars,
@@ -130,6 +148,65 @@ fn params_hash(cfg: &GenerateConfig, template: &prompt::PromptTemplate) -> Strin
         "near_duplicate": [cfg.near_duplicate_threshold, cfg.near_duplicate_shingle as f64],
     });
     engine::hex(&Sha256::digest(canonical.to_string().as_bytes()))
+}
+
+/// One item's prompt, output grammar and grounding source.
+struct Prepared {
+    system: String,
+    user: String,
+    grammar: Arc<str>,
+    source: grounding::Source,
+    /// Extractive keywords were asked for, but the text gave too few phrases.
+    free_keywords: bool,
+}
+
+/// Renders each item's prompt (attributes cut to their token budget by the
+/// model's own tokenizer) and builds its grammar and grounding source.
+fn prepare(
+    cfg: &GenerateConfig,
+    template: &prompt::PromptTemplate,
+    items: Vec<output::Item>,
+) -> Result<Vec<(output::Item, Prepared)>> {
+    if items.is_empty() {
+        return Ok(Vec::new());
+    }
+    let tokenizer = engine::Tokenizer::load(cfg)?;
+    let count = |t: &str| tokenizer.count(t);
+    let free: Arc<str> = Arc::from(contract::GRAMMAR);
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        let key = item.id.key();
+        let title = prompt::prepare_title(&key, item.title.as_deref(), cfg.max_title_chars);
+        let (attributes, values) =
+            prompt::prepare_attributes(&item.attributes, cfg.max_attribute_tokens, cfg.truncate, &count);
+        let fields = prompt::Fields { title, attributes, neighbors: prompt::prepare_neighbors(&item.neighbors) };
+        let (system, user) = template.render(&fields);
+        let source = grounding::Source::new(
+            item.title
+                .iter()
+                .map(String::as_str)
+                .chain(item.attributes.iter().map(|(_, v)| v.as_str()))
+                .chain(item.neighbors.iter().map(String::as_str)),
+        );
+        let (grammar, free_keywords) = match cfg.keywords {
+            KeywordMode::Free => (free.clone(), false),
+            KeywordMode::Extractive => {
+                // What the model sees, most specific first: title, attributes, neighbours.
+                let texts = std::iter::once(fields.title.as_str())
+                    .chain(values.iter().map(String::as_str))
+                    .chain(item.neighbors.iter().map(String::as_str));
+                match contract::extractive_grammar(&grounding::phrases(texts)) {
+                    Some(g) => (Arc::from(g), false),
+                    None => {
+                        tracing::debug!(item_id = key, "too few phrases for extractive keywords; free keywords");
+                        (free.clone(), true)
+                    }
+                }
+            }
+        };
+        out.push((item, Prepared { system, user, grammar, source, free_keywords }));
+    }
+    Ok(out)
 }
 
 /// Buffers rows and writes them as shards: accepted rows every `shard_size`
@@ -245,6 +322,10 @@ pub async fn generate_with(
     let fingerprint = cache::fingerprint(&model_sha256, &params_hash, cfg.seed);
 
     let (kind, mut items) = output::read_items(input_tail_items).await?;
+    if cfg.priority == Priority::LeastText {
+        // Stable: equal amounts of text keep analyze's rank order.
+        items.sort_by_key(output::Item::attribute_chars);
+    }
     if let Some(limit) = cfg.limit {
         items.truncate(limit);
     }
@@ -314,8 +395,7 @@ pub async fn generate_with(
         shard_size: cfg.shard_size,
     };
     let mut seen = HashSet::new();
-    let mut todo = Vec::new();
-    let mut work = Vec::new();
+    let mut pending = Vec::new();
     for item in items {
         let key = item.id.key();
         if done_gen.keys.contains(&key) || done_rej.keys.contains(&key) {
@@ -326,12 +406,25 @@ pub async fn generate_with(
             tracing::warn!(item_id = key, "duplicate item_id in the input, generating once");
             continue;
         }
-        let title = prompt::prepare_title(&key, item.title.as_deref(), cfg.max_title_chars);
-        let attributes = prompt::prepare_attributes(&item.attributes);
-        let (system, user) = template.render(&title, &attributes);
+        pending.push(item);
+    }
+    let prepared = {
+        let (cfg, template) = (cfg.clone(), template.clone());
+        tokio::task::spawn_blocking(move || prepare(&cfg, &template, pending))
+            .await
+            .map_err(|e| Error::internal(format!("prompt task: {e}")))??
+    };
+    let mut todo = Vec::new();
+    let mut work = Vec::new();
+    let mut scored = Vec::new();
+    for (item, p) in prepared {
+        let key = item.id.key();
+        summary.free_keyword_items += u64::from(p.free_keywords);
+        let (system, user) = (p.system, p.user);
         let input_hash = cache::input_hash(&system, &user);
         if let Some(row) = cache.as_ref().and_then(|c| c.get(&key, &input_hash)) {
             summary.reused_from_cache += 1;
+            scored.push((row.keywords.len(), row.grounding));
             dups.insert(&row.description);
             writer.accepted.push((GeneratedRow { id: item.id.clone(), ..row.clone() }, None));
             writer.flush(false).await?;
@@ -344,7 +437,7 @@ pub async fn generate_with(
             continue;
         }
         todo.push((item, input_hash));
-        work.push(WorkItem { key, system, user });
+        work.push(WorkItem { key, system, user, grammar: p.grammar, source: p.source });
     }
     tracing::info!(
         items = summary.items,
@@ -379,8 +472,18 @@ pub async fn generate_with(
         };
         let Some(ev) = ev else { break };
         match ev {
-            Event::Accepted { index, answer, seed, prompt_hash, prompt_tokens, generated_tokens, generation_ms } => {
+            Event::Accepted {
+                index,
+                answer,
+                seed,
+                prompt_hash,
+                prompt_tokens,
+                generated_tokens,
+                generation_ms,
+                grounding,
+            } => {
                 summary.accepted += 1;
+                scored.push((answer.keywords.len(), grounding));
                 progress.item(true);
                 let (item, input_hash) = &todo[index];
                 let row = GeneratedRow {
@@ -392,6 +495,7 @@ pub async fn generate_with(
                     prompt_tokens,
                     generated_tokens,
                     generation_ms,
+                    grounding,
                 };
                 writer.accepted.push((row, Some(input_hash.clone())));
             }
@@ -424,6 +528,7 @@ pub async fn generate_with(
     summary.prompt_tokens = stats.prompt_tokens;
     summary.generated_tokens = stats.generated_tokens;
     summary.seconds = seconds;
+    summary.grounding = grounding::GroundingSummary::of(&scored);
     summary.decode_seconds = stats.decode_seconds;
     summary.sample_seconds = stats.sample_seconds;
     if seconds > 0.0 {
@@ -441,6 +546,7 @@ pub async fn generate_with(
         prompt_tok_s = format!("{:.1}", summary.prompt_tokens_per_s),
         generated_tok_s = format!("{:.1}", summary.generated_tokens_per_s),
         seconds = format!("{seconds:.1}"),
+        keywords_grounded = format!("{:.3}", summary.grounding.keywords_grounded),
         "generate done"
     );
     Ok(summary)

@@ -3,7 +3,9 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, Int64Array, Int64Builder, ListBuilder, StringArray, StringBuilder};
+use arrow::array::{
+    Array, ArrayRef, AsArray, Float64Array, Int64Array, Int64Builder, ListBuilder, StringArray, StringBuilder,
+};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, SchemaRef};
 use arrow::record_batch::RecordBatch;
@@ -40,10 +42,40 @@ pub struct Item {
     pub title: Option<String>,
     /// (column name, value) of each non-null text attribute.
     pub attributes: Vec<(String, String)>,
+    /// Titles of the item's co-interaction neighbours, most shared first.
+    pub neighbors: Vec<String>,
+}
+
+impl Item {
+    /// Characters of catalog text besides the title (which nearly every item
+    /// has): the order of `priority = "least_text"`.
+    pub fn attribute_chars(&self) -> usize {
+        self.attributes.iter().map(|(_, v)| v.trim().len()).sum()
+    }
 }
 
 /// Columns of `tail_items` that are not attributes.
-const NOT_ATTRIBUTES: [&str; 4] = ["item_id", "title", "interactions", "rank"];
+const NOT_ATTRIBUTES: [&str; 5] = ["item_id", "title", "interactions", "rank", schema::NEIGHBOR_TITLES];
+
+/// The neighbour titles of each row (empty lists when the column is absent: an older `tail_items`).
+fn neighbor_titles(batch: &RecordBatch, file: &str) -> Result<Vec<Vec<String>>> {
+    let Some(col) = batch.column_by_name(schema::NEIGHBOR_TITLES) else {
+        return Ok(vec![Vec::new(); batch.num_rows()]);
+    };
+    let bad = || Error::from(DataError::new("not a list of strings").file(file).column(schema::NEIGHBOR_TITLES));
+    let list = col.as_list_opt::<i32>().ok_or_else(bad)?;
+    let mut out = Vec::with_capacity(batch.num_rows());
+    for row in 0..batch.num_rows() {
+        if list.is_null(row) {
+            out.push(Vec::new());
+            continue;
+        }
+        let values = cast(&list.value(row), &DataType::Utf8).map_err(|_| bad())?;
+        let values = values.as_string_opt::<i32>().ok_or_else(bad)?;
+        out.push(values.iter().flatten().map(str::to_string).collect());
+    }
+    Ok(out)
+}
 
 fn as_strings(col: &ArrayRef, file: &str, name: &str) -> Result<StringArray> {
     let c = cast(col, &DataType::Utf8)
@@ -98,6 +130,7 @@ pub async fn read_items(input: &Location) -> Result<(IdKind, Vec<Item>)> {
             }
             attrs.push((f.name().clone(), as_strings(batch.column(i), &file, f.name())?));
         }
+        let mut neighbors = neighbor_titles(batch, &file)?.into_iter();
         let int_ids = match &ints {
             Some(a) => Some(a.as_any().downcast_ref::<Int64Array>().ok_or_else(|| Error::internal("item_id cast"))?),
             None => None,
@@ -122,7 +155,8 @@ pub async fn read_items(input: &Location) -> Result<(IdKind, Vec<Item>)> {
                 .filter(|(_, a)| !a.is_null(row))
                 .map(|(n, a)| (n.clone(), a.value(row).to_string()))
                 .collect();
-            items.push(Item { id, title, attributes });
+            let neighbors = neighbors.next().unwrap_or_default();
+            items.push(Item { id, title, attributes, neighbors });
         }
     }
     Ok((kind.unwrap_or(IdKind::Int64), items))
@@ -149,6 +183,8 @@ pub struct GeneratedRow {
     pub prompt_tokens: u32,
     pub generated_tokens: u32,
     pub generation_ms: u64,
+    /// Share of keywords, and of description content words, found in the item's own text or its neighbours' titles.
+    pub grounding: crate::grounding::Grounding,
 }
 
 /// One rejected item.
@@ -202,6 +238,8 @@ pub fn generated_batch(
         i64s(&|r| i64::from(r.prompt_tokens)),
         i64s(&|r| i64::from(r.generated_tokens)),
         i64s(&|r| r.generation_ms as i64),
+        Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.grounding.keywords))),
+        Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.grounding.description))),
     ];
     RecordBatch::try_new(generated_schema(kind), columns).map_err(|e| Error::internal(format!("generated batch: {e}")))
 }
@@ -259,6 +297,68 @@ pub async fn existing_shards(dir: &Location) -> Result<Existing> {
             if let Some(d) = batch.column_by_name("description") {
                 let d = as_strings(d, &loc.display(), "description")?;
                 found.descriptions.extend(d.iter().flatten().map(str::to_string));
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// An accepted row as the run report shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Example {
+    pub item_id: String,
+    pub title: String,
+    pub description: String,
+    pub keywords: Vec<String>,
+    pub keyword_grounding: f64,
+    pub description_grounding: f64,
+}
+
+/// Up to `n` accepted rows of the generate output `out` (in shard order),
+/// with the titles from `tail_items`.
+pub async fn examples(out: &Location, tail_items: &Location, n: usize) -> Result<Vec<Example>> {
+    let (_, items) = read_items(tail_items).await?;
+    let titles: std::collections::HashMap<String, String> =
+        items.into_iter().map(|i| (i.id.key(), i.title.unwrap_or_default())).collect();
+    let mut found = Vec::new();
+    for (_, loc) in parquet_files(&out.as_dir().join(GENERATED_DIR)).await? {
+        for batch in read_parquet(&loc).await? {
+            let file = loc.display();
+            let ids = as_strings(
+                batch.column_by_name("item_id").ok_or_else(|| Error::internal("no item_id"))?,
+                &file,
+                "item_id",
+            )?;
+            let desc = as_strings(
+                batch.column_by_name("description").ok_or_else(|| Error::internal("no description"))?,
+                &file,
+                "description",
+            )?;
+            let kws = batch.column_by_name("keywords").and_then(|c| c.as_list_opt::<i32>().cloned());
+            let f64s = |name: &str| {
+                batch.column_by_name(name).and_then(|c| c.as_any().downcast_ref::<Float64Array>().cloned())
+            };
+            let (kg, dg) = (f64s("keyword_grounding"), f64s("description_grounding"));
+            for r in 0..batch.num_rows() {
+                if found.len() == n {
+                    return Ok(found);
+                }
+                let keywords = match &kws {
+                    Some(l) if !l.is_null(r) => {
+                        let v = cast(&l.value(r), &DataType::Utf8).map_err(|e| Error::internal(e.to_string()))?;
+                        v.as_string::<i32>().iter().flatten().map(str::to_string).collect()
+                    }
+                    _ => Vec::new(),
+                };
+                let id = ids.value(r).to_string();
+                found.push(Example {
+                    title: titles.get(&id).cloned().unwrap_or_default(),
+                    item_id: id,
+                    description: desc.value(r).to_string(),
+                    keywords,
+                    keyword_grounding: kg.as_ref().map_or(f64::NAN, |a| a.value(r)),
+                    description_grounding: dg.as_ref().map_or(f64::NAN, |a| a.value(r)),
+                });
             }
         }
     }

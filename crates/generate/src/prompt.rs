@@ -1,15 +1,20 @@
-//! The prompt: a template file with `{title}` and `{attributes}`, filled
-//! with item text that is treated as untrusted data.
+//! The prompt: a template file with `{title}`, `{attributes}` and
+//! `{neighbors}`, filled with item text that is treated as untrusted data.
 
+use tailforge_core::config::TruncateRule;
 use tailforge_core::{Error, Result};
 
 /// The built-in template, a copy of `pipelines/prompts/describe.txt`.
 pub const BUILTIN_TEMPLATE: &str = include_str!("../../../pipelines/prompts/describe.txt");
 
-/// Longest value of one attribute, in characters.
-const MAX_ATTRIBUTE_CHARS: usize = 256;
-/// Longest attribute block, in characters.
-const MAX_ATTRIBUTES_CHARS: usize = 1024;
+/// Longest attribute block, in characters (each value has its token budget;
+/// this bounds a catalog with very many attributes).
+const MAX_ATTRIBUTES_CHARS: usize = 4096;
+/// Characters per token assumed when pre-cutting a huge value before it is
+/// tokenized (generous: English averages about 4).
+const CHARS_PER_TOKEN_BOUND: usize = 8;
+/// Longest neighbour title in the prompt, in characters.
+const MAX_NEIGHBOR_TITLE_CHARS: usize = 120;
 
 /// A parsed prompt template: a system and a user message.
 #[derive(Debug, Clone, PartialEq)]
@@ -71,35 +76,66 @@ impl PromptTemplate {
     }
 
     /// Fills the placeholders in one pass (inserted text is never re-scanned,
-    /// so item text containing `{title}` stays literal).
-    pub fn render(&self, title: &str, attributes: &str) -> (String, String) {
-        (fill(&self.system, title, attributes), fill(&self.user, title, attributes))
+    /// so item text containing `{title}` stays literal). A line holding only
+    /// a placeholder whose value is empty is dropped, so an item without
+    /// neighbours gets no empty neighbours section.
+    pub fn render(&self, fields: &Fields) -> (String, String) {
+        (fill(&self.system, fields), fill(&self.user, fields))
     }
 
     /// The instruction text without placeholders, for echo detection.
     pub fn instruction_text(&self) -> String {
-        format!("{}\n{}", self.system, self.user).replace("{title}", " ").replace("{attributes}", " ")
+        PLACEHOLDERS.iter().fold(format!("{}\n{}", self.system, self.user), |t, p| t.replace(p, " "))
     }
 }
 
-fn fill(template: &str, title: &str, attributes: &str) -> String {
-    let mut out = String::with_capacity(template.len() + title.len() + attributes.len());
-    let mut rest = template;
-    while let Some(i) = rest.find('{') {
-        out.push_str(&rest[..i]);
-        let tail = &rest[i..];
-        if let Some(r) = tail.strip_prefix("{title}") {
-            out.push_str(title);
-            rest = r;
-        } else if let Some(r) = tail.strip_prefix("{attributes}") {
-            out.push_str(attributes);
-            rest = r;
-        } else {
-            out.push('{');
-            rest = &tail[1..];
+/// The placeholders of a template.
+const PLACEHOLDERS: [&str; 3] = ["{title}", "{attributes}", "{neighbors}"];
+
+/// The prepared (neutralized, cut) values of one item's placeholders.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Fields {
+    pub title: String,
+    pub attributes: String,
+    pub neighbors: String,
+}
+
+impl Fields {
+    fn value(&self, placeholder: &str) -> &str {
+        match placeholder {
+            "{title}" => &self.title,
+            "{attributes}" => &self.attributes,
+            _ => &self.neighbors,
         }
     }
-    out.push_str(rest);
+}
+
+fn fill(template: &str, fields: &Fields) -> String {
+    let mut out = String::with_capacity(template.len() + fields.attributes.len() + fields.neighbors.len());
+    for (n, line) in template.split('\n').enumerate() {
+        if PLACEHOLDERS.iter().any(|p| line.trim() == *p && fields.value(p).is_empty()) {
+            continue;
+        }
+        if n > 0 && !out.is_empty() {
+            out.push('\n');
+        }
+        let mut rest = line;
+        while let Some(i) = rest.find('{') {
+            out.push_str(&rest[..i]);
+            let tail = &rest[i..];
+            match PLACEHOLDERS.iter().find(|p| tail.starts_with(**p)) {
+                Some(p) => {
+                    out.push_str(fields.value(p));
+                    rest = &tail[p.len()..];
+                }
+                None => {
+                    out.push('{');
+                    rest = &tail[1..];
+                }
+            }
+        }
+        out.push_str(rest);
+    }
     out
 }
 
@@ -153,11 +189,58 @@ pub fn prepare_title(item_key: &str, title: Option<&str>, max_chars: usize) -> S
     if t.is_empty() { "(untitled)".to_string() } else { t }
 }
 
-/// The attribute block: one `name: value` line per non-empty attribute.
-pub fn prepare_attributes(attributes: &[(String, String)]) -> String {
+/// Cuts `text` to at most `budget` tokens as counted by `count`, by `rule`:
+/// whole sentences from the start, or the first words. A cut text ends in
+/// " …" so the model sees that it was cut. Words are never split.
+pub fn truncate_tokens(text: &str, budget: usize, rule: TruncateRule, count: &dyn Fn(&str) -> usize) -> String {
+    // Pre-cut huge values so that tokenizing them costs O(budget).
+    let text = truncate_chars(text, budget.saturating_mul(CHARS_PER_TOKEN_BOUND)).0;
+    if count(&text) <= budget {
+        return text;
+    }
+    let fits = |prefix: &str| count(prefix) + 1 <= budget;
+    if rule == TruncateRule::Sentences {
+        let mut end = 0;
+        for (i, c) in text.char_indices() {
+            let boundary =
+                matches!(c, '.' | '!' | '?') && text[i + c.len_utf8()..].chars().next().is_none_or(char::is_whitespace);
+            if boundary {
+                let candidate = i + c.len_utf8();
+                if !fits(&text[..candidate]) {
+                    break;
+                }
+                end = candidate;
+            }
+        }
+        if end > 0 {
+            return format!("{} …", &text[..end]);
+        }
+    }
+    // The longest word-boundary prefix that fits (binary search: counts are monotone enough).
+    let bounds: Vec<usize> = text.char_indices().filter(|(_, c)| c.is_whitespace()).map(|(i, _)| i).collect();
+    let (mut lo, mut hi) = (0, bounds.len());
+    while lo < hi {
+        let mid = (lo + hi).div_ceil(2);
+        if fits(&text[..bounds[mid - 1]]) { lo = mid } else { hi = mid - 1 }
+    }
+    if lo == 0 {
+        return String::new();
+    }
+    format!("{} …", text[..bounds[lo - 1]].trim_end())
+}
+
+/// The attribute block: one `name: value` line per non-empty attribute,
+/// each value cut to `budget` tokens by `rule`; and the values as shown.
+pub fn prepare_attributes(
+    attributes: &[(String, String)],
+    budget: usize,
+    rule: TruncateRule,
+    count: &dyn Fn(&str) -> usize,
+) -> (String, Vec<String>) {
     let mut out = String::new();
+    let mut values = Vec::new();
     for (name, value) in attributes {
-        let value = neutralize(&truncate_chars(value, MAX_ATTRIBUTE_CHARS).0);
+        let value = truncate_tokens(&neutralize(value), budget, rule, count);
         if value.is_empty() {
             continue;
         }
@@ -166,11 +249,22 @@ pub fn prepare_attributes(attributes: &[(String, String)]) -> String {
             break;
         }
         out.push_str(&line);
+        values.push(value);
     }
     while out.ends_with('\n') {
         out.pop();
     }
-    out
+    (out, values)
+}
+
+/// The neighbours line: `customers also bought: A; B; C`, or empty.
+pub fn prepare_neighbors(titles: &[String]) -> String {
+    let titles: Vec<String> = titles
+        .iter()
+        .map(|t| neutralize(&truncate_chars(t, MAX_NEIGHBOR_TITLE_CHARS).0).replace(';', ","))
+        .filter(|t| !t.is_empty())
+        .collect();
+    if titles.is_empty() { String::new() } else { format!("often bought by the same customers: {}", titles.join("; ")) }
 }
 
 /// The plain prompt used when the GGUF has no chat template.
@@ -209,11 +303,58 @@ mod tests {
         assert!(!t.user.contains("### "));
     }
 
+    fn fields(title: &str, attributes: &str, neighbors: &str) -> Fields {
+        Fields { title: title.into(), attributes: attributes.into(), neighbors: neighbors.into() }
+    }
+
     #[test]
     fn placeholders_fill_once() {
         let t = PromptTemplate { system: "s".into(), user: "<item>{title}|{attributes}</item> {x}".into() };
-        let (_, u) = t.render("{attributes}", "a");
+        let (_, u) = t.render(&fields("{attributes}", "a", ""));
         assert_eq!(u, "<item>{attributes}|a</item> {x}");
+    }
+
+    #[test]
+    fn an_empty_placeholder_line_is_dropped() {
+        let t = PromptTemplate {
+            system: "s".into(),
+            user: "<item>\ntitle: {title}\n{attributes}\n{neighbors}\n</item>".into(),
+        };
+        assert_eq!(t.render(&fields("T", "", "")).1, "<item>\ntitle: T\n</item>");
+        assert_eq!(t.render(&fields("T", "a: b", "n")).1, "<item>\ntitle: T\na: b\nn\n</item>");
+    }
+
+    /// Words as tokens: enough to test the cutting rules without a model.
+    fn word_count(s: &str) -> usize {
+        s.split_whitespace().count()
+    }
+
+    #[test]
+    fn long_values_are_cut_to_the_token_budget() {
+        let text = "First sentence here. Second one is longer than that. Third.";
+        assert_eq!(truncate_tokens(text, 64, TruncateRule::Sentences, &word_count), text);
+        // 3 words + the ellipsis fit in 5; the second sentence would not.
+        assert_eq!(truncate_tokens(text, 5, TruncateRule::Sentences, &word_count), "First sentence here. …");
+        assert_eq!(truncate_tokens(text, 5, TruncateRule::Head, &word_count), "First sentence here. Second …");
+        // A first sentence longer than the budget is cut at a word boundary.
+        assert_eq!(truncate_tokens(text, 3, TruncateRule::Sentences, &word_count), "First sentence …");
+        for budget in 2..12 {
+            for rule in [TruncateRule::Sentences, TruncateRule::Head] {
+                assert!(word_count(&truncate_tokens(text, budget, rule, &word_count)) <= budget);
+            }
+        }
+        // Decimal points are not sentence ends.
+        assert_eq!(
+            truncate_tokens("Holds 2.5 liters of water. More text.", 6, TruncateRule::Sentences, &word_count),
+            "Holds 2.5 liters of water. …"
+        );
+    }
+
+    #[test]
+    fn neighbours_are_one_neutralized_line() {
+        assert_eq!(prepare_neighbors(&[]), "");
+        let n = prepare_neighbors(&["A <b>; c".into(), "".into(), "D".into()]);
+        assert_eq!(n, "often bought by the same customers: A ‹b›, c; D");
     }
 
     #[test]

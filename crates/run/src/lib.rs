@@ -406,6 +406,9 @@ async fn run_generate(
         ("generate_generated_tok_s", s.generated_tokens_per_s),
         ("generate_prompt_tok_s", s.prompt_tokens_per_s),
         ("generate_seconds", s.seconds),
+        ("generate_grounded_rows", s.grounding.rows as f64),
+        ("generate_keywords_grounded", s.grounding.keywords_grounded),
+        ("generate_description_grounding_p50", s.grounding.description_share.p50),
     ] {
         metrics.insert(k.into(), v);
     }
@@ -568,6 +571,22 @@ async fn report_markdown(m: &Manifest, run_dir: &Location) -> String {
     }
     if let Some(line) = generation_line(m) {
         s.push_str(&format!("\n## Generation\n\n{line}\n"));
+        let examples = generated_examples(run_dir).await;
+        if !examples.is_empty() {
+            s.push_str(
+                "\n| item | description | keywords | grounding (keywords / description) |\n|---|---|---|---:|\n",
+            );
+            for e in &examples {
+                s.push_str(&format!(
+                    "| {} | {} | {} | {:.2} / {:.2} |\n",
+                    report::escape_markdown(&e.title),
+                    report::escape_markdown(&e.description),
+                    report::escape_markdown(&e.keywords.join(", ")),
+                    e.keyword_grounding,
+                    e.description_grounding
+                ));
+            }
+        }
     }
     if let Ok(bytes) = run_dir.join("evaluate/metrics.md").get().await {
         s.push_str("\n## MostPop under eval-v1 (test)\n\n");
@@ -577,13 +596,29 @@ async fn report_markdown(m: &Manifest, run_dir: &Location) -> String {
     s
 }
 
-/// One sentence on the generate stage's throughput, if it ran.
+/// Examples of generated rows shown in the report (none when generate did not run).
+const REPORT_EXAMPLES: usize = 8;
+
+async fn generated_examples(run_dir: &Location) -> Vec<tailforge_generate::output::Example> {
+    let tail_items = run_dir.join(&format!("analyze/{}.parquet", tailforge_core::schema::outputs::TAIL_ITEMS));
+    match tailforge_generate::output::examples(&run_dir.join("generate/"), &tail_items, REPORT_EXAMPLES).await {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::warn!(error = %e, "report: cannot read generated examples");
+            Vec::new()
+        }
+    }
+}
+
+/// One sentence on the generate stage's throughput and grounding, if it ran.
 fn generation_line(m: &Manifest) -> Option<String> {
     let tok_s = m.metrics.get("generate_generated_tok_s")?;
     let g = |k: &str| m.metrics.get(k).copied().unwrap_or(0.0);
     Some(format!(
         "{} tail items: {} rows accepted, {} rejected; {} generated now, {} reused from the cache. \
-         {:.0} tokens generated in {:.1} s: {tok_s:.1} generated tok/s, {:.1} prompt tok/s.",
+         {:.0} tokens generated in {:.1} s: {tok_s:.1} generated tok/s, {:.1} prompt tok/s. \
+         Grounding of this run's {} accepted rows: {:.1}% of keywords found in the item's text or its neighbours' titles; \
+         median share of description words found there {:.2}.",
         g("generate_items"),
         g("generate_generated_rows"),
         g("generate_rejected_rows"),
@@ -592,6 +627,9 @@ fn generation_line(m: &Manifest) -> Option<String> {
         g("generate_generated_tokens"),
         g("generate_seconds"),
         g("generate_prompt_tok_s"),
+        g("generate_grounded_rows"),
+        100.0 * g("generate_keywords_grounded"),
+        g("generate_description_grounding_p50"),
     ))
 }
 
@@ -662,9 +700,25 @@ async fn report_html(m: &Manifest, run_dir: &Location) -> Result<String> {
             ("prompt tok/s".to_string(), rate("generate_prompt_tok_s")),
             ("generated tok/s".to_string(), rate("generate_generated_tok_s")),
         ];
+        let mut table = String::new();
+        let examples = generated_examples(run_dir).await;
+        if !examples.is_empty() {
+            table.push_str("<h3>Generated examples</h3><table><tr><th>item</th><th>description</th><th>keywords</th><th>grounding<br>keywords / description</th></tr>");
+            for e in &examples {
+                table.push_str(&format!(
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.2} / {:.2}</td></tr>",
+                    escape(&e.title),
+                    escape(&e.description),
+                    escape(&e.keywords.join(", ")),
+                    e.keyword_grounding,
+                    e.description_grounding
+                ));
+            }
+            table.push_str("</table>");
+        }
         sections.push((
-            "Generation throughput".to_string(),
-            format!("<p>{}</p>{}", escape(&line), report::bars_svg(&bars, "tokens / s")),
+            "Generation".to_string(),
+            format!("<p>{}</p>{}{table}", escape(&line), report::bars_svg(&bars, "tokens / s")),
         ));
     }
     if let Some(curves) = train_stage::curves_html(m, run_dir).await {

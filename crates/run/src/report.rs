@@ -133,6 +133,23 @@ pub fn html(title: &str, sections: &[(String, String)]) -> String {
 }
 
 /// HTML-escapes text (run ids and metric names come from configuration).
+/// Makes untrusted text inert inside a Markdown table cell: Markdown and
+/// HTML punctuation is backslash-escaped, line breaks become spaces.
+pub fn escape_markdown(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\\' | '`' | '*' | '_' | '[' | ']' | '(' | ')' | '#' | '|' | '<' | '>' | '!' | '~' | '{' | '}' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if c.is_control() => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 pub fn escape(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
@@ -140,6 +157,12 @@ pub fn escape(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn markdown_cells_cannot_carry_markup() {
+        let e = escape_markdown("x | <script>alert(1)</script> [a](http://e) **b**\nc");
+        assert_eq!(e, "x \\| \\<script\\>alert\\(1\\)\\</script\\> \\[a\\]\\(http://e\\) \\*\\*b\\*\\* c");
+    }
 
     #[test]
     fn plots_are_svg_with_their_labels() {

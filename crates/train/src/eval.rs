@@ -275,6 +275,7 @@ pub fn sample_negatives(interacted: &[bool], count: usize, rng: &mut SplitMix64)
 
 /// One evaluated case.
 struct Case {
+    target: u32,
     group: Group,
     cold: bool,
     full_rank: usize,
@@ -333,6 +334,7 @@ fn evaluate_user<S: Scorer + ?Sized>(
     let sampled_rank = rank_among(scores, target, negatives);
 
     Ok(Case {
+        target,
         group: dataset.groups[target as usize],
         cold: dataset.cold[target as usize],
         full_rank,
@@ -429,6 +431,9 @@ pub fn evaluate<S: Scorer + ?Sized>(
             }
         }
     }
+    if phase == Phase::Test {
+        dump_ranks(dataset, &cases);
+    }
     let share = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
     let report = EvalReport {
         full: full.metrics(),
@@ -444,6 +449,27 @@ pub fn evaluate<S: Scorer + ?Sized>(
         "evaluated"
     );
     Ok(report)
+}
+
+/// For benchmarks that slice the test figures by item segments the product
+/// does not know (e.g. `benches/generate-ablation.sh`: items without a
+/// catalog description): with `TAILFORGE_EVAL_RANKS=<file>`, each test
+/// evaluation appends a `# evaluation` line and one `item_id,full_rank` line
+/// per case (0-based rank). Best effort: a write error is a warning.
+fn dump_ranks(dataset: &Dataset, cases: &[Case]) {
+    let Some(path) = std::env::var_os("TAILFORGE_EVAL_RANKS") else { return };
+    use std::io::Write;
+    let write = || -> std::io::Result<()> {
+        let mut f = std::io::BufWriter::new(std::fs::OpenOptions::new().create(true).append(true).open(&path)?);
+        writeln!(f, "# evaluation")?;
+        for c in cases {
+            writeln!(f, "{},{}", dataset.item_ids.display(c.target as usize), c.full_rank)?;
+        }
+        f.flush()
+    };
+    if let Err(e) = write() {
+        tracing::warn!(path = %std::path::Path::new(&path).display(), error = %e, "cannot write the evaluation ranks");
+    }
 }
 
 #[cfg(test)]

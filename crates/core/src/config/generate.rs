@@ -34,6 +34,12 @@ pub struct GenerateConfig {
     pub temperature: f32,
     /// Nucleus sampling threshold.
     pub top_p: f32,
+    /// Penalty on tokens among the last `repeat_last_n` generated (llama.cpp's
+    /// repeat penalty; 1.0 = off): a small model otherwise loops ("a 12-inch
+    /// wheel, a 12-inch wheel, …") until `max_new_tokens` cuts it off.
+    pub repeat_penalty: f32,
+    /// Window of the repeat penalty, in tokens.
+    pub repeat_last_n: u32,
     /// Run seed of generation; each item's sampler is seeded from (seed, item_id, attempt).
     pub seed: u64,
     /// Retries (each with a new seed) after an invalid answer, before the item is rejected.
@@ -44,6 +50,26 @@ pub struct GenerateConfig {
     pub limit: Option<usize>,
     /// Longest title, in characters, put into a prompt; longer ones are cut with a warning.
     pub max_title_chars: usize,
+    /// Token budget (the model's tokens) of each catalog attribute value in
+    /// the prompt: a long marketing description is cut to it by `truncate`.
+    pub max_attribute_tokens: usize,
+    /// How a value over `max_attribute_tokens` is cut: "sentences" keeps
+    /// whole sentences from the start (the first one cut if it alone is too
+    /// long), "head" keeps the first tokens up to a word boundary.
+    pub truncate: TruncateRule,
+    /// Keywords the grammar allows: "extractive" (each keyword is a phrase of
+    /// the item's own text or its neighbours' titles: grounded by
+    /// construction) or "free" (any short string).
+    pub keywords: KeywordMode,
+    /// Accepted answers whose keyword grounding (the share of keywords found
+    /// in the item's text or its neighbours' titles) is below this are
+    /// retried, then rejected as `ungrounded`; 0 turns the filter off.
+    pub min_grounding: f64,
+    /// Which items a `limit` keeps: "rank" (the most popular tail items
+    /// first, analyze's order) or "least_text" (the items with the least
+    /// catalog text besides their title first: where generated text has the
+    /// most to add).
+    pub priority: Priority,
     /// A description whose word-shingle Jaccard similarity to an accepted
     /// description (of this output, resumed and cached rows included) is at or
     /// above this is rejected as `near_duplicate`; 1.0 rejects only identical
@@ -74,11 +100,18 @@ impl Default for GenerateConfig {
             max_new_tokens: 160,
             temperature: 0.7,
             top_p: 0.9,
+            repeat_penalty: 1.15,
+            repeat_last_n: 64,
             seed: 42,
             max_retries: 2,
             shard_size: 64,
             limit: None,
             max_title_chars: 512,
+            max_attribute_tokens: 128,
+            truncate: TruncateRule::Sentences,
+            keywords: KeywordMode::Extractive,
+            min_grounding: 0.0,
+            priority: Priority::Rank,
             near_duplicate_threshold: 0.8,
             near_duplicate_shingle: 3,
             cache: None,
@@ -86,6 +119,33 @@ impl Default for GenerateConfig {
             progress_interval_s: 10,
         }
     }
+}
+
+/// How a catalog value over its token budget is cut ([`GenerateConfig::truncate`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TruncateRule {
+    #[default]
+    Sentences,
+    Head,
+}
+
+/// What the grammar allows as keywords ([`GenerateConfig::keywords`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeywordMode {
+    #[default]
+    Extractive,
+    Free,
+}
+
+/// Which tail items a `limit` keeps ([`GenerateConfig::priority`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Priority {
+    #[default]
+    Rank,
+    LeastText,
 }
 
 impl GenerateConfig {
@@ -104,6 +164,12 @@ impl GenerateConfig {
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
             return bad("top_p", "must be in (0, 1]");
         }
+        if !(self.repeat_penalty.is_finite() && (1.0..=2.0).contains(&self.repeat_penalty)) {
+            return bad("repeat_penalty", "must be between 1.0 (off) and 2.0");
+        }
+        if self.repeat_last_n > 4096 {
+            return bad("repeat_last_n", "must be at most 4096");
+        }
         if !self.temperature.is_finite() {
             return bad("temperature", "must be a finite number");
         }
@@ -112,6 +178,12 @@ impl GenerateConfig {
         }
         if self.max_title_chars == 0 {
             return bad("max_title_chars", "must be at least 1");
+        }
+        if !(8..=4096).contains(&self.max_attribute_tokens) {
+            return bad("max_attribute_tokens", "must be between 8 and 4096");
+        }
+        if !(0.0..=1.0).contains(&self.min_grounding) {
+            return bad("min_grounding", "must be in [0, 1] (0 = off)");
         }
         if self.n_threads > 1024 {
             return bad("n_threads", "must be at most 1024 (0 = all cores)");
