@@ -45,7 +45,7 @@ gen free-no-neighbors "$GROUNDING_LIMIT" --set generate.keywords=free --set gene
 
 common=(--variant dual --set train.loss=sampled_softmax --set train.tune_scoring=true --set train.threads="$THREADS"
   --set train.maxlen=50 --set train.eval_every=5 --set train.patience=10 --epochs 200
-  --set train.embedding_cache="$OUT/text-cache")
+  --set train.embedding_cache="${BENCH_TEXT_CACHE:-$OUT/text-cache}")
 for seed in $SEEDS; do
   for text in catalog generated; do
     dir="$OUT/dual-$text-seed$seed"

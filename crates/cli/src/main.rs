@@ -608,6 +608,21 @@ async fn generate_command(config: PipelineConfig, input: Option<String>, out: Op
         "  {:.1} generated tok/s, {:.1} prompt tok/s, {:.1} s",
         s.generated_tokens_per_s, s.prompt_tokens_per_s, s.seconds
     );
+    let g = &s.grounding;
+    if g.rows > 0 {
+        println!(
+            "  grounding of {} rows: {:.1}% of keywords in the item's text or its neighbours' titles \
+             ({:.1}% of rows fully); description words found there: median {:.2}, p10 {:.2}",
+            g.rows,
+            100.0 * g.keywords_grounded,
+            100.0 * g.rows_fully_grounded,
+            g.description_share.p50,
+            g.description_share.p10
+        );
+    }
+    if s.free_keyword_items > 0 {
+        println!("  {} items had too little text for extractive keywords (free keywords used)", s.free_keyword_items);
+    }
     if let Some(c) = &s.cache {
         println!("  cache: {c}");
     }
