@@ -54,12 +54,13 @@ async fn run(ctx: &SessionContext, file: &str, text: &str, params: &[(&str, Scal
     pretty_format_batches(&batches).unwrap().to_string()
 }
 
-/// Runs interactions → sequences → split → item_stats with `dedup` and the
-/// long-tail parameters, materializing each as the next query's input.
+/// Runs interactions → sequences → split → item_stats → neighbors (k = 5)
+/// with `dedup` and the long-tail parameters, materializing each as the next
+/// query's input.
 async fn pipeline(dedup: &str, rule: &str, share: f64) -> (SessionContext, Vec<String>) {
     let ctx = fixture().await;
     let mut out = Vec::new();
-    let steps: [(&str, &str, Vec<Param>); 4] = [
+    let steps: [(&str, &str, Vec<Param>); 5] = [
         ("interactions", sql::INTERACTIONS, vec![("dedup", ScalarValue::from(dedup))]),
         ("sequences", sql::SEQUENCES, vec![]),
         ("split", sql::SPLIT, vec![]),
@@ -74,12 +75,13 @@ async fn pipeline(dedup: &str, rule: &str, share: f64) -> (SessionContext, Vec<S
                 ("percentile", ScalarValue::from(0.5)),
             ],
         ),
+        ("neighbors", sql::NEIGHBORS, vec![("k", ScalarValue::from(5i64))]),
     ];
     for (name, text, params) in steps {
         let df = run_sql(&ctx, name, text, &params).await.unwrap();
+        let schema = Arc::new(df.schema().as_arrow().clone());
         let batches = df.collect().await.unwrap();
         out.push(pretty_format_batches(&batches).unwrap().to_string());
-        let schema = batches[0].schema();
         ctx.register_table(name, Arc::new(MemTable::try_new(schema, vec![batches]).unwrap())).unwrap();
     }
     (ctx, out)
@@ -172,6 +174,28 @@ async fn long_tail_rules() {
 }
 
 #[tokio::test]
+async fn neighbours_come_from_training_sequences_only() {
+    let (ctx, out) = pipeline("keep_all", "top_share", 0.2).await;
+    // Tail items: 30, 40, 50, 99. In training only user 3 (not evaluated: all
+    // of [10, 30] trains) has a tail item: 30, next to 10. Item 40 is user 1's
+    // test target and 99 user 2's: held-out targets never make neighbours.
+    assert_eq!(
+        lines(&out[4]),
+        lines(
+            "
++---------+-------------+----------------+-------+------+
+| item_id | neighbor_id | neighbor_title | users | rank |
++---------+-------------+----------------+-------+------+
+| 30      | 10          | Ten            | 1     | 1    |
++---------+-------------+----------------+-------+------+"
+        )
+    );
+    // k = 0 turns them off.
+    let none = run_sql(&ctx, "neighbors", sql::NEIGHBORS, &[("k", ScalarValue::from(0i64))]).await.unwrap();
+    assert_eq!(none.count().await.unwrap(), 0);
+}
+
+#[tokio::test]
 async fn tail_items_join_catalog_text_and_summary_counts() {
     let (ctx, _) = pipeline("keep_all", "top_share", 0.2).await;
     let tail = run(&ctx, "tail_items", sql::TAIL_ITEMS, &[]).await;
@@ -179,13 +203,13 @@ async fn tail_items_join_catalog_text_and_summary_counts() {
         lines(&tail),
         lines(
             "
-+---------+--------+--------------+------+-------+
-| item_id | title  | interactions | rank | genre |
-+---------+--------+--------------+------+-------+
-| 30      | Thirty | 2            | 3    | a     |
-| 40      | Forty  | 1            | 4    | c     |
-| 50      | Fifty  | 0            | 6    | b     |
-+---------+--------+--------------+------+-------+"
++---------+--------+--------------+------+-------+-----------------+
+| item_id | title  | interactions | rank | genre | neighbor_titles |
++---------+--------+--------------+------+-------+-----------------+
+| 30      | Thirty | 2            | 3    | a     | [Ten]           |
+| 40      | Forty  | 1            | 4    | c     |                 |
+| 50      | Fifty  | 0            | 6    | b     |                 |
++---------+--------+--------------+------+-------+-----------------+"
         )
     );
     let summary = rows(&run(&ctx, "summary", sql::SUMMARY, &[]).await);
