@@ -536,6 +536,10 @@ pub fn prometheus_text(m: &Manifest, ok: bool) -> String {
         }
         s.push_str("# HELP tailforge_generate_tokens_per_second Generated tokens per second of the generate stage.\n# TYPE tailforge_generate_tokens_per_second gauge\n");
         s.push_str(&format!("tailforge_generate_tokens_per_second{{{label}}} {v}\n"));
+        if let Some(g) = m.metrics.get("generate_keywords_grounded") {
+            s.push_str("# HELP tailforge_generate_keywords_grounded Share of this run's accepted keywords found in the item's text or its neighbours' titles.\n# TYPE tailforge_generate_keywords_grounded gauge\n");
+            s.push_str(&format!("tailforge_generate_keywords_grounded{{{label}}} {g}\n"));
+        }
     }
     if ok {
         s.push_str("# HELP tailforge_last_success_timestamp_seconds When the last successful run finished.\n# TYPE tailforge_last_success_timestamp_seconds gauge\n");
