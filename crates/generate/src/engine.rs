@@ -135,7 +135,7 @@ impl Tokenizer {
         let model = LlamaModel::load_from_file(backend()?, &cfg.model, &params).map_err(|e| {
             model_error(
                 &cfg.model,
-                format!("llama.cpp cannot read this model's vocabulary ({e}); is the file a complete GGUF?"),
+                format!("llama.cpp cannot load this model's vocabulary ({e}); is the file a complete GGUF?"),
             )
         })?;
         Ok(Tokenizer { model })
