@@ -155,13 +155,14 @@ fn analyze_on_s3_equals_the_local_run() {
             "_SUCCESS",
             "item_stats.parquet",
             "item_text.parquet",
+            "neighbors.parquet",
             "sequences.parquet",
             "split.parquet",
             "summary.json",
             "tail_items.parquet"
         ]
     );
-    for table in ["item_stats", "tail_items", "item_text", "sequences", "split"] {
+    for table in ["item_stats", "tail_items", "item_text", "sequences", "split", "neighbors"] {
         let local = read_parquet(&t.path(&format!("local-out/{table}.parquet")));
         let remote = read_parquet(&t.path(&format!("s3-out/{table}.parquet")));
         assert_eq!(local, remote, "{table} differs between the local and the S3 run");
