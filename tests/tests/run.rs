@@ -235,7 +235,10 @@ fn the_generate_stage_runs_after_analyze_and_the_next_night_reuses_its_rows() {
         assert!(row.contains(&format!("{:.2} / ", k.unwrap())), "{row}");
     }
     let grounded = m["metrics"]["generate_keywords_grounded"].as_f64().expect("grounding in the manifest");
-    assert!(prom.contains(&format!("tailforge_generate_keywords_grounded{{run_id=\"2026-11-22\"}} {grounded}")), "{prom}");
+    assert!(
+        prom.contains(&format!("tailforge_generate_keywords_grounded{{run_id=\"2026-11-22\"}} {grounded}")),
+        "{prom}"
+    );
     assert_eq!(m["models"][format!("generate: {}", model.display())], sha256sum(&model), "{m}");
 
     // A re-run of the same night skips the finished stage.

@@ -90,14 +90,19 @@ impl Progress {
         }
         self.last_log = Instant::now();
         let elapsed = self.started.elapsed().as_secs_f64();
-        let eta_s = if self.done > 0 { elapsed / self.done as f64 * (self.total - self.done) as f64 } else { f64::NAN };
+        // No ETA before the first item is done ("unknown" in the log, not NaN).
+        let eta_s = if self.done > 0 {
+            format!("{:.0}", elapsed / self.done as f64 * self.total.saturating_sub(self.done) as f64)
+        } else {
+            "unknown".to_string()
+        };
         tracing::info!(
             done = self.done,
             total = self.total,
             accepted = self.accepted,
             rejected = self.rejected,
             generated_tok_s = format!("{:.1}", self.tok_s()),
-            eta_s = format!("{eta_s:.0}"),
+            eta_s = %eta_s,
             "generate progress"
         );
     }
