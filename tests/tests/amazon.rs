@@ -303,17 +303,13 @@ fn neighbours_match_a_co_user_count_over_training_sequences() {
     }
 }
 
-/// Grounded generation on the catalog's items with the least text: extractive
-/// keywords are phrases of the item's own text or its neighbours' titles, and
-/// the grounding score written with each row agrees with a check made here.
-#[test]
-fn extractive_keywords_are_found_in_the_items_text_or_its_neighbours() {
-    let _llm = llm_lock();
-    let t = analyzed();
+/// Generates for the 4 tail items with the least text into `dir` (fresh,
+/// no cache) with the default model and `sets`; returns stdout and summary.json.
+fn generate_least_text(t: &TestDir, dir: &str, sets: &[&str]) -> (String, serde_json::Value) {
     let model = smollm2();
-    let out = t.path_str("grounded");
+    let out = t.path_str(dir);
     let _ = std::fs::remove_dir_all(&out);
-    let args = [
+    let mut args = vec![
         "generate",
         "--input",
         "out",
@@ -332,10 +328,23 @@ fn extractive_keywords_are_found_in_the_items_text_or_its_neighbours() {
         "--set",
         "generate.use_cache=false",
     ];
+    for set in sets {
+        args.extend(["--set", set]);
+    }
     let printed = stdout(&t.run_ok(&args));
+    let summary = std::fs::read_to_string(t.path(&format!("{dir}/summary.json"))).unwrap();
+    (printed, serde_json::from_str(&summary).unwrap())
+}
+
+/// Grounded generation on the catalog's items with the least text: extractive
+/// keywords are phrases of the item's own text or its neighbours' titles, and
+/// the grounding score written with each row agrees with a check made here.
+#[test]
+fn extractive_keywords_are_found_in_the_items_text_or_its_neighbours() {
+    let _llm = llm_lock();
+    let t = analyzed();
+    let (printed, s) = generate_least_text(t, "grounded", &[]);
     assert!(printed.contains("generated for 4 items"), "{printed}");
-    let s: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(t.path("grounded/summary.json")).unwrap()).unwrap();
 
     // The source of each tail item, lower-cased: its catalog text and neighbours' titles.
     let ti = read_parquet(&t.path("out/tail_items.parquet"));
@@ -376,35 +385,8 @@ fn extractive_keywords_are_found_in_the_items_text_or_its_neighbours() {
 fn min_grounding_turns_invented_keywords_into_ungrounded_rejects() {
     let _llm = llm_lock();
     let t = analyzed();
-    let model = smollm2();
-    let out = t.path_str("free-min-grounding");
-    let _ = std::fs::remove_dir_all(&out);
-    let args = [
-        "generate",
-        "--input",
-        "out",
-        "--out",
-        &out,
-        "--limit",
-        "4",
-        "--parallel",
-        "4",
-        "--threads",
-        "1",
-        "--model",
-        model.to_str().unwrap(),
-        "--set",
-        "generate.priority=least_text",
-        "--set",
-        "generate.use_cache=false",
-        "--set",
-        "generate.keywords=free",
-        "--set",
-        "generate.min_grounding=1.0",
-    ];
-    t.run_ok(&args);
-    let s: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(t.path("free-min-grounding/summary.json")).unwrap()).unwrap();
+    let (_, s) =
+        generate_least_text(t, "free-min-grounding", &["generate.keywords=free", "generate.min_grounding=1.0"]);
     // Free keywords are rarely all grounded (BENCHMARKS.md: 3% of rows), so some attempts fail the filter.
     assert!(s["filtered_attempts"]["ungrounded"].as_u64().unwrap_or(0) > 0, "{s}");
     for (id, row) in shard_rows(&t.path("free-min-grounding/generated"), &[]) {
