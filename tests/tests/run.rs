@@ -10,6 +10,16 @@ fn sha256sum(path: &std::path::Path) -> String {
     String::from_utf8(out.stdout).unwrap().split_whitespace().next().unwrap().to_string()
 }
 
+/// Every file below `dir`, recursively.
+fn files_below(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() { files.extend(files_below(&path)) } else { files.push(path) }
+    }
+    files
+}
+
 fn json(path: std::path::PathBuf) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
 }
@@ -348,9 +358,10 @@ fn the_train_stage_trains_each_variant_and_the_next_night_warm_starts() {
     }
 }
 
-/// A one-request HTTP server standing in for a Pushgateway: answers 200 and
-/// hands over the request it got (request line, headers and body).
-fn fake_pushgateway() -> (u16, std::thread::JoinHandle<String>) {
+/// A one-request HTTP server standing in for a Pushgateway: answers with
+/// `status` (e.g. "200 OK") and hands over the request it got (request line,
+/// headers and body).
+fn fake_pushgateway(status: &'static str) -> (u16, std::thread::JoinHandle<String>) {
     use std::io::{BufRead, BufReader, Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -372,7 +383,7 @@ fn fake_pushgateway() -> (u16, std::thread::JoinHandle<String>) {
         }
         let mut body = vec![0u8; length];
         reader.read_exact(&mut body).unwrap();
-        (&stream).write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").unwrap();
+        (&stream).write_all(format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\n\r\n").as_bytes()).unwrap();
         head + &String::from_utf8(body).unwrap()
     });
     (port, server)
@@ -381,7 +392,7 @@ fn fake_pushgateway() -> (u16, std::thread::JoinHandle<String>) {
 #[test]
 fn a_run_pushes_its_metrics_to_a_pushgateway_and_a_dead_one_does_not_fail_it() {
     let t = setup();
-    let (port, server) = fake_pushgateway();
+    let (port, server) = fake_pushgateway("200 OK");
     let gateway = format!("run.pushgateway=http://127.0.0.1:{port}/");
     t.run_ok(&["run", "nightly.toml", "--date", "2026-11-22", "--set", &gateway, "--set", "run.pushgateway_job=shop"]);
     let request = server.join().unwrap();
@@ -394,4 +405,28 @@ fn a_run_pushes_its_metrics_to_a_pushgateway_and_a_dead_one_does_not_fail_it() {
     // Nobody listens there any more: the run still succeeds, with a warning.
     let out = t.run_ok(&["run", "nightly.toml", "--date", "2026-11-22", "--run-id", "second", "--set", &gateway]);
     assert!(stderr(&out).contains("could not push metrics to the Pushgateway"), "{}", stderr(&out));
+}
+
+/// A Pushgateway that answers with an HTTP error (here 500, as one behind a
+/// failing proxy would) does not fail the finished run: the warning names the
+/// status. Basic-auth credentials in the gateway URL never reach the log.
+#[test]
+fn a_pushgateway_answering_with_an_error_is_a_warning_without_the_credentials() {
+    let t = setup();
+    let (port, server) = fake_pushgateway("500 Internal Server Error");
+    let gateway = format!("run.pushgateway=http://nightly:s3cr3t-pw@127.0.0.1:{port}/");
+    let out = t.run_ok(&["run", "nightly.toml", "--date", "2026-11-22", "--set", &gateway]);
+    let request = server.join().unwrap();
+    assert!(request.starts_with("PUT /metrics/job/tailforge HTTP/1.1\r\n"), "{request}");
+    // reqwest sends the URL's userinfo as basic auth: base64("nightly:s3cr3t-pw").
+    assert!(request.contains("bmlnaHRseTpzM2NyM3QtcHc="), "credentials sent as basic auth: {request}");
+    let err = stderr(&out);
+    assert!(err.contains("could not push metrics to the Pushgateway") && err.contains("500"), "{err}");
+    assert!(!err.contains("s3cr3t-pw"), "the password reached the log: {err}");
+    for file in files_below(&t.path("out")) {
+        let bytes = std::fs::read(&file).unwrap();
+        assert!(!String::from_utf8_lossy(&bytes).contains("s3cr3t-pw"), "the password is in {}", file.display());
+    }
+    let manifest = json(t.path("out/runs/2026-11-22/manifest.json"));
+    assert_eq!(manifest["status"], "succeeded", "{manifest}");
 }

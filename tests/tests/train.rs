@@ -223,3 +223,109 @@ fn bad_settings_and_missing_inputs_are_clear_errors() {
     );
     assert!(err.contains("make setup"), "{err}");
 }
+
+/// The test figures are the best validation epoch's, not the last epoch's,
+/// and `patience` stops the run. At lr 0.01 validation peaks early, so the
+/// run stops `patience` evaluations after its best epoch; a second run that
+/// simply ends at that epoch (same seed: the same trajectory) must report the
+/// same test figures, and the validation figure in metrics.json must be the
+/// one logged at the best epoch, not at the last.
+#[test]
+fn test_metrics_come_from_the_best_validation_epoch_and_patience_stops_the_run() {
+    let t = analyzed();
+    let dir = TestDir::new();
+    let sets = small(&["train.eval_every=1", "train.patience=2", "train.lr=0.01"]);
+    run(t, &train_args(t, "id", &dir.path_str("long"), "30", &sets));
+    let long = metrics(dir.path("long/metrics.json"));
+    let (best, epochs) = (long["best_epoch"].as_u64().unwrap(), long["epochs"].as_u64().unwrap());
+    assert_eq!(epochs, best + 2, "patience 2 stops two evaluations after the best epoch");
+    assert!(epochs < 30, "stopped early");
+    let history = long["history"].as_array().unwrap();
+    let logged = |epoch: u64| history[epoch as usize - 1]["valid_ndcg@10"].as_f64().unwrap();
+    let reported = long["valid"]["full"]["overall"]["ndcg@10"].as_f64().unwrap();
+    assert_eq!(reported, logged(best), "metrics.json's validation figure is the best epoch's");
+    assert_ne!(reported, logged(epochs), "the last epoch scored differently, so the check above can fail");
+    assert!((1..=epochs).all(|e| logged(e) <= logged(best)));
+
+    run(t, &train_args(t, "id", &dir.path_str("short"), &best.to_string(), &sets));
+    let short = metrics(dir.path("short/metrics.json"));
+    assert_eq!(short["best_epoch"], best);
+    assert_eq!(long["test"], short["test"], "the long run's test figures are not its best epoch's");
+}
+
+/// `--augment`: generated descriptions and keywords join the text of exactly
+/// the items they were written for (a row for an item outside the catalog is
+/// ignored), in the `text` variant; `train.use_generated = false` leaves them
+/// out. Counted by the text-embedding cache, which encodes only texts it has
+/// not seen: with the catalog texts cached, the augmented run encodes two.
+/// The same cache then feeds `substitute_rate`, which must change training.
+#[test]
+fn generated_text_joins_exactly_its_items_and_use_generated_false_leaves_it_out() {
+    use arrow::array::{ArrayRef, Int64Array, ListBuilder, RecordBatch, StringArray, StringBuilder};
+    let t = analyzed();
+    let dir = TestDir::new();
+    let tail = read_parquet(&t.path("out/tail_items.parquet"));
+    let mut ids: Vec<i64> = i64s(&tail, "item_id").into_iter().take(2).map(Option::unwrap).collect();
+    ids.push(999_999); // not in the catalog
+    let mut keywords = ListBuilder::new(StringBuilder::new());
+    for words in [&["lighthouse", "storm"][..], &["orchard"], &["nothing"]] {
+        for w in words {
+            keywords.values().append_value(w);
+        }
+        keywords.append(true);
+    }
+    let generated = RecordBatch::try_from_iter([
+        ("item_id", std::sync::Arc::new(Int64Array::from(ids)) as ArrayRef),
+        (
+            "description",
+            std::sync::Arc::new(StringArray::from(vec![
+                "A keeper guards a lighthouse through one winter storm.",
+                "Three sisters save the family orchard.",
+                "Not an item of this catalog.",
+            ])),
+        ),
+        ("keywords", std::sync::Arc::new(keywords.finish())),
+    ])
+    .unwrap();
+    write_parquet(&dir.path("gen/generated/part-00000.parquet"), &generated);
+    let cache = format!("train.embedding_cache={}", dir.path_str("cache"));
+    let with_augment = |variant: &str, out: &str, extra: &[&str]| {
+        let mut sets = small(&[&cache]);
+        sets.extend(extra.iter().map(|s| s.to_string()));
+        let mut args = train_args(t, variant, &dir.path_str(out), "1", &sets);
+        args.extend(["--augment".to_string(), dir.path_str("gen")]);
+        run(t, &args);
+        metrics(dir.path(&format!("{out}/metrics.json")))
+    };
+
+    let catalog_only = with_augment("text", "catalog", &["train.use_generated=false"]);
+    assert_eq!(catalog_only["text"]["items_with_generated_text"], 0);
+    assert_eq!(catalog_only["text"]["from_cache"], 0);
+    let augmented = with_augment("text", "augmented", &[]);
+    assert_eq!(augmented["text"]["items_with_generated_text"], 2);
+    assert_eq!(augmented["text"]["encoded_now"], 2, "only the two augmented items have new text");
+    assert_eq!(augmented["text"]["from_cache"], 1682 - 2);
+    assert_eq!(augmented["test"]["full"]["overall"]["n"], 943);
+
+    // substitute_rate replaces training inputs by text neighbours: same seed, other losses.
+    let plain = with_augment("id", "plain", &[]);
+    let substituted = with_augment("id", "substituted", &["train.substitute_rate=0.5"]);
+    assert_eq!(substituted["text"]["encoded_now"], 0, "the substitutes come from the cached text");
+    assert_ne!(plain["history"][0]["loss"], substituted["history"][0]["loss"], "substitute_rate changed nothing");
+}
+
+/// `train.loss = "sampled_softmax"` is the loss that reaches the tail
+/// (BENCHMARKS.md): same seed and epochs as BCE, it puts tail items into the
+/// top 10 where BCE puts none.
+#[test]
+fn sampled_softmax_recommends_the_tail_where_bce_does_not() {
+    let t = analyzed();
+    let dir = TestDir::new();
+    run(t, &train_args(t, "id", &dir.path_str("bce"), "10", &small(&[])));
+    run(t, &train_args(t, "id", &dir.path_str("ss"), "10", &small(&["train.loss=sampled_softmax"])));
+    let (bce, ss) = (metrics(dir.path("bce/metrics.json")), metrics(dir.path("ss/metrics.json")));
+    let tail = |m: &serde_json::Value| m["test"]["full"]["tail"]["ndcg@10"].as_f64().unwrap();
+    assert!(tail(&ss) > tail(&bce), "tail NDCG@10: sampled softmax {} vs BCE {}", tail(&ss), tail(&bce));
+    assert!(ss["tail_share@10"].as_f64().unwrap() > bce["tail_share@10"].as_f64().unwrap());
+    assert_eq!(ss["config"]["loss"], "sampled_softmax");
+}

@@ -395,9 +395,30 @@ impl PipelineConfig {
         Ok(())
     }
 
-    /// The configuration as TOML, e.g. for a run manifest or `--print-config`.
+    /// The configuration as TOML, e.g. for `--print-config`.
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}"))
+    }
+
+    /// The configuration as TOML with the credentials of every URL in it
+    /// (a Pushgateway's `http://user:password@host`, an input URL) replaced
+    /// by `***`: what a run manifest records, which other people read.
+    pub fn to_redacted_toml(&self) -> String {
+        fn redact(value: &mut toml::Value) {
+            match value {
+                toml::Value::String(s) => *s = crate::storage::without_credentials(s),
+                toml::Value::Array(values) => values.iter_mut().for_each(redact),
+                toml::Value::Table(table) => table.iter_mut().for_each(|(_, v)| redact(v)),
+                _ => {}
+            }
+        }
+        match toml::Value::try_from(self) {
+            Ok(mut value) => {
+                redact(&mut value);
+                toml::to_string_pretty(&value).unwrap_or_else(|e| format!("# cannot render config: {e}"))
+            }
+            Err(e) => format!("# cannot render config: {e}"),
+        }
     }
 }
 
@@ -489,6 +510,16 @@ mod tests {
         let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
         let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
         PipelineConfig::load(Some(&path), env, &sets)
+    }
+
+    #[test]
+    fn the_manifest_copy_of_the_config_has_no_credentials() {
+        let c = load("output = \"s3://bucket/root\"\n[run]\npushgateway = \"http://ops:hunter2@gw:9091\"\n", &[], &[])
+            .unwrap();
+        let redacted = c.to_redacted_toml();
+        assert!(!redacted.contains("hunter2") && redacted.contains("http://***@gw:9091/"), "{redacted}");
+        assert!(redacted.contains("s3://bucket/root"), "{redacted}");
+        assert!(c.to_toml().contains("hunter2"), "only the manifest copy is redacted");
     }
 
     #[test]

@@ -54,6 +54,21 @@ fn storage_config() -> StorageConfig {
 /// Name of the marker a stage writes last, once all its outputs are complete.
 pub const SUCCESS_MARKER: &str = "_SUCCESS";
 
+/// `text` with the credentials of a URL in it (`scheme://user:password@host/…`)
+/// replaced by `***`, for manifests and logs; any other text unchanged.
+pub fn without_credentials(text: &str) -> String {
+    match Url::parse(text) {
+        Ok(mut url) if !url.username().is_empty() || url.password().is_some() => {
+            // Both setters fail only for URLs that cannot carry credentials,
+            // and those have none to hide.
+            let _ = url.set_username("***");
+            let _ = url.set_password(None);
+            url.to_string()
+        }
+        _ => text.to_string(),
+    }
+}
+
 /// A local path or object store URL, with the store that serves it.
 #[derive(Clone)]
 pub struct Location {
@@ -308,6 +323,15 @@ fn local_url(path: &str) -> Result<Url> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_in_urls_are_hidden_and_other_text_kept() {
+        assert_eq!(without_credentials("http://ops:pw@gw:9091/metrics/job/x"), "http://***@gw:9091/metrics/job/x");
+        assert_eq!(without_credentials("https://token@host/a"), "https://***@host/a");
+        assert_eq!(without_credentials("s3://bucket/logs/"), "s3://bucket/logs/");
+        assert_eq!(without_credentials("../shared/data"), "../shared/data");
+        assert_eq!(without_credentials("sentences"), "sentences");
+    }
 
     #[test]
     fn globs_are_split_off_at_the_segment() {

@@ -217,7 +217,7 @@ pub async fn run(req: &RunRequest) -> Result<Manifest> {
     let events = config.inputs.events.clone().ok_or_else(|| Error::usage("no inputs.events in the pipeline"))?;
     let items = config.inputs.items.clone().ok_or_else(|| Error::usage("no inputs.items in the pipeline"))?;
     let run_dir = root.join(&format!("runs/{run_id}/"));
-    let config_toml = config.to_toml();
+    let config_toml = config.to_redacted_toml();
     // The hash behind every stage's fingerprint leaves out `[storage]`:
     // retries and timeouts do not change outputs, and a rerun over a flaky
     // network may well raise them.

@@ -21,10 +21,14 @@ pub(crate) async fn push_metrics(base: &str, job: &str, metrics: String) {
             .error_for_status()
     }
     .await;
+    // The URL may carry basic-auth credentials (`http://user:password@host`):
+    // log it without them, and the error without its copy of the URL.
+    let shown = tailforge_core::storage::without_credentials(&url);
     match result {
-        Ok(_) => info!(url = %url, "pushed metrics to the Pushgateway"),
+        Ok(_) => info!(url = %shown, "pushed metrics to the Pushgateway"),
         Err(e) => {
-            warn!(url = %url, error = %e, "could not push metrics to the Pushgateway (the run itself is unaffected)")
+            let e = e.without_url();
+            warn!(url = %shown, error = %e, "could not push metrics to the Pushgateway (the run itself is unaffected)")
         }
     }
 }

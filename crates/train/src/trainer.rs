@@ -21,7 +21,7 @@ use crate::eval::{EvalOptions, EvalReport, Scorer, SplitMix64, evaluate, mix64};
 use crate::item_text::ItemTexts;
 use crate::params::{Adam, ParamStore};
 use crate::sasrec::{ITEM_EMBEDDING, SasRec, SasRecShape, SeqBatch, bce_loss, features_tensor, sampled_softmax_loss};
-use crate::scoring::{RuledScorer, ScoringRule, UnitText};
+use crate::scoring::{RuledScorer, ScoringRule, UnitText, dot};
 use crate::text::hex;
 
 /// Name of the byte tensor that carries [`CheckpointState`] inside `last.safetensors`.
@@ -382,8 +382,7 @@ impl Scorer for VectorScorer {
         };
         let u = &self.users[row * h..(row + 1) * h];
         for (i, o) in out.iter_mut().enumerate() {
-            let v = &self.items[i * h..(i + 1) * h];
-            *o = u.iter().zip(v).map(|(a, b)| a * b).sum();
+            *o = dot(u, &self.items[i * h..(i + 1) * h]);
         }
     }
 }
@@ -412,11 +411,12 @@ pub fn vector_scorer(model: &SasRec, dataset: &Dataset, users: &[(usize, &[u32])
     Ok(VectorScorer { width: h, items, user_row, users: vectors })
 }
 
-/// eval-v1 on `phase` for the model as it is now.
+/// eval-v1 on `phase` for the model as it is now, plain scores. The same
+/// path as the final evaluation ([`evaluate_ruled`] under
+/// [`ScoringRule::PLAIN`]), so the validation figure that picks the best
+/// epoch is the one metrics.json reports for it, to the last bit.
 pub fn evaluate_model(model: &SasRec, dataset: &Dataset, phase: Phase) -> Result<EvalReport> {
-    let users: Vec<(usize, &[u32])> = dataset.evaluated_users().map(|u| (u, dataset.users[u].history(phase))).collect();
-    let scorer = vector_scorer(model, dataset, &users)?;
-    evaluate(dataset, &scorer, phase, &EvalOptions::default())
+    evaluate_ruled(model, dataset, phase, ScoringRule::PLAIN, None)
 }
 
 /// A previous run's weights to start from, its item rows mapped onto this
