@@ -95,6 +95,14 @@ fn a_second_run_with_the_same_cache_reuses_every_item() {
     assert_eq!(s1["items"], 8);
     let fp = s1["fingerprint"].as_str().expect("fingerprint").to_string();
     assert!(t.path(&format!("cache/{fp}/generated")).is_dir(), "rows cached under the fingerprint");
+    // A retry after a filtered attempt: more attempts were filtered than the
+    // rejected items spent, so some accepted item got there on a retry.
+    let filtered: u64 = s1["filtered_attempts"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
+    let spent_on_rejects: u64 = shard_rows(&t.path("night1/rejects"), &[])
+        .values()
+        .map(|row| row.iter().find_map(|c| c.strip_prefix("attempts=")).unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert!(filtered > spent_on_rejects, "no accepted item needed a retry: {s1}");
 
     let second = run_gen(&t, &gen_args("night2", "8", "4", &cache));
     let s2 = summary(&t, "night2");
@@ -118,6 +126,39 @@ fn a_second_run_with_the_same_cache_reuses_every_item() {
             + s3["rejected"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum::<u64>(),
         2
     );
+
+    // A changed title is another prompt: that item alone is generated again.
+    let items_file = t.path("ml/items/part-00000.parquet");
+    let items = read_parquet(&items_file);
+    let changed = i64s(&read_parquet(&t.path("out/tail_items.parquet")), "item_id")[3].unwrap();
+    let titles: Vec<Option<String>> = i64s(&items, "item_id")
+        .iter()
+        .zip(strings(&items, "title"))
+        .map(
+            |(id, title)| {
+                if *id == Some(changed) { Some("A Renamed Film About Lighthouses (1995)".into()) } else { title }
+            },
+        )
+        .collect();
+    let title_column = items.schema().index_of("title").unwrap();
+    let mut columns = items.columns().to_vec();
+    columns[title_column] = std::sync::Arc::new(arrow::array::StringArray::from(titles));
+    write_parquet(&items_file, &arrow::array::RecordBatch::try_new(items.schema(), columns).unwrap());
+    t.run_ok(&["analyze", "--events", "ml/events", "--items", "ml/items", "--out", "out"]);
+    let fourth = run_gen(&t, &gen_args("night4", "8", "4", &cache));
+    let s4 = summary(&t, "night4");
+    assert_eq!(s4["reused_from_cache"], 7, "{fourth}");
+    assert_eq!(s4["fingerprint"], s1["fingerprint"], "the fingerprint is the model and settings, not the items");
+    for dir in ["generated", "rejects"] {
+        let before = shard_rows(&t.path(&format!("night1/{dir}")), &["generation_ms"]);
+        for (id, row) in shard_rows(&t.path(&format!("night4/{dir}")), &["generation_ms"]) {
+            if id == changed.to_string() {
+                assert_ne!(before.get(&id), Some(&row), "item {id} was not generated again");
+            } else {
+                assert_eq!(before.get(&id), Some(&row), "{dir}: item {id} should come from the cache");
+            }
+        }
+    }
 
     // Other sampling settings are another fingerprint: no reuse.
     let hot = run_gen(
