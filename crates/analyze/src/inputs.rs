@@ -14,12 +14,14 @@ use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::datasource::physical_plan::parquet::metadata::DFParquetMetadata;
 use datafusion::logical_expr::{Expr, cast, lit};
+use datafusion::parquet::arrow::parquet_to_arrow_schema;
 use datafusion::prelude::{DataFrame, SessionContext};
 use datafusion::scalar::ScalarValue;
 use futures::{StreamExt, TryStreamExt};
 use tailforge_core::config::{EventColumns, ItemColumns, TsUnit};
 use tailforge_core::schema::{IdKind, InputFile, is_text};
 use tailforge_core::{DataError, Error, Location, Result};
+use tracing::warn;
 
 /// One input table: where it is, its files and their (common) schema.
 pub struct InputTable {
@@ -43,17 +45,21 @@ impl InputTable {
     }
 }
 
-/// Reads the Arrow schema from one Parquet file's footer (one ranged read
-/// of the object's tail, as DataFusion's own planning does).
-async fn read_schema(location: &Location, meta: &object_store::ObjectMeta) -> Result<SchemaRef> {
+/// Reads the Arrow schema and row count from one Parquet file's footer (one
+/// ranged read of the object's tail, as DataFusion's own planning does).
+async fn read_schema(location: &Location, meta: &object_store::ObjectMeta) -> Result<(SchemaRef, i64)> {
     let store = location.store();
-    DFParquetMetadata::new(store.as_ref(), meta).fetch_schema().await.map(Arc::new).map_err(|e| {
+    let unreadable = |e: &dyn std::fmt::Display| {
         Error::from(
             DataError::new(format!("not a readable Parquet file ({e})"))
                 .file(location.object_display(&meta.location))
                 .hint("check that the file was completely written and is Parquet, not CSV or JSON"),
         )
-    })
+    };
+    let metadata = DFParquetMetadata::new(store.as_ref(), meta).fetch_metadata().await.map_err(|e| unreadable(&e))?;
+    let file = metadata.file_metadata();
+    let schema = parquet_to_arrow_schema(file.schema_descr(), file.key_value_metadata()).map_err(|e| unreadable(&e))?;
+    Ok((Arc::new(schema), file.num_rows()))
 }
 
 /// Lists the Parquet files of `location` (a file, directory, glob or Hive
@@ -100,13 +106,19 @@ pub async fn open_input(ctx: &SessionContext, role: &'static str, location: &Loc
     }
     // Footers are small: fetch them concurrently, fail on the first bad file
     // in listing order.
-    let schemas: Vec<Result<SchemaRef>> =
+    let schemas: Vec<Result<(SchemaRef, i64)>> =
         futures::stream::iter(metas.iter()).map(|m| read_schema(location, m)).buffered(16).collect().await;
     let mut files = Vec::with_capacity(metas.len());
     let mut file_schemas = Vec::with_capacity(metas.len());
     for (meta, schema) in metas.iter().zip(schemas) {
         let url = location.object_display(&meta.location);
-        file_schemas.push((url.clone(), schema?));
+        let (schema, rows) = schema?;
+        if rows == 0 {
+            // Legal (an export task that had nothing to write), and read as
+            // such; said, since it can also be a sign of a failed export.
+            warn!(file = %url, input = role, "the file has no rows; reading the others");
+        }
+        file_schemas.push((url.clone(), schema));
         files.push(InputFile { url, size: meta.size, e_tag: meta.e_tag.clone() });
     }
     Ok(InputTable { role, location: location.clone(), files, schemas: file_schemas, objects: metas })

@@ -273,7 +273,13 @@ async fn write_parquet(df: DataFrame, target: &Location) -> Result<u64> {
     let batches = df
         .write_parquet(target.url().as_str(), DataFrameWriteOptions::new().with_single_file_output(true), Some(options))
         .await
-        .map_err(classify)?;
+        .map_err(|e| match e.find_root() {
+            DataFusionError::ObjectStore(_) | DataFusionError::IoError(_) => Error::storage(
+                target.display(),
+                format!("cannot write: {e}; check that the output location is writable (permissions, free space, a read-only file system)"),
+            ),
+            _ => classify(e),
+        })?;
     Ok(tailforge_core::parquet_io::rows_written(&batches))
 }
 

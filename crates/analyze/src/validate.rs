@@ -81,6 +81,27 @@ impl Checker<'_> {
                 .hint(hint)
                 .into());
         }
+        // Times after now are legal for the contract (inside min_ts ..
+        // max_ts) but cannot be events that happened: a clock, time zone or
+        // unit problem upstream. Kept, and said where.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(i64::MAX - FUTURE_TOLERANCE_S);
+        let latest = row.opt_i64("max_ts")?.unwrap_or_default();
+        if latest > now + FUTURE_TOLERANCE_S {
+            let future = col("ts").gt(lit(now + FUTURE_TOLERANCE_S));
+            let found = locate(self.ctx, input, &normalize, future, "ts").await?;
+            let value = found.as_ref().and_then(|f| f.2.clone()).unwrap_or_default();
+            let e = located(found, input, &c.ts, format!(
+                "event time {value} is in the future (now {now}; the latest event is at {latest}); such events are kept"
+            ))
+            .hint(format!(
+                "fix the clock, time zone or inputs.ts_unit upstream; to reject such events, set analyze.validation.max_ts (now {})",
+                v.max_ts
+            ));
+            tracing::warn!("{e}");
+        }
         Ok(rows as u64)
     }
 
@@ -162,6 +183,9 @@ impl Checker<'_> {
             .into()
     }
 }
+
+/// Events this many seconds after now are reported as in the future.
+const FUTURE_TOLERANCE_S: i64 = 86_400;
 
 /// An aggregate that must decode every value of a column. (`count(col)` is
 /// not enough: on a non-nullable column the optimizer turns it into

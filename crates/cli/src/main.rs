@@ -446,7 +446,9 @@ async fn run(cli: Cli) -> Result<()> {
             );
             print!("{markdown}");
             if let Some(out) = a.out {
-                let out = Location::parse(&out)?.as_dir();
+                let out = Location::parse(&out)?;
+                out.check_output_dir("--out")?;
+                let out = out.as_dir();
                 let metrics = serde_json::json!({ "variant": variant, "test": test, "valid": valid });
                 let json = serde_json::to_vec_pretty(&metrics).map_err(|e| Error::internal(e.to_string()))?;
                 out.join("metrics.json").put(json).await?;
@@ -502,6 +504,7 @@ async fn run(cli: Cli) -> Result<()> {
                 Some(o) => Location::parse(&o)?.as_dir(),
                 None => under_root(&format!("train/{}/", variant.as_str()), "--out URL")?,
             };
+            out.check_output_dir("--out")?;
             let embedding_cache = if !config.train.embedding_cache.is_empty() {
                 Location::parse(&config.train.embedding_cache)?.as_dir()
             } else {
@@ -548,6 +551,7 @@ async fn run(cli: Cli) -> Result<()> {
                 (None, Some(root)) => Location::parse(root)?.as_dir().join("analyze/"),
                 (None, None) => return Err(missing("output", "--out URL (or output = \"…\")")),
             };
+            out.check_output_dir("--out")?;
             let request = tailforge_analyze::AnalyzeRequest { events, items, out: out.clone(), config };
             let s = tailforge_analyze::analyze(&request).await?;
             println!(
@@ -586,6 +590,7 @@ async fn generate_command(config: PipelineConfig, input: Option<String>, out: Op
         (None, Some(r)) => r.join("generate/"),
         (None, None) => return Err(missing("output", "--out URL")),
     };
+    out.check_output_dir("--out")?;
     let mut cfg = config.generate.clone();
     cfg.cache = cfg.cache_location(config.output.as_deref());
     let s = tailforge_generate::generate(&input, &out, &cfg).await?;

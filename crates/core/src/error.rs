@@ -85,8 +85,11 @@ impl Error {
         Error::Internal(message.into())
     }
 
+    /// A failed object store request. Failures that no retry can fix (no
+    /// credentials, a missing bucket) become usage errors saying what to set.
     pub fn storage(url: impl Into<String>, message: impl fmt::Display) -> Self {
-        Error::Storage { url: url.into(), message: message.to_string() }
+        let (url, message) = (url.into(), message.to_string());
+        crate::storage::explain_store_failure(&url, &message).unwrap_or(Error::Storage { url, message })
     }
 
     pub fn io(path: impl Into<String>, source: std::io::Error) -> Self {

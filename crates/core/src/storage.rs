@@ -110,6 +110,13 @@ impl Location {
             "file" => Arc::new(LocalFileSystem::new()),
             "s3" | "s3a" => {
                 let builder = AmazonS3Builder::from_env().with_url(url.as_str()).with_retry(settings.retry());
+                if !has_s3_credentials(&builder) && metadata_disabled() {
+                    // object_store would fall back to the instance-metadata
+                    // service, which AWS_EC2_METADATA_DISABLED rules out.
+                    return Err(Error::usage(format!(
+                        "{text}: no AWS credentials (AWS_EC2_METADATA_DISABLED rules out an instance role). {S3_CREDENTIALS_HELP}"
+                    )));
+                }
                 let builder = settings
                     .client_settings()
                     .into_iter()
@@ -215,6 +222,22 @@ impl Location {
         l
     }
 
+    /// Refuses an output directory that exists as a local file (a usage
+    /// error naming `flag`, before any work is done). Object stores have no
+    /// such conflict.
+    pub fn check_output_dir(&self, flag: &str) -> Result<()> {
+        if self.url.scheme() != "file" {
+            return Ok(());
+        }
+        match self.url.to_file_path() {
+            Ok(path) if path.is_file() => Err(Error::usage(format!(
+                "{}: is a file, not a directory: an output is a directory; remove the file or pass another {flag}",
+                path.display()
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     /// Writes `bytes` atomically, replacing any existing object.
     pub async fn put(&self, bytes: impl Into<PutPayload>) -> Result<()> {
         self.store.put(&self.path, bytes.into()).await.map_err(|e| Error::storage(self.display(), e))?;
@@ -278,6 +301,87 @@ impl Location {
             u.to_string()
         }
     }
+}
+
+/// What to set when S3 has no credentials.
+const S3_CREDENTIALS_HELP: &str = "Set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for \
+     temporary keys), or AWS_WEB_IDENTITY_TOKEN_FILE and AWS_ROLE_ARN, or run with an instance or task role; \
+     AWS_PROFILE and ~/.aws are not read: export a profile's keys with \
+     `eval \"$(aws configure export-credentials --profile NAME --format env)\"`";
+
+/// Whether the environment gives S3 a credential source other than the
+/// instance-metadata service (or asks for unsigned requests).
+fn has_s3_credentials(builder: &AmazonS3Builder) -> bool {
+    let set = |key: AmazonS3ConfigKey| builder.get_config_value(&key).is_some_and(|v| !v.trim().is_empty());
+    set(AmazonS3ConfigKey::AccessKeyId)
+        || set(AmazonS3ConfigKey::SecretAccessKey)
+        || set(AmazonS3ConfigKey::WebIdentityTokenFile)
+        || set(AmazonS3ConfigKey::ContainerCredentialsRelativeUri)
+        || set(AmazonS3ConfigKey::ContainerCredentialsFullUri)
+        || builder.get_config_value(&AmazonS3ConfigKey::SkipSignature).is_some_and(|v| v.trim() == "true")
+}
+
+/// `AWS_EC2_METADATA_DISABLED=true`, as the AWS SDKs and CLI read it.
+fn metadata_disabled() -> bool {
+    std::env::var("AWS_EC2_METADATA_DISABLED").is_ok_and(|v| v.trim().eq_ignore_ascii_case("true"))
+}
+
+/// The S3 endpoint in use, for messages: scheme, host and port only.
+fn s3_endpoint() -> String {
+    ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ENDPOINT"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok())
+        .and_then(|e| Url::parse(&e).ok())
+        .map(|u| {
+            format!(
+                "{}://{}",
+                u.scheme(),
+                u.host_str()
+                    .map(|h| format!("{h}{}", u.port().map(|p| format!(":{p}")).unwrap_or_default()))
+                    .unwrap_or_default()
+            )
+        })
+        .unwrap_or_else(|| "AWS's default endpoint".to_string())
+}
+
+/// Turns an object store failure whose cause is the setup, not the moment,
+/// into a usage error saying what to set; adds a hint to one that may be
+/// either. `None`: report the failure as it is.
+pub(crate) fn explain_store_failure(url: &str, message: &str) -> Option<Error> {
+    let s3 = url.starts_with("s3://") || url.starts_with("s3a://");
+    if !s3 {
+        return None;
+    }
+    if message.contains("/latest/api/token") || message.contains("/latest/meta-data/") {
+        return Some(Error::usage(format!(
+            "{url}: no AWS credentials: the instance-metadata service gave none ({}). {S3_CREDENTIALS_HELP}",
+            first_line(message)
+        )));
+    }
+    if message.contains("NoSuchBucket") {
+        let bucket = Url::parse(url).ok().and_then(|u| u.host_str().map(str::to_string)).unwrap_or_default();
+        return Some(Error::usage(format!(
+            "{url}: bucket {bucket:?} does not exist at {}: check the bucket name, AWS_ENDPOINT and AWS_REGION",
+            s3_endpoint()
+        )));
+    }
+    let m = message.to_ascii_lowercase();
+    if m.contains("error sending request") || m.contains("connection refused") || m.contains("dns error") {
+        return Some(Error::Storage {
+            url: url.to_string(),
+            message: format!(
+                "{message}; cannot reach the S3 endpoint {}: check AWS_ENDPOINT (or AWS_ENDPOINT_URL) and the network; \
+                 a rerun retries ([storage] in docs/config.md)",
+                s3_endpoint()
+            ),
+        });
+    }
+    None
+}
+
+fn first_line(message: &str) -> &str {
+    let line = message.lines().next().unwrap_or_default();
+    line.char_indices().nth(300).map(|(i, _)| &line[..i]).unwrap_or(line)
 }
 
 /// One in-memory store per process, so `memory://` locations written by one

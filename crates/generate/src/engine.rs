@@ -79,6 +79,10 @@ fn model_error(path: &Path, message: impl std::fmt::Display) -> Error {
     Error::config("generate", "generate.model", format!("{}: {message}", path.display()))
 }
 
+/// What to do about a model file that is not GGUF or is cut short.
+const NOT_GGUF_HINT: &str =
+    "point --model or generate.model at a complete .gguf file (`make setup` installs and checks the default one)";
+
 /// Checks that `path` is a readable GGUF file and returns its SHA-256 (hex).
 pub(crate) fn check_model(path: &Path) -> Result<String> {
     let mut f = std::fs::File::open(path).map_err(|e| {
@@ -90,9 +94,10 @@ pub(crate) fn check_model(path: &Path) -> Result<String> {
         model_error(path, format!("cannot open model file: {e}{hint}"))
     })?;
     let mut magic = [0u8; 4];
-    f.read_exact(&mut magic).map_err(|_| model_error(path, "not a GGUF model file (too short)"))?;
+    f.read_exact(&mut magic)
+        .map_err(|_| model_error(path, format!("not a GGUF model file (too short); {NOT_GGUF_HINT}")))?;
     if &magic != b"GGUF" {
-        return Err(model_error(path, "not a GGUF model file (bad magic bytes)"));
+        return Err(model_error(path, format!("not a GGUF model file (bad magic bytes); {NOT_GGUF_HINT}")));
     }
     let mut h = Sha256::new();
     h.update(magic);
@@ -135,7 +140,9 @@ impl Tokenizer {
         let model = LlamaModel::load_from_file(backend()?, &cfg.model, &params).map_err(|e| {
             model_error(
                 &cfg.model,
-                format!("llama.cpp cannot load this model's vocabulary ({e}); is the file a complete GGUF?"),
+                format!(
+                    "llama.cpp cannot load this model's vocabulary ({e}); is the file a complete GGUF? {NOT_GGUF_HINT}"
+                ),
             )
         })?;
         Ok(Tokenizer { model })
@@ -295,7 +302,10 @@ pub(crate) fn run(
     let backend = backend()?;
     let model_params = LlamaModelParams::default().with_n_gpu_layers(gpu_layers(cfg));
     let model = LlamaModel::load_from_file(backend, &cfg.model, &model_params).map_err(|e| {
-        model_error(&cfg.model, format!("llama.cpp cannot load this model ({e}); is the file a complete GGUF?"))
+        model_error(
+            &cfg.model,
+            format!("llama.cpp cannot load this model ({e}); is the file a complete GGUF? {NOT_GGUF_HINT}"),
+        )
     })?;
     let n_seq = cfg.parallel;
     let n_ctx_total = cfg

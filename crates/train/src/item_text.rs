@@ -119,8 +119,11 @@ pub async fn load_item_texts(
 
     let mut descriptions: Vec<Option<String>> = vec![None; n];
     if let Some(dir) = generate_out {
+        // (rows read, rows of this dataset's items, first shard)
+        let mut seen = (0usize, 0usize, None);
         for (_, shard) in parquet_files(&dir.join(generate_outputs::GENERATED)).await? {
             let shard_name = shard.display();
+            seen.2.get_or_insert_with(|| shard_name.clone());
             for batch in read_parquet(&shard).await? {
                 let schema = batch.schema();
                 let col = |c: &str| {
@@ -132,8 +135,10 @@ pub async fn load_item_texts(
                 let index = dense_indices(&dataset.item_ids, batch.column(id_col).as_ref(), &shard_name)?;
                 let desc = strings(&batch, desc_col).unwrap_or_default();
                 let lists = batch.column(kw_col).as_list_opt::<i32>();
+                seen.0 += index.len();
                 for (row, item) in index.iter().enumerate() {
                     let Some(item) = *item else { continue };
+                    seen.1 += 1;
                     descriptions[item] = desc.get(row).cloned().flatten();
                     if let Some(list) = lists.filter(|l| !l.is_null(row)) {
                         let words = list.value(row);
@@ -147,6 +152,18 @@ pub async fn load_item_texts(
                     }
                 }
             }
+        }
+        if let (rows @ 1.., 0, Some(shard)) = seen {
+            // Some rows may name items a newer catalog dropped; none at all
+            // means the directory belongs to another analyze output.
+            return Err(DataError::new(format!(
+                "none of its {rows} items is an item of this dataset ({}): this generate output was made for another dataset",
+                analyze_out.display()
+            ))
+            .file(shard)
+            .column("item_id")
+            .hint("pass as --augment the output of `tailforge generate` run on this analyze output, or leave --augment out")
+            .into());
         }
     }
 
