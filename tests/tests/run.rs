@@ -356,6 +356,21 @@ fn the_train_stage_trains_each_variant_and_the_next_night_warm_starts() {
         assert_eq!(next["warm_start_items"]["new"], 3, "{v}");
         assert_eq!(manifest["metrics"][format!("{v}_warm_start_new_items")], 3.0);
     }
+
+    // The report opens with the headline: fused against id per group, the
+    // ratio recomputed here from the manifest, and the last night's figure.
+    let report = std::fs::read_to_string(t.path("out/runs/2026-11-23/report.md")).unwrap();
+    let first_section = report.split("\n## ").nth(1).unwrap();
+    assert!(first_section.starts_with("Headline: SASRec fused vs SASRec id"), "{report}");
+    let metric = |m: &serde_json::Value, key: &str| m["metrics"][key].as_f64().unwrap();
+    let (fused, id) = (metric(&manifest, "fused_test_ndcg@10_overall"), metric(&manifest, "id_test_ndcg@10_overall"));
+    let last = metric(&m, "fused_test_ndcg@10_overall");
+    let row = format!("| overall | {id:.4} | {fused:.4} | {:.2}× | {last:.4}", fused / id);
+    assert!(first_section.contains(&row), "{row} not in {report}");
+    assert!(first_section.contains("the last run (2026-11-22)"), "{report}");
+    let html = std::fs::read_to_string(t.path("out/runs/2026-11-23/report.html")).unwrap();
+    let headline_at = html.find("Headline: SASRec fused vs SASRec id").expect("report.html has no headline");
+    assert!(headline_at < html.find("Training curves").unwrap(), "the headline is not first in report.html");
 }
 
 /// A one-request HTTP server standing in for a Pushgateway: answers with

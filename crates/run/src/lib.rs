@@ -29,6 +29,7 @@
 //! stage per variant, and evaluate (the eval-v1 MostPop baseline, the
 //! reference every trained model is compared with).
 
+mod headline;
 mod push;
 mod report;
 mod train_stage;
@@ -475,8 +476,11 @@ async fn write_run_files(root: &Location, run_dir: &Location, manifest: &Manifes
     let prom = prometheus_text(manifest, ok);
     run_dir.join("metrics.prom").put(prom.clone().into_bytes()).await?;
     if ok {
-        run_dir.join("report.md").put(report_markdown(manifest, run_dir).await.into_bytes()).await?;
-        run_dir.join("report.html").put(report_html(manifest, run_dir).await?.into_bytes()).await?;
+        // Read before `latest` moves to this run.
+        let previous = headline::previous_manifest(root).await;
+        let headline = headline::Headline::new(manifest, previous.as_ref());
+        run_dir.join("report.md").put(report_markdown(manifest, run_dir, headline.as_ref()).await.into_bytes()).await?;
+        run_dir.join("report.html").put(report_html(manifest, run_dir, headline.as_ref()).await?.into_bytes()).await?;
         root.join("metrics.prom").put(prom.into_bytes()).await?;
         let latest = serde_json::json!({ "run_id": manifest.run_id, "manifest": format!("runs/{}/manifest.json", manifest.run_id), "finished_at": manifest.finished_at });
         root.join("latest")
@@ -548,8 +552,12 @@ pub fn prometheus_text(m: &Manifest, ok: bool) -> String {
     s
 }
 
-async fn report_markdown(m: &Manifest, run_dir: &Location) -> String {
+async fn report_markdown(m: &Manifest, run_dir: &Location, headline: Option<&headline::Headline>) -> String {
     let mut s = format!("# tailforge run {}\n\n", m.run_id);
+    if let Some(h) = headline {
+        s.push_str(&h.markdown());
+        s.push('\n');
+    }
     s.push_str(&format!(
         "tailforge {} ({}), config sha256 {}\n\n",
         m.tailforge_version,
@@ -657,9 +665,12 @@ async fn popularity(run_dir: &Location) -> Result<(Vec<u64>, usize)> {
     Ok((counts, head))
 }
 
-async fn report_html(m: &Manifest, run_dir: &Location) -> Result<String> {
+async fn report_html(m: &Manifest, run_dir: &Location, headline: Option<&headline::Headline>) -> Result<String> {
     use report::escape;
     let mut sections = Vec::new();
+    if let Some(h) = headline {
+        sections.push((format!("Headline: {} vs {}", h.augmented.name, h.baseline.name), h.html()));
+    }
     let mut stages = String::from("<table><tr><th>stage</th><th>status</th><th>seconds</th><th>rows</th></tr>");
     for st in &m.stages {
         let rows: Vec<String> = st.rows.iter().map(|(k, v)| format!("{k} {v}")).collect();
