@@ -194,6 +194,15 @@ impl GenerateConfig {
         if self.near_duplicate_shingle == 0 || self.near_duplicate_shingle > 16 {
             return bad("near_duplicate_shingle", "must be between 1 and 16");
         }
+        // `--seed` and `--limit` bypass TOML, whose integers are signed 64-bit:
+        // a larger value would print as a config (`--print-config`, the run
+        // manifest) that does not parse back.
+        if self.seed > i64::MAX as u64 {
+            return bad("seed", "must be at most 9223372036854775807 (a TOML integer)");
+        }
+        if self.limit.is_some_and(|l| l as u64 > i64::MAX as u64) {
+            return bad("limit", "must be at most 9223372036854775807 (a TOML integer)");
+        }
         if self.progress_interval_s == 0 {
             return bad("progress_interval_s", "must be at least 1");
         }
@@ -237,6 +246,19 @@ mod tests {
         assert!(c.validate("t").unwrap_err().to_string().contains("generate.near_duplicate_threshold"));
         let c = GenerateConfig { max_new_tokens: 4096, ..Default::default() };
         assert!(c.validate("p.toml").unwrap_err().to_string().contains("generate.max_new_tokens"));
+    }
+
+    /// Regression (prop_config::print_config_round_trips): `tailforge generate
+    /// --seed 9223372036854775808 --print-config` printed `seed = 9223372036854775808`,
+    /// which TOML cannot parse back.
+    #[test]
+    fn seed_and_limit_beyond_toml_integers_are_rejected() {
+        let c = GenerateConfig { seed: i64::MAX as u64 + 1, ..Default::default() };
+        assert!(c.validate("command line").unwrap_err().to_string().contains("generate.seed"));
+        let c = GenerateConfig { seed: i64::MAX as u64, limit: Some(i64::MAX as usize), ..Default::default() };
+        c.validate("command line").unwrap();
+        let c = GenerateConfig { limit: Some(usize::MAX), ..Default::default() };
+        assert!(c.validate("command line").unwrap_err().to_string().contains("generate.limit"));
     }
 
     #[test]
