@@ -160,6 +160,11 @@ impl Validator {
         if !(DESCRIPTION_MIN_CHARS..=DESCRIPTION_MAX_CHARS).contains(&n) {
             return Err(Reject::DescriptionLength);
         }
+        // The grammar allows no control characters (nor `\u` escapes): an
+        // answer with one did not come from constrained decoding.
+        if description.chars().any(char::is_control) {
+            return Err(Reject::InvalidJson);
+        }
         let lower = description.to_lowercase().replace('’', "'");
         if REFUSALS.iter().any(|p| lower.contains(p)) {
             return Err(Reject::Refusal);
@@ -174,6 +179,9 @@ impl Validator {
         let mut keywords: Vec<String> = Vec::new();
         for k in raw.keywords {
             let k = k.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase();
+            if k.chars().any(char::is_control) {
+                return Err(Reject::InvalidJson);
+            }
             if k.is_empty() || keywords.contains(&k) {
                 continue;
             }
@@ -205,6 +213,23 @@ mod tests {
             .check(r#"{"description": "A gentle comedy about a dinosaur detective solving crimes in the city.", "keywords": [" Comedy", "dinosaur", "comedy", "Detective Story "]}"#)
             .unwrap();
         assert_eq!(a.keywords, vec!["comedy", "dinosaur", "detective story"]);
+    }
+
+    /// Regression (prop_generate::any_bytes_are_accepted_within_contract_or_rejected
+    /// and ::json_answers_…): a raw DEL byte or a `\u0000` escape in the
+    /// description or a keyword was accepted, although the contract's strings
+    /// hold no control characters.
+    #[test]
+    fn control_characters_are_rejected() {
+        let d = "A sturdy steel desk lamp with a flexible arm and a warm white bulb for reading.";
+        let kw = r#""keywords": ["lamp", "steel", "desk"]"#;
+        assert!(v().check(&format!(r#"{{"description": "{d}", {kw}}}"#)).is_ok());
+        let del = format!("{{\"description\": \"\u{7f}{d}\", {kw}}}");
+        assert_eq!(v().check(&del), Err(Reject::InvalidJson));
+        let nul = format!(r#"{{"description": "{d}\u0000", {kw}}}"#);
+        assert_eq!(v().check(&nul), Err(Reject::InvalidJson));
+        let keyword = format!(r#"{{"description": "{d}", "keywords": ["\u0000\u0007", "a", "b"]}}"#);
+        assert_eq!(v().check(&keyword), Err(Reject::InvalidJson));
     }
 
     #[test]

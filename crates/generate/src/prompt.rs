@@ -9,12 +9,12 @@ pub const BUILTIN_TEMPLATE: &str = include_str!("../../../pipelines/prompts/desc
 
 /// Longest attribute block, in characters (each value has its token budget;
 /// this bounds a catalog with very many attributes).
-const MAX_ATTRIBUTES_CHARS: usize = 4096;
+pub const MAX_ATTRIBUTES_CHARS: usize = 4096;
 /// Characters per token assumed when pre-cutting a huge value before it is
 /// tokenized (generous: English averages about 4).
 const CHARS_PER_TOKEN_BOUND: usize = 8;
 /// Longest neighbour title in the prompt, in characters.
-const MAX_NEIGHBOR_TITLE_CHARS: usize = 120;
+pub const MAX_NEIGHBOR_TITLE_CHARS: usize = 120;
 
 /// A parsed prompt template: a system and a user message.
 #[derive(Debug, Clone, PartialEq)]
@@ -193,17 +193,21 @@ pub fn prepare_title(item_key: &str, title: Option<&str>, max_chars: usize) -> S
 /// whole sentences from the start, or the first words. A cut text ends in
 /// " …" so the model sees that it was cut. Words are never split.
 pub fn truncate_tokens(text: &str, budget: usize, rule: TruncateRule, count: &dyn Fn(&str) -> usize) -> String {
-    // Pre-cut huge values so that tokenizing them costs O(budget).
-    let text = truncate_chars(text, budget.saturating_mul(CHARS_PER_TOKEN_BOUND)).0;
-    if count(&text) <= budget {
+    // Pre-cut huge values so that tokenizing them costs O(budget). A
+    // pre-cut value is cut, even if what is left fits: it still gets the
+    // ellipsis and loses its last, possibly split, word.
+    let full = text;
+    let (text, pre_cut) = truncate_chars(full, budget.saturating_mul(CHARS_PER_TOKEN_BOUND));
+    if !pre_cut && count(&text) <= budget {
         return text;
     }
     let fits = |prefix: &str| count(prefix) + 1 <= budget;
     if rule == TruncateRule::Sentences {
         let mut end = 0;
         for (i, c) in text.char_indices() {
+            // Whether the sentence ends here in the whole value, not just in the pre-cut part.
             let boundary =
-                matches!(c, '.' | '!' | '?') && text[i + c.len_utf8()..].chars().next().is_none_or(char::is_whitespace);
+                matches!(c, '.' | '!' | '?') && full[i + c.len_utf8()..].chars().next().is_none_or(char::is_whitespace);
             if boundary {
                 let candidate = i + c.len_utf8();
                 if !fits(&text[..candidate]) {
@@ -223,10 +227,12 @@ pub fn truncate_tokens(text: &str, budget: usize, rule: TruncateRule, count: &dy
         let mid = (lo + hi).div_ceil(2);
         if fits(&text[..bounds[mid - 1]]) { lo = mid } else { hi = mid - 1 }
     }
-    if lo == 0 {
+    // Nothing fits (or only the whitespace before the first word): empty, not a bare " …".
+    let kept = if lo == 0 { "" } else { text[..bounds[lo - 1]].trim_end() };
+    if kept.is_empty() {
         return String::new();
     }
-    format!("{} …", text[..bounds[lo - 1]].trim_end())
+    format!("{kept} …")
 }
 
 /// The attribute block: one `name: value` line per non-empty attribute,
@@ -348,6 +354,23 @@ mod tests {
             truncate_tokens("Holds 2.5 liters of water. More text.", 6, TruncateRule::Sentences, &word_count),
             "Holds 2.5 liters of water. …"
         );
+    }
+
+    /// Regression (prop_generate::truncation_fits_the_budget_and_never_splits_words):
+    /// a value longer than the pre-cut (budget × 8 characters) whose pre-cut
+    /// part fitted the budget came back split mid-word and without " …";
+    /// leading whitespace with no word that fits came back as a bare " …".
+    #[test]
+    fn a_pre_cut_value_is_cut_at_a_word_boundary_with_the_ellipsis() {
+        let text = " aaaaaaaaaaa   0 ®aA0!0 ®";
+        assert_eq!(truncate_tokens(text, 1, TruncateRule::Sentences, &word_count), "");
+        let long = format!("{} tail", "word ".repeat(20));
+        // budget 2 → pre-cut to 16 characters "word word word w".
+        assert_eq!(truncate_tokens(&long, 2, TruncateRule::Head, &word_count), "word …");
+        // A '.' at the pre-cut's end (budget 4 → 32 characters, up to "12.")
+        // is a sentence end only if the value ends or a space follows: not in "12.5".
+        let decimal = "aaaaaaaaaaaaaa bbbbbbbbbbbbb 12.5 cm and more";
+        assert_eq!(truncate_tokens(decimal, 4, TruncateRule::Sentences, &word_count), "aaaaaaaaaaaaaa bbbbbbbbbbbbb …");
     }
 
     #[test]
