@@ -41,7 +41,7 @@ PY
 table=$OUT/table.md
 echo "| model | best epoch | NDCG@10 | head | tail | cold | HR@10 | coverage@10 | s/epoch |" > "$table"
 echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|" >> "$table"
-for model in mostpop item-knn text-knn; do
+for model in mostpop item-knn text-knn knn-blend; do
   "$BIN" -q evaluate --input "$OUT/analyze" --model "$model" --out "$OUT/$model" "${cache[@]}" > /dev/null
   row "$model" "$OUT/$model/metrics.json" >> "$table"
 done

@@ -185,6 +185,8 @@ fn dual_variant_with_a_tuned_scoring_rule_on_a_slice() {
     assert_eq!(scoring["tuned"], true);
     let candidates = scoring["candidates"].as_array().unwrap();
     assert!(candidates.len() > 10, "routing × content grid");
+    let cooccurrence = |c: &serde_json::Value| c["rule"]["cooccurrence_weight"].as_f64().unwrap();
+    assert!(candidates.iter().any(|c| cooccurrence(c) > 0.0), "the co-occurrence weights were tried");
     let best = candidates.iter().map(|c| c["valid_ndcg"].as_f64().unwrap()).fold(f64::MIN, f64::max);
     let chosen = scoring["rule_valid_ndcg"].as_f64().unwrap();
     assert_eq!(chosen, best);

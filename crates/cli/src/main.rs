@@ -80,6 +80,8 @@ enum Baseline {
     ItemKnn,
     /// Cosine of MiniLM item-text embeddings with the mean of the user's last 5 items (train.encoder).
     TextKnn,
+    /// EVAL.md's blend: 0.2 × item-knn (scaled to max 1 per user) + 0.8 × (text-knn cosine + 1) / 2.
+    KnnBlend,
 }
 
 #[derive(Args)]
@@ -431,6 +433,7 @@ async fn run(cli: Cli) -> Result<()> {
                 Baseline::Mostpop => tailforge_train::Baseline::MostPop,
                 Baseline::ItemKnn => tailforge_train::Baseline::ItemKnn,
                 Baseline::TextKnn => tailforge_train::Baseline::TextKnn,
+                Baseline::KnnBlend => tailforge_train::Baseline::KnnBlend,
             };
             let cache = if config.train.embedding_cache.is_empty() {
                 input.join("../cache/text-embeddings/")

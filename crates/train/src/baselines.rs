@@ -136,6 +136,35 @@ impl Scorer for TextKnn {
     }
 }
 
+/// EVAL.md's blend of the two kNN peers: `(1 − w) · ItemKNN / max_u + w ·
+/// (cos + 1) / 2` with the ItemKNN scores scaled to a maximum of 1 per user
+/// (left as they are when all are 0) and the text-kNN cosine mapped to
+/// [0, 1]; EVAL.md chose w = 0.8 on validation.
+pub struct KnnBlend {
+    pub item_knn: ItemKnn,
+    pub text_knn: TextKnn,
+    pub text_weight: f32,
+}
+
+impl KnnBlend {
+    /// EVAL.md's text weight.
+    pub const TEXT_WEIGHT: f32 = 0.8;
+}
+
+impl Scorer for KnnBlend {
+    fn score(&self, user: usize, history: &[u32], out: &mut [f32]) {
+        let mut text = vec![0f32; out.len()];
+        self.item_knn.score(user, history, out);
+        self.text_knn.score(user, history, &mut text);
+        let max = out.iter().copied().fold(0f32, f32::max);
+        let scale = if max > 0.0 { 1.0 / max } else { 1.0 };
+        let w = self.text_weight;
+        for (o, t) in out.iter_mut().zip(text) {
+            *o = (1.0 - w) * *o * scale + w * (t + 1.0) / 2.0;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,6 +202,32 @@ mod tests {
         let h = std::f32::consts::FRAC_1_SQRT_2;
         for (o, e) in out.iter().zip([h, h, 1.0, -h]) {
             assert!((o - e).abs() < 1e-6, "{out:?}");
+        }
+    }
+
+    #[test]
+    fn the_blend_scales_item_knn_per_user_and_maps_the_cosine_to_0_1() {
+        let ds = Dataset::from_sequences(
+            Ids::Int64((0..4).collect()),
+            Ids::Int64(vec![1, 2, 3]),
+            vec![vec![0, 1, 2, 3], vec![0, 1, 2, 3, 2, 3], vec![2, 3, 0, 1]],
+        )
+        .unwrap();
+        let features = vec![vec![0.0, 0.0], vec![1.0, 0.0], vec![0.0, 2.0], vec![1.0, 1.0], vec![-1.0, 0.0]];
+        let blend = KnnBlend {
+            item_knn: ItemKnn::new(&ds, 5),
+            text_knn: TextKnn::new(&features, 5),
+            text_weight: KnnBlend::TEXT_WEIGHT,
+        };
+        let (mut knn, mut text, mut out) = (vec![0f32; 4], vec![0f32; 4], vec![0f32; 4]);
+        blend.item_knn.score(0, &[0, 2], &mut knn);
+        blend.text_knn.score(0, &[0, 2], &mut text);
+        let max = knn.iter().copied().fold(0f32, f32::max);
+        assert!(max > 0.0 && max != 1.0, "{knn:?}");
+        blend.score(0, &[0, 2], &mut out);
+        for i in 0..4 {
+            let expected = 0.2 * knn[i] / max + 0.8 * (text[i] + 1.0) / 2.0;
+            assert!((out[i] - expected).abs() < 1e-6, "{out:?}");
         }
     }
 

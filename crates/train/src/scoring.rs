@@ -13,8 +13,13 @@
 //! - **Content similarity.** `content_weight` × the highest cosine between
 //!   the candidate's text embedding and those of the user's `content_recent`
 //!   most recent items: the text-kNN signal, which needs no interactions at all.
+//! - **Co-occurrence.** `cooccurrence_weight` × the sum of the candidate's
+//!   cosine co-occurrence with the user's latest items in the training
+//!   sequences ([`ItemKnn`]): a rare item's few interactions, counted
+//!   directly instead of through an embedding that barely moved from its
+//!   random start. EVAL.md's strongest tail peer blends this with text kNN.
 //!
-//! score(i) = ⟨u_id, e_id,i⟩ · s(i) + ⟨u_text, e_text,i⟩ + β · max_j cos(t_i, t_j),
+//! score(i) = ⟨u_id, e_id,i⟩ · s(i) + ⟨u_text, e_text,i⟩ + β · max_j cos(t_i, t_j) + γ · Σ_j knn(i, j),
 //! with s(i) = `cold_id_scale` if pop(i) ≤ `cold_threshold` else 1 (for
 //! variants with one view, the whole dot product is the first term and s = 1).
 //!
@@ -25,6 +30,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use tailforge_core::config::{ContentPool, TrainConfig, Variant};
 
+use crate::baselines::ItemKnn;
 use crate::dataset::{Dataset, Phase};
 use crate::eval::{Scorer, full_rank, ndcg};
 use crate::trainer::VectorScorer;
@@ -37,6 +43,9 @@ pub struct ScoringRule {
     pub content_weight: f32,
     pub content_recent: usize,
     pub content_pool: ContentPool,
+    /// Absent in metrics.json written before the term existed.
+    #[serde(default)]
+    pub cooccurrence_weight: f32,
 }
 
 impl ScoringRule {
@@ -47,6 +56,7 @@ impl ScoringRule {
         content_weight: 0.0,
         content_recent: 5,
         content_pool: ContentPool::Max,
+        cooccurrence_weight: 0.0,
     };
 
     /// The rule a configuration fixes (`train.cold_threshold`, `train.cold_id_scale`,
@@ -58,12 +68,25 @@ impl ScoringRule {
             content_weight: cfg.content_weight as f32,
             content_recent: cfg.content_recent,
             content_pool: cfg.content_pool,
+            cooccurrence_weight: cfg.cooccurrence_weight as f32,
         }
     }
 
     pub fn needs_text(&self) -> bool {
         self.content_weight != 0.0
     }
+
+    pub fn needs_cooccurrence(&self) -> bool {
+        self.cooccurrence_weight != 0.0
+    }
+}
+
+/// What a rule's terms read besides the model: the items' text embeddings
+/// (content term) and the training co-occurrence counts (co-occurrence term).
+#[derive(Clone, Copy, Default)]
+pub struct Signals<'a> {
+    pub text: Option<&'a UnitText>,
+    pub cooccurrence: Option<&'a ItemKnn>,
 }
 
 /// Unit-length text embeddings of the catalog items, `[n_items, dim]` row-major.
@@ -158,7 +181,7 @@ pub struct RuledScorer<'a> {
     pub rule: ScoringRule,
     /// Items routed (their ID score scaled), by dense index.
     pub routed: Vec<bool>,
-    pub text: Option<&'a UnitText>,
+    pub signals: Signals<'a>,
 }
 
 impl RuledScorer<'_> {
@@ -189,29 +212,33 @@ impl Scorer for RuledScorer<'_> {
             let scale = if self.routed[i] { self.rule.cold_id_scale } else { 1.0 };
             out[i] = out[i] * scale + rest[i];
         }
-        if let (Some(text), true) = (self.text, self.rule.content_weight != 0.0) {
-            let mut sim = vec![0f32; n];
-            text.similarity(self.rule.content_pool, history, self.rule.content_recent, &mut sim);
-            for (o, s) in out.iter_mut().zip(sim) {
-                *o += self.rule.content_weight * s;
-            }
+        let mut term = vec![0f32; n];
+        if let (Some(text), true) = (self.signals.text, self.rule.needs_text()) {
+            text.similarity(self.rule.content_pool, history, self.rule.content_recent, &mut term);
+            out.iter_mut().zip(&term).for_each(|(o, s)| *o += self.rule.content_weight * s);
+        }
+        if let (Some(knn), true) = (self.signals.cooccurrence, self.rule.needs_cooccurrence()) {
+            knn.score(user, history, &mut term);
+            out.iter_mut().zip(&term).for_each(|(o, s)| *o += self.rule.cooccurrence_weight * s);
         }
     }
 }
 
 impl<'a> RuledScorer<'a> {
-    /// `vectors` of a model of `variant` under `rule`; `text` is needed for the content term.
+    /// `vectors` of a model of `variant` under `rule`; `signals` hold what
+    /// the content and co-occurrence terms read (a term whose signal is
+    /// absent adds nothing).
     pub fn new(
         dataset: &Dataset,
         variant: Variant,
         vectors: VectorScorer,
         rule: ScoringRule,
-        text: Option<&'a UnitText>,
+        signals: Signals<'a>,
     ) -> RuledScorer<'a> {
         let id_columns = id_columns(variant, vectors.width);
         let routed =
             dataset.train_popularity.iter().map(|&p| rule.cold_id_scale != 1.0 && p <= rule.cold_threshold).collect();
-        RuledScorer { vectors, id_columns, rule, routed, text }
+        RuledScorer { vectors, id_columns, rule, routed, signals }
     }
 }
 
@@ -253,7 +280,7 @@ pub fn grid(variant: Variant, has_text: bool) -> Vec<ScoringRule> {
     if has_text {
         for pool in [ContentPool::Max, ContentPool::Mean] {
             for recent in [1usize, 3, 5] {
-                for weight in [0.5f32, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0] {
+                for weight in WEIGHTS {
                     content.push((weight, recent, pool));
                 }
             }
@@ -262,7 +289,36 @@ pub fn grid(variant: Variant, has_text: bool) -> Vec<ScoringRule> {
     let mut rules = Vec::new();
     for &(content_weight, content_recent, content_pool) in &content {
         for &(cold_threshold, cold_id_scale) in &routing {
-            rules.push(ScoringRule { cold_threshold, cold_id_scale, content_weight, content_recent, content_pool });
+            rules.push(ScoringRule {
+                cold_threshold,
+                cold_id_scale,
+                content_weight,
+                content_recent,
+                content_pool,
+                cooccurrence_weight: 0.0,
+            });
+        }
+    }
+    rules
+}
+
+/// The weights [`grid`] and [`refine`] try for the content and co-occurrence terms.
+const WEIGHTS: [f32; 9] = [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0];
+
+/// The second round of the search, once [`grid`]'s best rule is known: the
+/// co-occurrence weight against the content weight, routing and pooling
+/// kept as chosen (the two terms overlap — both carry the user's recent
+/// items — so their weights are chosen together; the full product with
+/// routing would be ten times the rules for what routing was worth so far).
+pub fn refine(best: ScoringRule, has_text: bool) -> Vec<ScoringRule> {
+    let mut content: Vec<f32> = vec![0.0];
+    if has_text {
+        content.extend(WEIGHTS);
+    }
+    let mut rules = Vec::new();
+    for &content_weight in &content {
+        for cooccurrence_weight in WEIGHTS {
+            rules.push(ScoringRule { content_weight, cooccurrence_weight, ..best });
         }
     }
     rules
@@ -285,8 +341,11 @@ pub fn tune(dataset: &Dataset, base: &RuledScorer, rules: &[ScoringRule]) -> Vec
     let sums = users
         .par_iter()
         .map_init(
-            || (vec![0f32; n], vec![0f32; n], vec![0f32; n], vec![false; n], vec![vec![0f32; n]; pairs.len()]),
-            |(id_part, rest, scores, excluded, sims), &u| {
+            || {
+                let buffers = (vec![0f32; n], vec![0f32; n], vec![0f32; n], vec![0f32; n], vec![false; n]);
+                (buffers, vec![vec![0f32; n]; pairs.len()])
+            },
+            |((id_part, rest, scores, cooccurrence, excluded), sims), &u| {
                 let user = &dataset.users[u];
                 let mut per_rule = vec![0f64; rules.len()];
                 let Some(target) = user.target(Phase::Valid) else { return per_rule };
@@ -294,10 +353,14 @@ pub fn tune(dataset: &Dataset, base: &RuledScorer, rules: &[ScoringRule]) -> Vec
                 if !base.view_scores(u, id_part, rest) {
                     return per_rule;
                 }
-                if let Some(text) = base.text {
+                if let Some(text) = base.signals.text {
                     for (k, &(pool, m)) in pairs.iter().enumerate() {
                         text.similarity(pool, history, m, &mut sims[k]);
                     }
+                }
+                match base.signals.cooccurrence {
+                    Some(knn) => knn.score(u, history, cooccurrence),
+                    None => cooccurrence.fill(0.0),
                 }
                 history.iter().for_each(|&i| excluded[i as usize] = true);
                 for (r, rule) in rules.iter().enumerate() {
@@ -306,8 +369,8 @@ pub fn tune(dataset: &Dataset, base: &RuledScorer, rules: &[ScoringRule]) -> Vec
                     for i in 0..n {
                         let routed = rule.cold_id_scale != 1.0 && dataset.train_popularity[i] <= rule.cold_threshold;
                         let scale = if routed { rule.cold_id_scale } else { 1.0 };
-                        let content = if base.text.is_some() { rule.content_weight * sim[i] } else { 0.0 };
-                        scores[i] = id_part[i] * scale + rest[i] + content;
+                        let content = if base.signals.text.is_some() { rule.content_weight * sim[i] } else { 0.0 };
+                        scores[i] = id_part[i] * scale + rest[i] + content + rule.cooccurrence_weight * cooccurrence[i];
                     }
                     per_rule[r] = ndcg(full_rank(scores, target, excluded));
                 }
@@ -363,6 +426,52 @@ mod tests {
         text.similarity(ContentPool::Mean, &[3, 0, 1], 2, &mut out);
         let h = std::f32::consts::FRAC_1_SQRT_2;
         out.iter().zip([h, h, 1.0, -h]).for_each(|(o, e)| assert!((o - e).abs() < 1e-6, "{out:?}"));
+    }
+
+    #[test]
+    fn the_cooccurrence_term_adds_weighted_item_knn_scores_and_the_tuner_agrees() {
+        use crate::dataset::Ids;
+        use crate::eval::Scorer;
+        // Training parts [0, 1], [0, 1, 2], [2, 3]; each user's last two items are held out.
+        let ds = Dataset::from_sequences(
+            Ids::Int64((0..6).collect()),
+            Ids::Int64(vec![1, 2, 3]),
+            vec![vec![0, 1, 4, 5], vec![0, 1, 2, 4, 5], vec![2, 3, 4, 5]],
+        )
+        .unwrap();
+        let knn = ItemKnn::new(&ds, 5);
+        // A one-column model: user u scores item i as w_u · (i + 1).
+        let vectors = || VectorScorer {
+            width: 1,
+            items: (1..=6).map(|i| i as f32).collect(),
+            user_row: vec![Some(0), Some(1), Some(2)],
+            users: vec![0.5, -0.25, 0.125],
+        };
+        let signals = Signals { text: None, cooccurrence: Some(&knn) };
+        let rule = ScoringRule { cooccurrence_weight: 4.0, ..ScoringRule::PLAIN };
+        let scorer = RuledScorer::new(&ds, Variant::Id, vectors(), rule, signals);
+        let (mut out, mut knn_scores) = (vec![0f32; 6], vec![0f32; 6]);
+        scorer.score(0, &[1, 3], &mut out);
+        knn.score(0, &[1, 3], &mut knn_scores);
+        assert!(knn_scores.iter().any(|&s| s > 0.0));
+        for i in 0..6 {
+            let expected = 0.5 * (i + 1) as f32 + 4.0 * knn_scores[i];
+            assert!((out[i] - expected).abs() < 1e-6, "item {i}: {out:?}");
+        }
+        // Without the signal the term adds nothing.
+        let plain = RuledScorer::new(&ds, Variant::Id, vectors(), rule, Signals::default());
+        plain.score(0, &[1, 3], &mut out);
+        (0..6).for_each(|i| assert_eq!(out[i], 0.5 * (i + 1) as f32));
+
+        // The tuner's one-pass figure for a rule equals the evaluator's under it.
+        let base = RuledScorer::new(&ds, Variant::Id, vectors(), ScoringRule::PLAIN, signals);
+        let rules = refine(ScoringRule::PLAIN, false);
+        assert!(rules.iter().all(|r| r.cooccurrence_weight > 0.0 && r.content_weight == 0.0));
+        for tuned in tune(&ds, &base, &rules) {
+            let scorer = RuledScorer::new(&ds, Variant::Id, vectors(), tuned.rule, signals);
+            let report = crate::eval::evaluate(&ds, &scorer, Phase::Valid, &Default::default()).unwrap();
+            assert!((report.full.overall.ndcg - tuned.valid_ndcg).abs() < 1e-12, "{tuned:?}");
+        }
     }
 
     #[test]

@@ -27,7 +27,7 @@ use crate::dataset::{Dataset, Ids, Phase};
 use crate::eval::{EvalReport, top_k};
 use crate::item_text::{ItemTexts, load_item_texts};
 use crate::load::load_dataset;
-use crate::scoring::{RuledScorer, ScoringRule, TunedRule, UnitText};
+use crate::scoring::{RuledScorer, ScoringRule, Signals, TunedRule, UnitText};
 use crate::text::{EmbeddingCache, TextEncoder};
 use crate::trainer::{
     Checkpoints, EpochRecord, ModelCard, TrainInputs, Trained, WarmStart, evaluate_ruled, explain, fit,
@@ -203,6 +203,8 @@ pub enum Baseline {
     ItemKnn,
     /// [`crate::baselines::TextKnn`] over the last 5 items, on the train stage's item text and encoder.
     TextKnn,
+    /// [`crate::baselines::KnnBlend`] of the two: EVAL.md's strongest tail peer.
+    KnnBlend,
 }
 
 impl Baseline {
@@ -211,6 +213,7 @@ impl Baseline {
             Baseline::MostPop => "mostpop",
             Baseline::ItemKnn => "item_knn",
             Baseline::TextKnn => "text_knn",
+            Baseline::KnnBlend => "knn_blend",
         }
     }
 }
@@ -223,17 +226,23 @@ pub async fn evaluate_baseline(
     cfg: &TrainConfig,
     embedding_cache: &Location,
 ) -> Result<(EvalReport, EvalReport)> {
-    use crate::baselines::{ItemKnn, MostPop, TextKnn};
+    use crate::baselines::{ItemKnn, KnnBlend, MostPop, TextKnn};
     use crate::eval::{EvalOptions, Scorer, evaluate};
     let dataset = load_dataset(analyze_out).await?;
+    let text_knn = || async {
+        let texts = load_item_texts(&dataset, analyze_out, None).await?;
+        let (features, _, _) = text_features(cfg, &texts, embedding_cache, &Device::Cpu).await?;
+        Ok::<_, Error>(TextKnn::new(&features, 5))
+    };
     let scorer: Box<dyn Scorer> = match baseline {
         Baseline::MostPop => Box::new(MostPop::new(&dataset)),
         Baseline::ItemKnn => Box::new(ItemKnn::new(&dataset, 5)),
-        Baseline::TextKnn => {
-            let texts = load_item_texts(&dataset, analyze_out, None).await?;
-            let (features, _, _) = text_features(cfg, &texts, embedding_cache, &Device::Cpu).await?;
-            Box::new(TextKnn::new(&features, 5))
-        }
+        Baseline::TextKnn => Box::new(text_knn().await?),
+        Baseline::KnnBlend => Box::new(KnnBlend {
+            item_knn: ItemKnn::new(&dataset, 5),
+            text_knn: text_knn().await?,
+            text_weight: KnnBlend::TEXT_WEIGHT,
+        }),
     };
     let options = EvalOptions::default();
     tokio::task::block_in_place(|| {
@@ -359,11 +368,11 @@ fn recommendations(
     texts: &ItemTexts,
     cfg: &TrainConfig,
     rule: ScoringRule,
-    unit_text: Option<&UnitText>,
+    signals: Signals,
 ) -> Result<RecordBatch> {
     let users: Vec<(usize, &[u32])> = (0..dataset.n_users()).map(|u| (u, dataset.users[u].items.as_slice())).collect();
     let vectors = vector_scorer(&trained.model, dataset, &users)?;
-    let scorer = RuledScorer::new(dataset, trained.model.shape.variant, vectors, rule, unit_text);
+    let scorer = RuledScorer::new(dataset, trained.model.shape.variant, vectors, rule, signals);
     let rows: Vec<(usize, Vec<Recommendation>)> = {
         use crate::eval::Scorer;
         use rayon::prelude::*;
@@ -417,15 +426,10 @@ fn recommendations(
 
 /// The scoring rule: the configured one, or the best on validation when
 /// `train.tune_scoring` is set (logged with the plain model's figure).
-fn choose_scoring(
-    trained: &Trained,
-    dataset: &Dataset,
-    cfg: &TrainConfig,
-    unit_text: Option<&UnitText>,
-) -> Result<ScoringChoice> {
+fn choose_scoring(trained: &Trained, dataset: &Dataset, cfg: &TrainConfig, signals: Signals) -> Result<ScoringChoice> {
     let configured = ScoringRule::from_config(cfg);
     if !cfg.tune_scoring {
-        if configured.needs_text() && unit_text.is_none() {
+        if configured.needs_text() && signals.text.is_none() {
             return Err(Error::internal("train.content_weight needs the items' text embeddings"));
         }
         return Ok(ScoringChoice {
@@ -442,10 +446,15 @@ fn choose_scoring(
     let users: Vec<(usize, &[u32])> =
         dataset.evaluated_users().map(|u| (u, dataset.users[u].history(Phase::Valid))).collect();
     let vectors = vector_scorer(&trained.model, dataset, &users)?;
-    let base = RuledScorer::new(dataset, variant, vectors, ScoringRule::PLAIN, unit_text);
-    let rules = crate::scoring::grid(variant, unit_text.is_some());
-    let candidates = crate::scoring::tune(dataset, &base, &rules);
-    let best = crate::scoring::best(&candidates).ok_or_else(|| Error::internal("no scoring rule to choose from"))?;
+    let base = RuledScorer::new(dataset, variant, vectors, ScoringRule::PLAIN, signals);
+    let has_text = signals.text.is_some();
+    let mut candidates = crate::scoring::tune(dataset, &base, &crate::scoring::grid(variant, has_text));
+    let no_rule = || Error::internal("no scoring rule to choose from");
+    let mut best = crate::scoring::best(&candidates).ok_or_else(no_rule)?;
+    if signals.cooccurrence.is_some() {
+        candidates.extend(crate::scoring::tune(dataset, &base, &crate::scoring::refine(best.rule, has_text)));
+        best = crate::scoring::best(&candidates).ok_or_else(no_rule)?;
+    }
     let plain = candidates.first().map(|c| c.valid_ndcg);
     tracing::info!(
         variant = variant.as_str(),
@@ -455,6 +464,7 @@ fn choose_scoring(
         cold_threshold = best.rule.cold_threshold,
         cold_id_scale = best.rule.cold_id_scale,
         content_weight = best.rule.content_weight,
+        cooccurrence_weight = best.rule.cooccurrence_weight,
         seconds = start.elapsed().as_secs_f64(),
         "scoring rule chosen on validation"
     );
@@ -492,6 +502,9 @@ pub async fn train(req: &TrainRequest) -> Result<TrainMetrics> {
         _ => None,
     };
     let unit_text = features.as_deref().map(UnitText::from_features);
+    let cooccurrence = (cfg.tune_scoring || cfg.cooccurrence_weight != 0.0)
+        .then(|| crate::baselines::ItemKnn::new(&dataset, cfg.cooccurrence_recent));
+    let signals = Signals { text: unit_text.as_ref(), cooccurrence: cooccurrence.as_ref() };
     // The weights depend on the text only when training reads it; the
     // scoring rule's content term does not, so turning on
     // `train.tune_scoring` keeps a finished run's checkpoints.
@@ -536,15 +549,14 @@ pub async fn train(req: &TrainRequest) -> Result<TrainMetrics> {
     let (trained, valid, test, recs, scoring) = tokio::task::block_in_place(|| {
         pool.install(|| -> Result<_> {
             let trained = fit(&inputs, &checkpoints, warm.as_ref())?;
-            let mut scoring = choose_scoring(&trained, &dataset, cfg, unit_text.as_ref())?;
-            let text = unit_text.as_ref();
+            let mut scoring = choose_scoring(&trained, &dataset, cfg, signals)?;
             if scoring.tuned && scoring.rule != ScoringRule::PLAIN {
-                let plain = evaluate_ruled(&trained.model, &dataset, Phase::Test, ScoringRule::PLAIN, text)?;
+                let plain = evaluate_ruled(&trained.model, &dataset, Phase::Test, ScoringRule::PLAIN, signals)?;
                 scoring.plain_test = Some(plain);
             }
-            let valid = evaluate_ruled(&trained.model, &dataset, Phase::Valid, scoring.rule, text)?;
-            let test = evaluate_ruled(&trained.model, &dataset, Phase::Test, scoring.rule, text)?;
-            let recs = recommendations(&trained, &dataset, &texts, cfg, scoring.rule, text)?;
+            let valid = evaluate_ruled(&trained.model, &dataset, Phase::Valid, scoring.rule, signals)?;
+            let test = evaluate_ruled(&trained.model, &dataset, Phase::Test, scoring.rule, signals)?;
+            let recs = recommendations(&trained, &dataset, &texts, cfg, scoring.rule, signals)?;
             Ok((trained, valid, test, recs, scoring))
         })
     })?;

@@ -21,7 +21,7 @@ use crate::eval::{EvalOptions, EvalReport, Scorer, SplitMix64, evaluate, mix64};
 use crate::item_text::ItemTexts;
 use crate::params::{Adam, ParamStore};
 use crate::sasrec::{ITEM_EMBEDDING, SasRec, SasRecShape, SeqBatch, bce_loss, features_tensor, sampled_softmax_loss};
-use crate::scoring::{RuledScorer, ScoringRule, UnitText, dot};
+use crate::scoring::{RuledScorer, ScoringRule, Signals, dot};
 use crate::text::hex;
 
 /// Name of the byte tensor that carries [`CheckpointState`] inside `last.safetensors`.
@@ -416,7 +416,7 @@ pub fn vector_scorer(model: &SasRec, dataset: &Dataset, users: &[(usize, &[u32])
 /// [`ScoringRule::PLAIN`]), so the validation figure that picks the best
 /// epoch is the one metrics.json reports for it, to the last bit.
 pub fn evaluate_model(model: &SasRec, dataset: &Dataset, phase: Phase) -> Result<EvalReport> {
-    evaluate_ruled(model, dataset, phase, ScoringRule::PLAIN, None)
+    evaluate_ruled(model, dataset, phase, ScoringRule::PLAIN, Signals::default())
 }
 
 /// A previous run's weights to start from, its item rows mapped onto this
@@ -466,11 +466,11 @@ pub fn evaluate_ruled(
     dataset: &Dataset,
     phase: Phase,
     rule: ScoringRule,
-    text: Option<&UnitText>,
+    signals: Signals,
 ) -> Result<EvalReport> {
     let users: Vec<(usize, &[u32])> = dataset.evaluated_users().map(|u| (u, dataset.users[u].history(phase))).collect();
     let vectors = vector_scorer(model, dataset, &users)?;
-    let scorer = RuledScorer::new(dataset, model.shape.variant, vectors, rule, text);
+    let scorer = RuledScorer::new(dataset, model.shape.variant, vectors, rule, signals);
     evaluate(dataset, &scorer, phase, &EvalOptions::default())
 }
 

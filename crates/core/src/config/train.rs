@@ -142,8 +142,9 @@ pub struct TrainConfig {
     /// items are matched by id (new items start as `id_init` says).
     pub warm_start: String,
     /// Choose the scoring rule (`cold_threshold`, `cold_id_scale`,
-    /// `content_weight`, `content_recent`, `content_pool`) on the validation targets after
-    /// training, from a fixed grid; false = use the values below as they are.
+    /// `content_weight`, `content_recent`, `content_pool`, `cooccurrence_weight`)
+    /// on the validation targets after training, from a fixed grid; false =
+    /// use the values below as they are.
     pub tune_scoring: bool,
     /// Candidates with at most this many training interactions have their
     /// ID-view score (`id`, `fused`: the model score) scaled by `cold_id_scale`.
@@ -157,6 +158,12 @@ pub struct TrainConfig {
     pub content_recent: usize,
     /// How the content term pools those items: `max` or `mean`.
     pub content_pool: ContentPool,
+    /// Weight of the co-occurrence term: the sum of a candidate's cosine
+    /// co-occurrence with the user's `cooccurrence_recent` latest items in
+    /// the training sequences (ItemKNN; 0 = off).
+    pub cooccurrence_weight: f64,
+    /// Latest items of a user the co-occurrence term sums over.
+    pub cooccurrence_recent: usize,
 }
 
 impl Default for TrainConfig {
@@ -198,6 +205,8 @@ impl Default for TrainConfig {
             content_weight: 0.0,
             content_recent: 5,
             content_pool: ContentPool::Max,
+            cooccurrence_weight: 0.0,
+            cooccurrence_recent: 5,
         }
     }
 }
@@ -277,6 +286,12 @@ impl TrainConfig {
         }
         if self.content_recent == 0 {
             return bad("content_recent", "must be at least 1");
+        }
+        if !self.cooccurrence_weight.is_finite() {
+            return bad("cooccurrence_weight", "must be a number (0 = off)");
+        }
+        if self.cooccurrence_recent == 0 {
+            return bad("cooccurrence_recent", "must be at least 1");
         }
         Ok(())
     }
