@@ -307,41 +307,80 @@ pub async fn existing_shards(dir: &Location) -> Result<Existing> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Example {
     pub item_id: String,
+    /// 1-based position among the tail items by popularity (1 = the most
+    /// popular tail item), from `tail_items`' order; None if it is not there.
+    pub tail_rank: Option<u64>,
     pub title: String,
+    /// The item's catalog attributes ("name: value; …"), cut to [`CATALOG_TEXT_CHARS`].
+    pub catalog_text: String,
     pub description: String,
     pub keywords: Vec<String>,
     pub keyword_grounding: f64,
     pub description_grounding: f64,
 }
 
-/// Up to `n` accepted rows of the generate output `out` (in shard order),
-/// with the titles from `tail_items`.
+/// Characters of catalog text an [`Example`] keeps.
+pub const CATALOG_TEXT_CHARS: usize = 160;
+
+/// `text` cut to at most `max` characters, at a word boundary when there is
+/// one in the last third, with "…" when cut.
+pub fn shorten(text: &str, max: usize) -> String {
+    let text = text.trim();
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let cut: String = text.chars().take(max.saturating_sub(1)).collect();
+    let cut = match cut.rfind(char::is_whitespace) {
+        Some(i) if i >= cut.len() * 2 / 3 => cut[..i].trim_end().to_string(),
+        _ => cut,
+    };
+    format!("{cut}…")
+}
+
+/// `n` indices spread evenly over `0..len`, first and last included (all when `len <= n`).
+pub fn spread(len: usize, n: usize) -> Vec<usize> {
+    if len <= n {
+        return (0..len).collect();
+    }
+    if n <= 1 {
+        return (0..n).collect();
+    }
+    (0..n).map(|k| k * (len - 1) / (n - 1)).collect()
+}
+
+/// `n` accepted rows of the generate output `out`, spread evenly over the
+/// tail by popularity (the order of `tail_items`: the most popular generated
+/// tail item, the least popular, and evenly spaced ones between), with the
+/// titles and catalog text from `tail_items`. Deterministic for an output.
 pub async fn examples(out: &Location, tail_items: &Location, n: usize) -> Result<Vec<Example>> {
     let (_, items) = read_items(tail_items).await?;
-    let titles: std::collections::HashMap<String, String> =
-        items.into_iter().map(|i| (i.id.key(), i.title.unwrap_or_default())).collect();
+    let info: std::collections::HashMap<String, (usize, String, String)> = items
+        .into_iter()
+        .enumerate()
+        .map(|(pos, i)| {
+            let text = i.attributes.iter().map(|(k, v)| format!("{k}: {}", v.trim())).collect::<Vec<_>>().join("; ");
+            (i.id.key(), (pos, i.title.unwrap_or_default(), shorten(&text, CATALOG_TEXT_CHARS)))
+        })
+        .collect();
     let mut found = Vec::new();
     for (_, loc) in parquet_files(&out.as_dir().join(GENERATED_DIR)).await? {
         for batch in read_parquet(&loc).await? {
             let file = loc.display();
-            let ids = as_strings(
-                batch.column_by_name("item_id").ok_or_else(|| Error::internal("no item_id"))?,
-                &file,
-                "item_id",
-            )?;
-            let desc = as_strings(
-                batch.column_by_name("description").ok_or_else(|| Error::internal("no description"))?,
-                &file,
-                "description",
-            )?;
+            let column = |name: &str| {
+                batch.column_by_name(name).ok_or_else(|| {
+                    Error::from(DataError::new(format!("no {name} column")).file(&file).hint("not a generate shard"))
+                })
+            };
+            let ids = as_strings(column("item_id")?, &file, "item_id")?;
+            let desc = as_strings(column("description")?, &file, "description")?;
             let kws = batch.column_by_name("keywords").and_then(|c| c.as_list_opt::<i32>().cloned());
             let f64s = |name: &str| {
                 batch.column_by_name(name).and_then(|c| c.as_any().downcast_ref::<Float64Array>().cloned())
             };
             let (kg, dg) = (f64s("keyword_grounding"), f64s("description_grounding"));
             for r in 0..batch.num_rows() {
-                if found.len() == n {
-                    return Ok(found);
+                if ids.is_null(r) {
+                    continue;
                 }
                 let keywords = match &kws {
                     Some(l) if !l.is_null(r) => {
@@ -351,16 +390,62 @@ pub async fn examples(out: &Location, tail_items: &Location, n: usize) -> Result
                     _ => Vec::new(),
                 };
                 let id = ids.value(r).to_string();
+                let (pos, title, catalog_text) = match info.get(&id) {
+                    Some((pos, title, text)) => (Some(*pos), title.clone(), text.clone()),
+                    None => (None, String::new(), String::new()),
+                };
+                let value =
+                    |a: &Option<Float64Array>| a.as_ref().filter(|a| !a.is_null(r)).map_or(f64::NAN, |a| a.value(r));
                 found.push(Example {
-                    title: titles.get(&id).cloned().unwrap_or_default(),
+                    tail_rank: pos.map(|p| p as u64 + 1),
+                    title,
+                    catalog_text,
                     item_id: id,
-                    description: desc.value(r).to_string(),
+                    description: if desc.is_null(r) { String::new() } else { desc.value(r).to_string() },
                     keywords,
-                    keyword_grounding: kg.as_ref().map_or(f64::NAN, |a| a.value(r)),
-                    description_grounding: dg.as_ref().map_or(f64::NAN, |a| a.value(r)),
+                    keyword_grounding: value(&kg),
+                    description_grounding: value(&dg),
                 });
             }
         }
     }
-    Ok(found)
+    // By popularity; rows of items no longer in tail_items last, by id.
+    found.sort_by(|a, b| {
+        (a.tail_rank.is_none(), a.tail_rank, &a.item_id).cmp(&(b.tail_rank.is_none(), b.tail_rank, &b.item_id))
+    });
+    let picked = spread(found.len(), n);
+    Ok(found.into_iter().enumerate().filter(|(i, _)| picked.contains(i)).map(|(_, e)| e).collect())
+}
+
+/// Rows of `rejects/` by reason (earlier runs' included), e.g. `{"refusal": 3}`.
+pub async fn reject_reasons(out: &Location) -> Result<std::collections::BTreeMap<String, u64>> {
+    let mut counts = std::collections::BTreeMap::new();
+    for (_, loc) in parquet_files(&out.as_dir().join(REJECTS_DIR)).await? {
+        for batch in read_parquet(&loc).await? {
+            let file = loc.display();
+            let col = batch.column_by_name("reason").ok_or_else(|| {
+                Error::from(DataError::new("no reason column").file(&file).hint("not a generate rejects shard"))
+            })?;
+            for reason in as_strings(col, &file, "reason")?.iter() {
+                *counts.entry(reason.unwrap_or("unknown").to_string()).or_default() += 1;
+            }
+        }
+    }
+    Ok(counts)
+}
+
+#[cfg(test)]
+mod report_tests {
+    use super::*;
+
+    #[test]
+    fn examples_are_spread_over_the_tail_and_text_is_shortened() {
+        assert_eq!(spread(100, 10), [0, 11, 22, 33, 44, 55, 66, 77, 88, 99]);
+        assert_eq!(spread(4, 10), [0, 1, 2, 3]);
+        assert_eq!(spread(11, 10).len(), 10);
+        assert_eq!(spread(5, 1), [0]);
+        assert_eq!(shorten("short", 10), "short");
+        assert_eq!(shorten("a rather long catalog text about lab glassware", 20), "a rather long…");
+        assert_eq!(shorten("ééééééééééééé", 5), "éééé…", "cut at a character, not a byte");
+    }
 }
