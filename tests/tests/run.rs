@@ -227,13 +227,39 @@ fn the_generate_stage_runs_after_analyze_and_the_next_night_reuses_its_rows() {
     let html = std::fs::read_to_string(t.path(&format!("{dir}/report.html"))).unwrap();
     let section = html.split("<h2>Generation</h2>").nth(1).expect("a generation section");
     let section = section.split("<h2>").next().unwrap();
-    assert!(section.contains("<svg") && section.contains("tokens / s"), "a throughput plot: {section}");
-    // The examples table: one row per accepted item (at most 8), each with its
+    // Generation over time: summary.json samples the run from its start to its last item.
+    let summary = json(t.path(&format!("{dir}/generate/summary.json")));
+    let progress = summary["progress"].as_array().expect("a progress record");
+    let field = |p: &serde_json::Value, k: &str| p[k].as_f64().unwrap_or_else(|| panic!("{k} in {p}"));
+    assert_eq!(field(&progress[0], "items_done"), 0.0, "{summary}");
+    assert_eq!(field(progress.last().unwrap(), "items_done"), 4.0, "{summary}");
+    for w in progress.windows(2) {
+        for k in ["seconds", "items_done", "generated_tokens"] {
+            assert!(field(&w[1], k) >= field(&w[0], k), "{k} went back: {summary}");
+        }
+    }
+    let tokens = field(progress.last().unwrap(), "generated_tokens");
+    assert!(tokens > 0.0 && tokens <= field(&summary, "generated_tokens"), "{summary}");
+    assert_eq!(section.matches("<svg").count(), 2, "items done and tok/s over time: {section}");
+    assert!(section.contains("items done") && section.contains("generated tok/s"), "{section}");
+    // The examples table: one row per accepted item (at most 10), each with its
     // grounding as written in the shards, and the item text escaped.
     let generated = read_parquet(&t.path(&format!("{dir}/generate/generated/part-00000.parquet")));
     let shares = f64s(&generated, "keyword_grounding");
-    assert_eq!(section.matches("<tr><td>").count(), (accepted as usize).min(8), "{section}");
-    for (d, k) in strings(&generated, "description").iter().zip(&shares).take(8) {
+    let examples = section.split("<table class=\"examples\">").nth(1).unwrap_or("").split("</table>").next().unwrap();
+    assert_eq!(examples.matches("<tr><td>").count(), (accepted as usize).min(10), "{section}");
+    // The rejects: one row per reason with its count in rejects/.
+    let mut reasons = std::collections::BTreeMap::<String, usize>::new();
+    for row in shard_rows(&t.path(&format!("{dir}/generate/rejects")), &[]).values() {
+        let reason = row.iter().find_map(|c| c.strip_prefix("reason=")).unwrap();
+        *reasons.entry(reason.to_string()).or_default() += 1;
+    }
+    assert_eq!(reasons.values().sum::<usize>() as u64, rejected);
+    assert!(section.contains("<h3>Rejects</h3>"), "{section}");
+    for (reason, n) in &reasons {
+        assert!(section.contains(&format!("<tr><td>{reason}</td><td>{n}</td>")), "{reason} {n}: {section}");
+    }
+    for (d, k) in strings(&generated, "description").iter().zip(&shares).take(10) {
         let d = d
             .as_deref()
             .unwrap()
@@ -261,6 +287,8 @@ fn the_generate_stage_runs_after_analyze_and_the_next_night_reuses_its_rows() {
     assert_eq!(m2["stages"][1]["status"], "succeeded");
     assert_eq!(m2["metrics"]["generate_reused_from_cache"], 4.0, "{m2}");
     assert_eq!(m2["metrics"]["generate_new_items"], 0.0);
+    let html2 = std::fs::read_to_string(t.path("out/runs/2026-11-23/report.html")).unwrap();
+    assert!(html2.contains("No generation over time to show: nothing was generated in this run"), "{html2}");
     assert_eq!(
         shard_rows(&t.path(&format!("{dir}/generate/generated")), &[]),
         shard_rows(&t.path("out/runs/2026-11-23/generate/generated"), &[])
@@ -321,6 +349,9 @@ fn the_train_stage_trains_each_variant_and_the_next_night_warm_starts() {
     assert!(prom.contains("tailforge_cold_ndcg_at_10{run_id=\"2026-11-22\",model=\"sasrec_fused\"}"), "{prom}");
     let report = std::fs::read_to_string(t.path(&format!("{dir}/report.md"))).unwrap();
     assert!(report.contains("SASRec `fused` under eval-v1"), "{report}");
+    // Each variant's tables are subsections of its section.
+    assert!(report.contains("\n### fused (best epoch ") && !report.contains("\n## fused (best epoch "), "{report}");
+    assert!(report.contains("\n#### test\n"), "{report}");
     let html = std::fs::read_to_string(t.path(&format!("{dir}/report.html"))).unwrap();
     assert!(html.contains("Training curves") && html.contains("SASRec fused"), "report.html lacks the train sections");
     let weights = repo_root().join("models/all-MiniLM-L6-v2/model.safetensors");

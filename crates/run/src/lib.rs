@@ -31,6 +31,7 @@
 
 mod headline;
 mod push;
+mod recs;
 mod report;
 mod train_stage;
 
@@ -583,20 +584,30 @@ async fn report_markdown(m: &Manifest, run_dir: &Location, headline: Option<&hea
     }
     if let Some(line) = generation_line(m) {
         s.push_str(&format!("\n## Generation\n\n{line}\n"));
-        let examples = generated_examples(run_dir).await;
-        if !examples.is_empty() {
-            s.push_str(
-                "\n| item | description | keywords | grounding (keywords / description) |\n|---|---|---|---:|\n",
-            );
-            for e in &examples {
+        let g = generation_report(run_dir).await;
+        if !g.examples.is_empty() {
+            s.push_str(&format!(
+                "\n### Generated examples\n\n{}\n\n| tail rank | item | catalog text | description | keywords | grounding (keywords / description) |\n|---:|---|---|---|---|---:|\n",
+                EXAMPLES_NOTE
+            ));
+            for e in &g.examples {
                 s.push_str(&format!(
-                    "| {} | {} | {} | {:.2} / {:.2} |\n",
+                    "| {} | {} | {} | {} | {} | {:.2} / {:.2} |\n",
+                    e.tail_rank.map(|r| r.to_string()).unwrap_or_else(|| "—".into()),
                     report::escape_markdown(&e.title),
+                    report::escape_markdown(&e.catalog_text),
                     report::escape_markdown(&e.description),
                     report::escape_markdown(&e.keywords.join(", ")),
                     e.keyword_grounding,
                     e.description_grounding
                 ));
+            }
+        }
+        s.push_str(&format!("\n### Rejects\n\n{}\n", g.rejects_sentence()));
+        if !g.reject_table().is_empty() {
+            s.push_str("\n| reason | items rejected | failed attempts in this run |\n|---|---:|---:|\n");
+            for (reason, items, attempts) in g.reject_table() {
+                s.push_str(&format!("| {} | {items} | {attempts} |\n", report::escape_markdown(&reason)));
             }
         }
     }
@@ -605,21 +616,89 @@ async fn report_markdown(m: &Manifest, run_dir: &Location, headline: Option<&hea
         s.push_str(&String::from_utf8_lossy(&bytes));
     }
     s.push_str(&train_stage::markdown(m, run_dir).await);
+    match recs::section(m, run_dir).await {
+        Ok(Some(r)) => s.push_str(&r.markdown()),
+        Ok(None) => {}
+        Err(e) => warn!(error = %e, "report: cannot read the recommendations"),
+    }
     s
 }
 
 /// Examples of generated rows shown in the report (none when generate did not run).
-const REPORT_EXAMPLES: usize = 8;
+const REPORT_EXAMPLES: usize = 10;
 
-async fn generated_examples(run_dir: &Location) -> Vec<tailforge_generate::output::Example> {
-    let tail_items = run_dir.join(&format!("analyze/{}.parquet", tailforge_core::schema::outputs::TAIL_ITEMS));
-    match tailforge_generate::output::examples(&run_dir.join("generate/"), &tail_items, REPORT_EXAMPLES).await {
-        Ok(e) => e,
-        Err(e) => {
-            tracing::warn!(error = %e, "report: cannot read generated examples");
-            Vec::new()
+const EXAMPLES_NOTE: &str = "Ten accepted tail items spread evenly over the tail by popularity \
+    (tail rank 1 = the most popular tail item): the most popular, the least popular and evenly spaced ones between.";
+
+/// What the report shows of the generate stage besides its metrics.
+#[derive(Default)]
+struct GenerationReport {
+    examples: Vec<tailforge_generate::output::Example>,
+    /// Rows of `rejects/` by reason.
+    rejects: BTreeMap<String, u64>,
+    summary: Option<tailforge_generate::GenerateSummary>,
+}
+
+impl GenerationReport {
+    /// (reason, items rejected, failed attempts of this run) for every reason seen.
+    fn reject_table(&self) -> Vec<(String, u64, u64)> {
+        let attempts = self.summary.as_ref().map(|s| s.filtered_attempts.clone()).unwrap_or_default();
+        let reasons: std::collections::BTreeSet<&String> = self.rejects.keys().chain(attempts.keys()).collect();
+        reasons
+            .into_iter()
+            .map(|r| (r.clone(), self.rejects.get(r).copied().unwrap_or(0), attempts.get(r).copied().unwrap_or(0)))
+            .collect()
+    }
+
+    fn rejects_sentence(&self) -> String {
+        let total: u64 = self.rejects.values().sum();
+        if self.reject_table().is_empty() {
+            "No item was rejected and no attempt failed.".into()
+        } else {
+            format!(
+                "{total} items rejected (rows in rejects/, by the reason of their last attempt); \
+                 failed attempts count every try, retried ones included."
+            )
         }
     }
+
+    /// (seconds, items done) and (seconds, generated tok/s between samples) of this run's generation.
+    fn progress(&self) -> Option<(Vec<(f64, f64)>, Vec<(f64, f64)>)> {
+        let p = &self.summary.as_ref()?.progress;
+        if p.len() < 2 {
+            return None;
+        }
+        let items = p.iter().map(|x| (x.seconds, x.items_done as f64)).collect();
+        let rate = p
+            .windows(2)
+            .filter(|w| w[1].seconds > w[0].seconds)
+            .map(|w| {
+                let tokens = w[1].generated_tokens.saturating_sub(w[0].generated_tokens) as f64;
+                (w[1].seconds, tokens / (w[1].seconds - w[0].seconds))
+            })
+            .collect();
+        Some((items, rate))
+    }
+}
+
+async fn generation_report(run_dir: &Location) -> GenerationReport {
+    let gen_dir = run_dir.join("generate/");
+    let tail_items = run_dir.join(&format!("analyze/{}.parquet", tailforge_core::schema::outputs::TAIL_ITEMS));
+    let examples = tailforge_generate::output::examples(&gen_dir, &tail_items, REPORT_EXAMPLES)
+        .await
+        .inspect_err(|e| warn!(error = %e, "report: cannot read generated examples"))
+        .unwrap_or_default();
+    let rejects = tailforge_generate::output::reject_reasons(&gen_dir)
+        .await
+        .inspect_err(|e| warn!(error = %e, "report: cannot read the rejects"))
+        .unwrap_or_default();
+    let summary = match gen_dir.join(tailforge_core::schema::generate_outputs::SUMMARY).get().await {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .inspect_err(|e| warn!(error = %e, "report: cannot read generate/summary.json"))
+            .ok(),
+        Err(_) => None,
+    };
+    GenerationReport { examples, rejects, summary }
 }
 
 /// One sentence on the generate stage's throughput and grounding, if it ran.
@@ -701,43 +780,63 @@ async fn report_html(m: &Manifest, run_dir: &Location, headline: Option<&headlin
     sections.push((
         "Head vs tail (eval-v1, test, NDCG@10 full ranking)".to_string(),
         format!(
-            "<p>Bars: overall, head, tail, cold (target with at most 5 training interactions), per model. MostPop {:.4} / {:.4} / {:.4} / {:.4}; the SASRec variants' figures are in report.md.</p>{}",
-            ndcg("overall"),
-            ndcg("head"),
-            ndcg("tail"),
-            ndcg("cold"),
+            "<p>One panel per group: overall, head, tail items, cold targets (at most 5 training interactions); \
+             one bar per model, its value printed on it. Each panel has its own scale from 0, \
+             so compare models within a panel and groups by the printed values.</p>{}",
             report::metrics_svg(&models)
         ),
     ));
     if let Some(line) = generation_line(m) {
-        let rate = |k: &str| m.metrics.get(k).copied().unwrap_or(0.0);
-        let bars = [
-            ("prompt tok/s".to_string(), rate("generate_prompt_tok_s")),
-            ("generated tok/s".to_string(), rate("generate_generated_tok_s")),
-        ];
-        let mut table = String::new();
-        let examples = generated_examples(run_dir).await;
-        if !examples.is_empty() {
-            table.push_str("<h3>Generated examples</h3><table><tr><th>item</th><th>description</th><th>keywords</th><th>grounding<br>keywords / description</th></tr>");
-            for e in &examples {
-                table.push_str(&format!(
-                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.2} / {:.2}</td></tr>",
+        let g = generation_report(run_dir).await;
+        let mut body = format!("<p>{}</p>", escape(&line));
+        match g.progress() {
+            Some((items, rate)) => body.push_str(&format!(
+                "<p>This run's generation over time: items done, and generated tokens per second between samples.</p>{}{}",
+                report::series_svg(&[("items done".to_string(), items)], "seconds since the stage started", "items done"),
+                report::series_svg(&[("generated tok/s".to_string(), rate)], "seconds since the stage started", "generated tok/s")
+            )),
+            None => body.push_str(
+                "<p>No generation over time to show: nothing was generated in this run \
+                 (every item came from the cache or an earlier attempt), or its summary has no progress record.</p>",
+            ),
+        }
+        if !g.examples.is_empty() {
+            body.push_str(&format!(
+                "<h3>Generated examples</h3><p>{}</p><table class=\"examples\"><tr><th>tail rank</th><th>item</th><th>catalog text</th><th>description</th><th>keywords</th><th>grounding<br>keywords / description</th></tr>",
+                escape(EXAMPLES_NOTE)
+            ));
+            for e in &g.examples {
+                body.push_str(&format!(
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2} / {:.2}</td></tr>",
+                    e.tail_rank.map(|r| r.to_string()).unwrap_or_else(|| "—".into()),
                     escape(&e.title),
+                    escape(&e.catalog_text),
                     escape(&e.description),
                     escape(&e.keywords.join(", ")),
                     e.keyword_grounding,
                     e.description_grounding
                 ));
             }
-            table.push_str("</table>");
+            body.push_str("</table>");
         }
-        sections.push((
-            "Generation".to_string(),
-            format!("<p>{}</p>{}{table}", escape(&line), report::bars_svg(&bars, "tokens / s")),
-        ));
+        body.push_str(&format!("<h3>Rejects</h3><p>{}</p>", escape(&g.rejects_sentence())));
+        let table = g.reject_table();
+        if !table.is_empty() {
+            body.push_str("<table class=\"rejects\"><tr><th>reason</th><th>items rejected</th><th>failed attempts in this run</th></tr>");
+            for (reason, items, attempts) in table {
+                body.push_str(&format!("<tr><td>{}</td><td>{items}</td><td>{attempts}</td></tr>", escape(&reason)));
+            }
+            body.push_str("</table>");
+        }
+        sections.push(("Generation".to_string(), body));
     }
     if let Some(curves) = train_stage::curves_html(m, run_dir).await {
         sections.push(("Training curves".to_string(), curves));
+    }
+    match recs::section(m, run_dir).await {
+        Ok(Some(r)) => sections.push(("Recommendations".to_string(), r.html())),
+        Ok(None) => {}
+        Err(e) => warn!(error = %e, "report: cannot read the recommendations"),
     }
     sections.push((
         "Provenance".to_string(),

@@ -1,6 +1,7 @@
 //! The run report: `report.md` and a self-contained `report.html` whose plots
-//! are SVG drawn with plotters and embedded inline (no external files, so the
-//! report can be mailed or opened straight from object storage).
+//! are inline SVG (no external files, no scripts, so the report can be mailed
+//! or opened straight from object storage): the head-vs-tail chart is written
+//! by hand ([`grouped_bars`]), the line charts are drawn with plotters.
 
 use std::fmt::Write as _;
 
@@ -31,82 +32,256 @@ pub fn popularity_svg(counts_by_rank: &[u64], head_items: usize) -> String {
     svg
 }
 
-/// Bars of NDCG@10 per group (overall, head, tail, cold) for each model, labelled
-/// "<model> <group>".
-pub fn metrics_svg(models: &[(String, [f64; 4])]) -> String {
-    const GROUPS: [&str; 4] = tailforge_core::schema::EVAL_GROUPS;
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (640, 320)).into_drawing_area();
-        let _ = root.fill(&WHITE);
-        let max = models.iter().flat_map(|(_, v)| v.iter().copied()).fold(0.0f64, f64::max).max(0.01) * 1.2;
-        let bars = (GROUPS.len() * models.len()).max(1) as u32;
-        let chart = ChartBuilder::on(&root)
-            .margin(16)
-            .x_label_area_size(36)
-            .y_label_area_size(52)
-            .build_cartesian_2d((0u32..bars).into_segmented(), 0f64..max);
-        let Ok(mut chart) = chart else { return svg_fallback() };
-        let label = |x: &SegmentValue<u32>| match x {
-            SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => {
-                let (g, m) = (*i as usize / models.len().max(1), *i as usize % models.len().max(1));
-                match (models.get(m), GROUPS.get(g)) {
-                    (Some((name, _)), Some(group)) => format!("{name} {group}"),
-                    _ => String::new(),
-                }
-            }
-            SegmentValue::Last => String::new(),
-        };
-        let _ = chart
-            .configure_mesh()
-            .disable_x_mesh()
-            .x_labels(bars as usize)
-            .x_label_formatter(&label)
-            .y_desc("NDCG@10 (full ranking)")
-            .draw();
-        let palette = [BLUE, RED, GREEN, MAGENTA];
-        for (m, (_, values)) in models.iter().enumerate() {
-            let color = palette[m % palette.len()];
-            let data = values.iter().enumerate().map(|(g, v)| ((g * models.len() + m) as u32, *v));
-            let _ = chart.draw_series(Histogram::vertical(&chart).style(color.filled()).margin(12).data(data));
-        }
-        let _ = root.present();
-    }
-    svg
+/// One model per colour in every chart written by hand: MostPop grey, the
+/// SASRec variants from the Okabe–Ito palette (distinguishable with the
+/// common colour-vision deficiencies).
+const MODEL_COLOURS: [&str; 8] =
+    ["#7f7f7f", "#0072b2", "#e69f00", "#009e73", "#cc79a7", "#d55e00", "#56b4e9", "#000000"];
+
+/// A text element of a hand-written chart, with the box it covers (for the
+/// overlap check): `x` is its anchor, `y` its baseline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Label {
+    pub x: f64,
+    pub y: f64,
+    pub size: f64,
+    /// "start", "middle" or "end".
+    pub anchor: &'static str,
+    /// Turned 90° counter-clockwise about (x, y) (values on narrow bars).
+    pub vertical: bool,
+    pub text: String,
+    pub bold: bool,
+    pub fill: &'static str,
 }
 
-/// One bar per labelled value, e.g. tokens per second by kind.
-pub fn bars_svg(bars: &[(String, f64)], y_desc: &str) -> String {
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (480, 280)).into_drawing_area();
-        let _ = root.fill(&WHITE);
-        let max = bars.iter().map(|b| b.1).fold(0.0f64, f64::max).max(1e-9) * 1.2;
-        let n = bars.len().max(1) as u32;
-        let chart = ChartBuilder::on(&root)
-            .margin(16)
-            .x_label_area_size(36)
-            .y_label_area_size(52)
-            .build_cartesian_2d((0u32..n).into_segmented(), 0f64..max);
-        let Ok(mut chart) = chart else { return svg_fallback() };
-        let label = |x: &SegmentValue<u32>| match x {
-            SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => {
-                bars.get(*i as usize).map(|b| b.0.clone()).unwrap_or_default()
-            }
-            SegmentValue::Last => String::new(),
-        };
-        let _ = chart
-            .configure_mesh()
-            .disable_x_mesh()
-            .x_labels(n as usize)
-            .x_label_formatter(&label)
-            .y_desc(y_desc)
-            .draw();
-        let data = bars.iter().enumerate().map(|(i, b)| (i as u32, b.1));
-        let _ = chart.draw_series(Histogram::vertical(&chart).style(BLUE.filled()).margin(24).data(data));
-        let _ = root.present();
+impl Label {
+    /// Width estimate: 0.62 em per character (wider than system-ui's digits and lower case).
+    fn width(&self) -> f64 {
+        self.text.chars().count() as f64 * self.size * 0.62
     }
-    svg
+
+    /// (left, top, right, bottom) of the text on the page (what the layout tests check).
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub fn bounds(&self) -> (f64, f64, f64, f64) {
+        let (w, h) = (self.width(), self.size);
+        let start = match self.anchor {
+            "middle" => -w / 2.0,
+            "end" => -w,
+            _ => 0.0,
+        };
+        if self.vertical {
+            // Rotated -90° about (x, y): the text runs upwards from y.
+            (self.x - h * 0.8, self.y - (start + w), self.x + h * 0.2, self.y - start)
+        } else {
+            (self.x + start, self.y - h * 0.8, self.x + start + w, self.y + h * 0.2)
+        }
+    }
+
+    fn svg(&self) -> String {
+        let rotate = if self.vertical {
+            format!(" transform=\"rotate(-90 {:.1} {:.1})\"", self.x, self.y)
+        } else {
+            String::new()
+        };
+        format!(
+            "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"{}\" text-anchor=\"{}\" fill=\"{}\"{}{}>{}</text>",
+            self.x,
+            self.y,
+            self.size,
+            self.anchor,
+            self.fill,
+            if self.bold { " font-weight=\"bold\"" } else { "" },
+            rotate,
+            escape(&self.text)
+        )
+    }
+}
+
+/// A filled rectangle with a tooltip.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bar {
+    pub x: f64,
+    pub y: f64,
+    pub w: f64,
+    pub h: f64,
+    pub colour: &'static str,
+    pub title: String,
+}
+
+/// The head-vs-tail chart before it is written out: what the tests check.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupedBars {
+    pub width: f64,
+    pub height: f64,
+    /// (model, colour) in legend order.
+    pub legend: Vec<(String, &'static str)>,
+    pub labels: Vec<Label>,
+    pub bars: Vec<Bar>,
+    /// Panel baselines: (x0, x1, y).
+    pub axes: Vec<(f64, f64, f64)>,
+}
+
+/// A metric value as printed on a bar: 3 decimals, or 2 significant digits
+/// below 0.01 so that a tiny tail figure does not read as "0.000".
+pub fn bar_value(v: f64) -> String {
+    if !v.is_finite() {
+        "—".into()
+    } else if v == 0.0 {
+        "0".into()
+    } else if v.abs() < 0.01 {
+        let digits = (1 - v.abs().log10().floor() as i32).clamp(3, 6) as usize;
+        format!("{v:.digits$}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+/// Lays out NDCG@10 per group (overall, head, tail, cold) for each model as
+/// small multiples: one panel per group, one bar per model in the model's
+/// colour, the value printed on each bar, one legend for all panels.
+///
+/// Each panel has its own linear scale from 0 (to its own largest value):
+/// tail and cold figures are often a tenth of the overall ones and would be
+/// slivers on a shared axis; a log scale would make zero unplottable and
+/// ratios hard to read. Compare models within a panel by bar height, across
+/// panels by the printed values (each panel states its scale's top).
+pub fn grouped_bars(models: &[(String, [f64; 4])]) -> GroupedBars {
+    const GROUPS: [&str; 4] = tailforge_core::schema::EVAL_GROUPS;
+    const WIDTH: f64 = 880.0;
+    const PANEL_GAP: f64 = 16.0;
+    const PLOT_H: f64 = 200.0;
+    let font = 11.0;
+    let mut labels = Vec::new();
+    // Legend: colour swatch + name, wrapped onto as many rows as needed.
+    let mut legend = Vec::new();
+    let mut bars = Vec::new();
+    let (mut lx, mut ly) = (8.0, 18.0);
+    for (m, (name, _)) in models.iter().enumerate() {
+        let colour = MODEL_COLOURS[m % MODEL_COLOURS.len()];
+        let label = Label {
+            x: 0.0,
+            y: 0.0,
+            size: font,
+            anchor: "start",
+            vertical: false,
+            text: name.clone(),
+            bold: false,
+            fill: "#222",
+        };
+        let w = 16.0 + label.width() + 18.0;
+        if lx > 8.0 && lx + w > WIDTH - 8.0 {
+            lx = 8.0;
+            ly += 18.0;
+        }
+        bars.push(Bar { x: lx, y: ly - 10.0, w: 11.0, h: 11.0, colour, title: name.clone() });
+        labels.push(Label { x: lx + 16.0, y: ly, ..label });
+        legend.push((name.clone(), colour));
+        lx += w;
+    }
+    let top = ly + 22.0; // panel titles
+    let plot_top = top + 30.0; // room for a value above the tallest bar
+    let base = plot_top + PLOT_H;
+    let panel_w = (WIDTH - PANEL_GAP * (GROUPS.len() as f64 + 1.0)) / GROUPS.len() as f64;
+    let mut axes = Vec::new();
+    let n = models.len().max(1) as f64;
+    for (g, group) in GROUPS.iter().enumerate() {
+        let x0 = PANEL_GAP + g as f64 * (panel_w + PANEL_GAP);
+        let max = models.iter().map(|(_, v)| v[g]).filter(|v| v.is_finite()).fold(0.0f64, f64::max);
+        labels.push(Label {
+            x: x0 + panel_w / 2.0,
+            y: top,
+            size: font + 1.0,
+            anchor: "middle",
+            vertical: false,
+            text: group.to_string(),
+            bold: true,
+            fill: "#222",
+        });
+        labels.push(Label {
+            x: x0 + panel_w / 2.0,
+            y: base + 16.0,
+            size: font - 1.0,
+            anchor: "middle",
+            vertical: false,
+            text: format!("scale 0–{}", bar_value(max)),
+            bold: false,
+            fill: "#222",
+        });
+        axes.push((x0, x0 + panel_w, base));
+        let slot = panel_w / n;
+        let bar_w = (slot * 0.7).min(48.0);
+        for (m, (name, values)) in models.iter().enumerate() {
+            let v = values[g];
+            let h = if max > 0.0 && v.is_finite() { (v.max(0.0) / max) * PLOT_H } else { 0.0 };
+            let cx = x0 + slot * (m as f64 + 0.5);
+            let colour = MODEL_COLOURS[m % MODEL_COLOURS.len()];
+            bars.push(Bar {
+                x: cx - bar_w / 2.0,
+                y: base - h,
+                w: bar_w,
+                h,
+                colour,
+                title: format!("{name} {group}: {}", bar_value(v)),
+            });
+            let mut value = Label {
+                x: cx,
+                y: base - h - 4.0,
+                size: font - 1.0,
+                anchor: "middle",
+                vertical: false,
+                text: bar_value(v),
+                bold: false,
+                fill: "#222",
+            };
+            if value.width() > slot - 2.0 {
+                // Too wide for the slot: written upwards, starting just above the bar.
+                value = Label { x: cx + (font - 1.0) * 0.3, anchor: "start", vertical: true, ..value };
+                if h > value.width() + 8.0 {
+                    // Inside a tall bar, so it cannot run into the panel title.
+                    value.y = base - 4.0;
+                    value.fill = "white";
+                }
+            }
+            labels.push(value);
+        }
+    }
+    GroupedBars { width: WIDTH, height: base + 26.0, legend, labels, bars, axes }
+}
+
+impl GroupedBars {
+    pub fn svg(&self) -> String {
+        let mut s = format!(
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{0}\" height=\"{1:.0}\" viewBox=\"0 0 {0} {1:.0}\" \
+             font-family=\"system-ui,sans-serif\" role=\"img\" aria-label=\"NDCG@10 by group and model\">\
+             <rect width=\"100%\" height=\"100%\" fill=\"white\"/>",
+            self.width, self.height
+        );
+        for b in &self.bars {
+            let _ = write!(
+                s,
+                "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{}\"><title>{}</title></rect>",
+                b.x,
+                b.y,
+                b.w,
+                b.h,
+                b.colour,
+                escape(&b.title)
+            );
+        }
+        for (x0, x1, y) in &self.axes {
+            let _ = write!(s, "<line x1=\"{x0:.1}\" y1=\"{y:.1}\" x2=\"{x1:.1}\" y2=\"{y:.1}\" stroke=\"#444\"/>");
+        }
+        for l in &self.labels {
+            s.push_str(&l.svg());
+        }
+        s.push_str("</svg>");
+        s
+    }
+}
+
+/// NDCG@10 per group for each model: [`grouped_bars`] as inline SVG.
+pub fn metrics_svg(models: &[(String, [f64; 4])]) -> String {
+    grouped_bars(models).svg()
 }
 
 fn svg_fallback() -> String {
@@ -121,7 +296,9 @@ pub fn html(title: &str, sections: &[(String, String)]) -> String {
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>{}</title>\
          <style>body{{font-family:system-ui,sans-serif;max-width:900px;margin:2em auto;color:#222}}\
          table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}\
-         pre{{background:#f6f6f6;padding:8px}}</style></head><body><h1>{}</h1>",
+         pre{{background:#f6f6f6;padding:8px}}table.examples td,table.recs td,table.rejects td:first-child{{text-align:left;vertical-align:top}}\
+         table.examples td:first-child,table.recs td:first-child{{text-align:right}}\
+         .tail{{background:#fde2c4;border-radius:3px;padding:0 4px;font-size:.85em}}svg{{max-width:100%;height:auto}}</style></head><body><h1>{}</h1>",
         escape(title),
         escape(title)
     );
@@ -150,6 +327,20 @@ pub fn escape_markdown(text: &str) -> String {
     out
 }
 
+/// Moves the headings of a Markdown document included under a `##` section
+/// one level down (`## x` → `### x`), so they read as its subsections.
+pub fn demote_headings(markdown: &str) -> String {
+    let mut out = String::with_capacity(markdown.len() + 16);
+    for line in markdown.split_inclusive('\n') {
+        let level = line.bytes().take_while(|b| *b == b'#').count();
+        if level > 0 && level < 6 && line[level..].starts_with(' ') {
+            out.push('#');
+        }
+        out.push_str(line);
+    }
+    out
+}
+
 pub fn escape(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
@@ -159,6 +350,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn included_markdown_headings_become_subsections() {
+        let md = "## id (best epoch 2 of 2, 0.10 s/epoch)\n\n### test\n\n| a |\n|#x|\n#hashtag\n";
+        assert_eq!(
+            demote_headings(md),
+            "### id (best epoch 2 of 2, 0.10 s/epoch)\n\n#### test\n\n| a |\n|#x|\n#hashtag\n"
+        );
+    }
+
+    #[test]
     fn markdown_cells_cannot_carry_markup() {
         let e = escape_markdown("x | <script>alert(1)</script> [a](http://e) **b**\nc");
         assert_eq!(e, "x \\| \\<script\\>alert\\(1\\)\\</script\\> \\[a\\]\\(http://e\\) \\*\\*b\\*\\* c");
@@ -166,22 +366,109 @@ mod tests {
 
     #[test]
     fn plots_are_svg_with_their_labels() {
-        let bars = bars_svg(&[("prompt".into(), 100.0), ("generated".into(), 53.0)], "tokens / s");
-        assert!(bars.starts_with("<svg") && bars.contains("generated") && bars.contains("tokens / s"), "{bars}");
         let counts: Vec<u64> = (1..=500).map(|r| 10_000 / r).collect();
         let svg = popularity_svg(&counts, 100);
         assert!(svg.starts_with("<svg") && svg.contains("<polyline"), "{}", &svg[..svg.len().min(300)]);
         assert!(svg.contains("item rank"), "axis label rendered");
         let bars = metrics_svg(&[("mostpop".into(), [0.025, 0.055, 0.0, 0.0])]);
-        assert!(bars.matches("<rect").count() >= 3, "{bars}");
-        assert!(bars.contains("mostpop tail"), "bars are labelled");
+        assert!(bars.starts_with("<svg") && bars.matches("<rect").count() >= 5, "{bars}");
+        assert!(bars.contains("<title>mostpop tail: 0</title>"), "bars carry their model, group and value");
         assert!(html("run <x>", &[("a".into(), bars)]).contains("run &lt;x&gt;"));
+    }
+
+    fn overlapping(labels: &[Label]) -> Vec<(String, String)> {
+        let mut found = Vec::new();
+        for (i, a) in labels.iter().enumerate() {
+            for b in &labels[i + 1..] {
+                let (a0, a1) = (a.bounds(), b.bounds());
+                if a0.0 < a1.2 && a1.0 < a0.2 && a0.1 < a1.3 && a1.1 < a0.3 {
+                    found.push((a.text.clone(), b.text.clone()));
+                }
+            }
+        }
+        found
+    }
+
+    fn four_models() -> Vec<(String, [f64; 4])> {
+        vec![
+            ("MostPop".into(), [0.0312, 0.0571, 0.0004, 0.0]),
+            ("SASRec id".into(), [0.0865, 0.1204, 0.0123, 0.0041]),
+            ("SASRec fused".into(), [0.0902, 0.1188, 0.0188, 0.0066]),
+            ("SASRec dual".into(), [0.0871, 0.1149, 0.0202, 0.0093]),
+        ]
+    }
+
+    #[test]
+    fn the_head_vs_tail_chart_has_a_legend_entry_per_model_and_no_overlapping_text() {
+        let models = four_models();
+        let chart = grouped_bars(&models);
+        let names: Vec<&str> = chart.legend.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["MostPop", "SASRec id", "SASRec fused", "SASRec dual"]);
+        let colours: std::collections::HashSet<_> = chart.legend.iter().map(|(_, c)| *c).collect();
+        assert_eq!(colours.len(), 4, "one colour per model");
+        let svg = chart.svg();
+        for (name, _) in &models {
+            assert_eq!(svg.matches(&format!(">{name}</text>")).count(), 1, "{name} once in the legend: {svg}");
+        }
+        // 4 groups × 4 models: a value on every bar, each panel titled.
+        for group in tailforge_core::schema::EVAL_GROUPS {
+            assert_eq!(svg.matches(&format!(">{group}</text>")).count(), 1, "{group}");
+        }
+        for value in ["0.090", "0.120", "0.00040", "0.0093", "0.0041"] {
+            assert!(svg.contains(&format!(">{value}</text>")), "{value} printed: {svg}");
+        }
+        assert_eq!(chart.bars.len(), 4 + 16, "4 legend swatches, 16 bars");
+        assert!(overlapping(&chart.labels).is_empty(), "{:?}", overlapping(&chart.labels));
+        // Every text inside the picture.
+        for l in &chart.labels {
+            let (x0, y0, x1, y1) = l.bounds();
+            assert!(x0 >= 0.0 && y0 >= 0.0 && x1 <= chart.width && y1 <= chart.height, "{l:?} outside");
+        }
+    }
+
+    #[test]
+    fn tiny_tail_values_fill_their_own_panel() {
+        let chart = grouped_bars(&four_models());
+        // Panel 2 (tail): the largest tail value gets the full plot height, as
+        // the largest overall value does in panel 0.
+        let heights: Vec<f64> = chart.bars[4..].iter().map(|b| b.h).collect();
+        let max = |bars: &[f64]| bars.iter().fold(0.0f64, |a, b| a.max(*b));
+        let (overall_max, tail_max) = (max(&heights[0..4]), max(&heights[8..12]));
+        assert!((overall_max - tail_max).abs() < 1e-9 && tail_max > 100.0, "{heights:?}");
+        assert!(heights[8] > 0.0, "MostPop's 0.0004 is a visible bar: {heights:?}");
+        assert_eq!(heights[12], 0.0, "a zero is no bar");
+        assert_eq!(
+            (bar_value(0.0004), bar_value(0.0123), bar_value(0.0), bar_value(f64::NAN)),
+            ("0.00040".into(), "0.012".into(), "0".into(), "—".into())
+        );
+    }
+
+    #[test]
+    fn many_or_long_named_models_still_do_not_overlap_and_names_are_escaped() {
+        let mut models = four_models();
+        for k in 0..4 {
+            models.push((format!("SASRec variant <b>&{k}</b> with a rather long name"), [0.1234, 0.0567, 0.0012, 0.0]));
+        }
+        let chart = grouped_bars(&models);
+        assert!(overlapping(&chart.labels).is_empty(), "{:?}", overlapping(&chart.labels));
+        assert!(chart.labels.iter().any(|l| l.vertical), "values turn upright on narrow bars");
+        let svg = chart.svg();
+        assert!(svg.contains("SASRec variant &lt;b&gt;&amp;0&lt;/b&gt; with") && !svg.contains("<b>"), "{svg}");
+        for l in &chart.labels {
+            let (x0, y0, x1, y1) = l.bounds();
+            assert!(x0 >= 0.0 && y0 >= 0.0 && x1 <= chart.width && y1 <= chart.height, "{l:?} outside");
+        }
     }
 }
 
 /// Training curves: one line per model of (epoch, value), e.g. validation
 /// NDCG@10 or the training loss; `y_desc` names the value.
 pub fn curves_svg(curves: &[(String, Vec<(f64, f64)>)], y_desc: &str) -> String {
+    series_svg(curves, "epoch", y_desc)
+}
+
+/// Lines of (x, y) points, one per named series, with a legend.
+pub fn series_svg(curves: &[(String, Vec<(f64, f64)>)], x_desc: &str, y_desc: &str) -> String {
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (640, 320)).into_drawing_area();
@@ -194,7 +481,7 @@ pub fn curves_svg(curves: &[(String, Vec<(f64, f64)>)], y_desc: &str) -> String 
             .y_label_area_size(52)
             .build_cartesian_2d(0f64..max_x, 0f64..(max_y * 1.1).max(1e-3));
         let Ok(mut chart) = chart else { return svg_fallback() };
-        let _ = chart.configure_mesh().x_desc("epoch").y_desc(y_desc).draw();
+        let _ = chart.configure_mesh().x_desc(x_desc).y_desc(y_desc).draw();
         let palette = [BLUE, RED, GREEN, MAGENTA];
         for (k, (name, curve)) in curves.iter().enumerate() {
             let color = palette[k % palette.len()];

@@ -124,7 +124,7 @@ pub(crate) async fn markdown(manifest: &Manifest, run_dir: &Location) -> String 
     for (v, _) in trained(&variants_of(manifest), run_dir).await {
         if let Ok(bytes) = run_dir.join(&format!("train/{v}/metrics.md")).get().await {
             s.push_str(&format!("\n## SASRec `{v}` under eval-v1\n\n"));
-            s.push_str(&String::from_utf8_lossy(&bytes));
+            s.push_str(&crate::report::demote_headings(&String::from_utf8_lossy(&bytes)));
         }
     }
     s
