@@ -669,12 +669,14 @@ impl GenerationReport {
             return None;
         }
         let items = p.iter().map(|x| (x.seconds, x.items_done as f64)).collect();
+        // Over a window of about a twentieth of the samples: one item's tokens are noise.
+        let window = (p.len() / 20).max(1);
         let rate = p
-            .windows(2)
-            .filter(|w| w[1].seconds > w[0].seconds)
+            .windows(window + 1)
+            .filter(|w| w[window].seconds > w[0].seconds)
             .map(|w| {
-                let tokens = w[1].generated_tokens.saturating_sub(w[0].generated_tokens) as f64;
-                (w[1].seconds, tokens / (w[1].seconds - w[0].seconds))
+                let tokens = w[window].generated_tokens.saturating_sub(w[0].generated_tokens) as f64;
+                (w[window].seconds, tokens / (w[window].seconds - w[0].seconds))
             })
             .collect();
         Some((items, rate))
@@ -791,9 +793,18 @@ async fn report_html(m: &Manifest, run_dir: &Location, headline: Option<&headlin
         let mut body = format!("<p>{}</p>", escape(&line));
         match g.progress() {
             Some((items, rate)) => body.push_str(&format!(
-                "<p>This run's generation over time: items done, and generated tokens per second between samples.</p>{}{}",
-                report::series_svg(&[("items done".to_string(), items)], "seconds since the stage started", "items done"),
-                report::series_svg(&[("generated tok/s".to_string(), rate)], "seconds since the stage started", "generated tok/s")
+                "<p>This run's generation over time: items done, and generated tokens per second \
+                 (over the last ~5% of the run's samples).</p>{}{}",
+                report::series_svg(
+                    &[("items done".to_string(), items)],
+                    "seconds since the stage started",
+                    "items done"
+                ),
+                report::series_svg(
+                    &[("generated tok/s".to_string(), rate)],
+                    "seconds since the stage started",
+                    "generated tok/s"
+                )
             )),
             None => body.push_str(
                 "<p>No generation over time to show: nothing was generated in this run \
@@ -869,6 +880,29 @@ mod tests {
         assert!(validate_run_id("2026-11-22_retry.1").is_ok());
         assert!(validate_run_id("../etc").is_err());
         assert!(validate_run_id("").is_err());
+    }
+
+    #[test]
+    fn generation_over_time_is_items_done_and_a_token_rate_between_samples() {
+        use tailforge_generate::{GenerateSummary, ProgressPoint};
+        let point = |seconds, items_done, generated_tokens| ProgressPoint { seconds, items_done, generated_tokens };
+        let mut g = GenerationReport {
+            summary: Some(GenerateSummary {
+                progress: vec![point(0.5, 0, 0), point(2.5, 1, 100), point(3.5, 2, 150)],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let (items, rate) = g.progress().unwrap();
+        assert_eq!(items, [(0.5, 0.0), (2.5, 1.0), (3.5, 2.0)]);
+        assert_eq!(rate, [(2.5, 50.0), (3.5, 50.0)]);
+        // Nothing generated (all from the cache): no chart.
+        g.summary.as_mut().unwrap().progress.truncate(1);
+        assert!(g.progress().is_none());
+        g.rejects.insert("refusal".into(), 2);
+        g.summary.as_mut().unwrap().filtered_attempts.insert("truncated".into(), 3);
+        assert_eq!(g.reject_table(), [("refusal".into(), 2, 0), ("truncated".into(), 0, 3)]);
+        assert!(g.rejects_sentence().starts_with("2 items rejected"));
     }
 
     #[tokio::test]
