@@ -354,6 +354,45 @@ fn the_train_stage_trains_each_variant_and_the_next_night_warm_starts() {
     assert!(report.contains("\n#### test\n"), "{report}");
     let html = std::fs::read_to_string(t.path(&format!("{dir}/report.html"))).unwrap();
     assert!(html.contains("Training curves") && html.contains("SASRec fused"), "report.html lacks the train sections");
+    // Recommendations: 5 test users; the first is the smallest evaluated user
+    // id, and its rank-1 rows are each model's recommendations.parquet rank 1,
+    // by title, marked when a tail item.
+    let recs_md = report.split("\n## Recommendations\n").nth(1).expect("a recommendations section");
+    assert_eq!(recs_md.matches("\n### User ").count(), 5, "{recs_md}");
+    let split = read_parquet(&t.path(&format!("{dir}/analyze/split.parquet")));
+    let (users, tests) = (i64s(&split, "user_id"), i64s(&split, "test_item"));
+    let first = users.iter().zip(&tests).filter(|(_, t)| t.is_some()).filter_map(|(u, _)| *u).min().unwrap();
+    let item_text = read_parquet(&t.path(&format!("{dir}/analyze/item_text.parquet")));
+    let titles: std::collections::HashMap<i64, String> = i64s(&item_text, "item_id")
+        .into_iter()
+        .zip(strings(&item_text, "title"))
+        .filter_map(|(i, t)| Some((i?, t?)))
+        .collect();
+    let stats = read_parquet(&t.path(&format!("{dir}/analyze/item_stats.parquet")));
+    let tail: std::collections::HashSet<i64> = i64s(&stats, "item_id")
+        .into_iter()
+        .zip(strings(&stats, "group"))
+        .filter(|(_, g)| g.as_deref() == Some("tail"))
+        .filter_map(|(i, _)| i)
+        .collect();
+    let top1 = |v: &str| {
+        let recs = read_parquet(&t.path(&format!("{dir}/train/{v}/recommendations.parquet")));
+        let (u, r, i) = (i64s(&recs, "user_id"), i64s(&recs, "rank"), i64s(&recs, "item_id"));
+        let k = (0..recs.num_rows()).find(|&k| u[k] == Some(first) && r[k] == Some(1)).unwrap();
+        let item = i[k].unwrap();
+        let escaped: String = titles[&item]
+            .chars()
+            .flat_map(|c| if "\\`*_[]()#|<>!~{}".contains(c) { vec!['\\', c] } else { vec![c] })
+            .collect();
+        format!("{escaped}{}", if tail.contains(&item) { " **(tail)**" } else { "" })
+    };
+    let block =
+        recs_md.split(&format!("\n### User {first}\n")).nth(1).expect("the first user").split("\n### ").next().unwrap();
+    let rank1 = block.lines().find(|l| l.starts_with("| 1 | ")).expect("a rank-1 row");
+    let (id1, fused1) = (top1("id"), top1("fused"));
+    assert!(rank1.starts_with(&format!("| 1 | {id1} | ")), "{id1} first in {rank1}");
+    assert!(rank1.contains(&format!(" | {fused1} | ")), "{fused1} in {rank1}");
+    assert_eq!(block.lines().filter(|l| l.starts_with("| ") && !l.starts_with("| rank")).count(), 5, "{block}");
     let weights = repo_root().join("models/all-MiniLM-L6-v2/model.safetensors");
     let key = format!("text encoder: {}", repo_root().join("models/all-MiniLM-L6-v2").display());
     assert_eq!(m["models"][key], sha256sum(&weights), "{m}");
