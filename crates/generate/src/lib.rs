@@ -539,7 +539,7 @@ pub async fn generate_with(
             }
         }
         items_done += 1;
-        if items_done % every == 0 || items_done == total {
+        if items_done.is_multiple_of(every) || items_done == total {
             summary.progress.push(sample(items_done));
         }
         if let Err(e) = writer.flush(false).await {

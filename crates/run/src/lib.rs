@@ -630,6 +630,9 @@ const REPORT_EXAMPLES: usize = 10;
 const EXAMPLES_NOTE: &str = "Ten accepted tail items spread evenly over the tail by popularity \
     (tail rank 1 = the most popular tail item): the most popular, the least popular and evenly spaced ones between.";
 
+/// (x, y) points of a line chart.
+type Series = Vec<(f64, f64)>;
+
 /// What the report shows of the generate stage besides its metrics.
 #[derive(Default)]
 struct GenerationReport {
@@ -663,7 +666,7 @@ impl GenerationReport {
     }
 
     /// (seconds, items done) and (seconds, generated tok/s between samples) of this run's generation.
-    fn progress(&self) -> Option<(Vec<(f64, f64)>, Vec<(f64, f64)>)> {
+    fn progress(&self) -> Option<(Series, Series)> {
         let p = &self.summary.as_ref()?.progress;
         if p.len() < 2 {
             return None;
