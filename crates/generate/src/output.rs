@@ -448,4 +448,70 @@ mod report_tests {
         assert_eq!(shorten("a rather long catalog text about lab glassware", 20), "a rather long…");
         assert_eq!(shorten("ééééééééééééé", 5), "éééé…", "cut at a character, not a byte");
     }
+
+    /// 25 tail items (by popularity), 24 of them generated across two shards
+    /// in another order, plus a row of an item no longer in tail_items.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn examples_follow_tail_popularity_not_shard_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Location::parse(dir.path().to_str().unwrap()).unwrap().as_dir();
+        let n = 25i64;
+        let tail = RecordBatch::try_from_iter(vec![
+            ("item_id", Arc::new(Int64Array::from_iter_values(1..=n)) as ArrayRef),
+            ("title", Arc::new(StringArray::from_iter_values((1..=n).map(|i| format!("Item <{i}>"))))),
+            ("interactions", Arc::new(Int64Array::from_iter_values((1..=n).map(|i| 100 - i)))),
+            ("rank", Arc::new(Int64Array::from_iter_values((1..=n).map(|i| 40 + i)))),
+            (
+                "category",
+                Arc::new(StringArray::from_iter_values((1..=n).map(|i| format!("cat {i} {}", "x".repeat(300))))),
+            ),
+        ])
+        .unwrap();
+        write_shard(&root.join("analyze/"), 0, &tail).await.unwrap();
+        let row = |id: i64| GeneratedRow {
+            id: ItemId::Int(id),
+            description: format!("description {id}"),
+            keywords: vec![format!("k{id}")],
+            prompt_hash: String::new(),
+            seed: 0,
+            prompt_tokens: 1,
+            generated_tokens: 1,
+            generation_ms: 1,
+            grounding: crate::grounding::Grounding { keywords: 1.0, description: 0.5 },
+        };
+        // Item 2 was not generated; 999 is not a tail item any more.
+        let mut ids: Vec<i64> = (1..=n).filter(|i| *i != 2).rev().collect();
+        ids.push(999);
+        let gen_dir = root.join("generate/").join(GENERATED_DIR);
+        for (k, part) in ids.chunks(13).enumerate() {
+            let rows: Vec<GeneratedRow> = part.iter().map(|i| row(*i)).collect();
+            write_shard(&gen_dir, k as u32, &generated_batch(IdKind::Int64, &rows, "m", "p").unwrap()).await.unwrap();
+        }
+        let tail_items = root.join("analyze/").join(&shard_name(0));
+        let found = examples(&root.join("generate/"), &tail_items, 10).await.unwrap();
+        let picked: Vec<&str> = found.iter().map(|e| e.item_id.as_str()).collect();
+        // 25 rows sorted by tail position (1, 3, 4, …, 25, then 999); spread(25, 10)
+        // picks indices 0, 2, 5, 8, 10, 13, 16, 18, 21, 24 of them.
+        assert_eq!(picked, ["1", "4", "7", "10", "12", "15", "18", "20", "23", "999"]);
+        assert_eq!(found[0].tail_rank, Some(1));
+        assert_eq!(found[1].tail_rank, Some(4));
+        assert_eq!(found[9].tail_rank, None);
+        assert_eq!(found[0].title, "Item <1>");
+        assert!(found[0].catalog_text.starts_with("category: cat 1 ") && found[0].catalog_text.ends_with('…'));
+        assert!(found[0].catalog_text.chars().count() <= CATALOG_TEXT_CHARS);
+        assert_eq!((found[0].keywords.clone(), found[0].keyword_grounding), (vec!["k1".to_string()], 1.0));
+        assert!(reject_reasons(&root.join("generate/")).await.unwrap().is_empty(), "no rejects/");
+        let rejects = rejects_batch(
+            IdKind::Int64,
+            &[
+                RejectRow { id: ItemId::Int(2), reason: "refusal".into(), attempts: 3 },
+                RejectRow { id: ItemId::Int(7), reason: "refusal".into(), attempts: 3 },
+                RejectRow { id: ItemId::Int(8), reason: "truncated".into(), attempts: 3 },
+            ],
+        )
+        .unwrap();
+        write_shard(&root.join("generate/").join(REJECTS_DIR), 0, &rejects).await.unwrap();
+        let counts = reject_reasons(&root.join("generate/")).await.unwrap();
+        assert_eq!(counts.into_iter().collect::<Vec<_>>(), [("refusal".to_string(), 2), ("truncated".to_string(), 1)]);
+    }
 }
