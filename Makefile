@@ -5,7 +5,7 @@ CARGO ?= cargo
 BIN := $(CARGO_TARGET_DIR)/release/tailforge
 DEMO_DIR ?= data/demo
 
-.PHONY: all setup build test report-check demo bench bench-analyze bench-train bench-train-amazon bench-train-speed bench-generate bench-generate-ablation fmt lint clean-data
+.PHONY: all setup build test report-check reliability demo bench bench-analyze bench-train bench-train-amazon bench-train-speed bench-generate bench-generate-ablation fmt lint clean-data
 
 all: build
 
@@ -26,6 +26,13 @@ test: setup build
 report-check: setup build
 	$(CARGO) test --release --workspace --test report
 	@if [ -n "$(REPORT)" ]; then bash scripts/report-check.sh "$(REPORT)"; fi
+
+## reliability: the crash harness with 20 kill points (TAILFORGE_CRASH_POINTS, seed
+## TAILFORGE_CRASH_SEED), two runs at once, a full disk, no secret in any output.
+## `make test` runs the same tests with 4 kill points. docs/reliability.md.
+TAILFORGE_CRASH_POINTS ?= 20
+reliability: setup build
+	TAILFORGE_CRASH_POINTS=$(TAILFORGE_CRASH_POINTS) $(CARGO) test --release --workspace --test crash --test secrets -- --nocapture --test-threads 1
 
 ## demo: set up, build, generate the synthetic shop, run the pipeline on it.
 demo: setup build

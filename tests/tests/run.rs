@@ -10,16 +10,6 @@ fn sha256sum(path: &std::path::Path) -> String {
     String::from_utf8(out.stdout).unwrap().split_whitespace().next().unwrap().to_string()
 }
 
-/// Every file below `dir`, recursively.
-fn files_below(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() { files.extend(files_below(&path)) } else { files.push(path) }
-    }
-    files
-}
-
 fn json(path: std::path::PathBuf) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
 }
@@ -441,37 +431,6 @@ fn the_train_stage_trains_each_variant_and_the_next_night_warm_starts() {
     let html = std::fs::read_to_string(t.path("out/runs/2026-11-23/report.html")).unwrap();
     let headline_at = html.find("Headline: SASRec fused vs SASRec id").expect("report.html has no headline");
     assert!(headline_at < html.find("Training curves").unwrap(), "the headline is not first in report.html");
-}
-
-/// A one-request HTTP server standing in for a Pushgateway: answers with
-/// `status` (e.g. "200 OK") and hands over the request it got (request line,
-/// headers and body).
-fn fake_pushgateway(status: &'static str) -> (u16, std::thread::JoinHandle<String>) {
-    use std::io::{BufRead, BufReader, Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let server = std::thread::spawn(move || {
-        let (stream, _) = listener.accept().unwrap();
-        let mut reader = BufReader::new(stream.try_clone().unwrap());
-        let mut head = String::new();
-        let mut length = 0usize;
-        loop {
-            let mut line = String::new();
-            reader.read_line(&mut line).unwrap();
-            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                length = v.trim().parse().unwrap();
-            }
-            head.push_str(&line);
-            if line == "\r\n" {
-                break;
-            }
-        }
-        let mut body = vec![0u8; length];
-        reader.read_exact(&mut body).unwrap();
-        (&stream).write_all(format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\n\r\n").as_bytes()).unwrap();
-        head + &String::from_utf8(body).unwrap()
-    });
-    (port, server)
 }
 
 #[test]
