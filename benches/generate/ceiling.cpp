@@ -11,6 +11,7 @@
 // Prints one JSON line: decode seconds, batches, prompt and generated tokens.
 #include "llama.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -28,7 +29,9 @@ struct Segment {
 
 struct Op {
     bool clear;
-    int seq;                     // for a clear
+    bool copy;
+    int seq;                     // for a clear; the destination of a copy
+    int from;                    // for a copy
     std::vector<Segment> segs;   // for a decode
 };
 
@@ -61,6 +64,7 @@ int main(int argc, char ** argv) {
     }
     std::string line;
     long long prompt_tokens = 0, generated_tokens = 0;
+    int max_seq = parallel - 1;
     while (std::getline(in, line)) {
         std::istringstream ls(line);
         std::string kind;
@@ -69,6 +73,10 @@ int main(int argc, char ** argv) {
         if (kind == "C") {
             op.clear = true;
             ls >> op.seq;
+        } else if (kind == "K") {
+            // generate.share_prefix: the prefix sequence copied into an item's slot.
+            op.copy = true;
+            ls >> op.from >> op.seq;
         } else if (kind == "D") {
             int n = 0;
             ls >> n;
@@ -85,6 +93,7 @@ int main(int argc, char ** argv) {
                     prompt_tokens += s.count;
                 }
                 op.segs.push_back(s);
+                max_seq = std::max(max_seq, s.seq);
             }
         } else {
             continue;
@@ -103,10 +112,12 @@ int main(int argc, char ** argv) {
     }
     // The same context parameters as crates/generate/src/engine.rs.
     llama_context_params cp = llama_context_default_params();
-    cp.n_ctx = (uint32_t) (n_ctx * parallel);
+    // With a shared prefix the engine decodes it into one more sequence.
+    const int n_seq = max_seq + 1;
+    cp.n_ctx = (uint32_t) (n_ctx * n_seq);
     cp.n_batch = (uint32_t) n_ctx;
     cp.n_ubatch = (uint32_t) (n_ctx < 512 ? n_ctx : 512);
-    cp.n_seq_max = (uint32_t) parallel;
+    cp.n_seq_max = (uint32_t) n_seq;
     cp.n_threads = threads;
     cp.n_threads_batch = threads;
     llama_context * ctx = llama_init_from_model(model, cp);
@@ -123,6 +134,10 @@ int main(int argc, char ** argv) {
     for (const Op & op : ops) {
         if (op.clear) {
             llama_memory_seq_rm(mem, op.seq, -1, -1);
+            continue;
+        }
+        if (op.copy) {
+            llama_memory_seq_cp(mem, op.from, op.seq, -1, -1);
             continue;
         }
         batch.n_tokens = 0;

@@ -171,6 +171,55 @@ fn a_second_run_with_the_same_cache_reuses_every_item() {
 /// `--pipeline` reads `<output>/analyze/tail_items.parquet`, writes
 /// `<output>/generate/` and caches under `<output>/cache/generate/`.
 #[test]
+fn the_shared_prompt_prefix_is_decoded_once_per_run() {
+    let _llm = llm_lock();
+    let t = TestDir::new();
+    analyze_movielens(&t, &[]);
+    // One attempt per item and no cache, so both runs decode the same prompts.
+    let run = |dest: &str, share: &str| -> (serde_json::Value, String) {
+        let sets = ["--set", "generate.max_retries=0", "--set", "generate.use_cache=false", "--set", share];
+        let args = gen_args(dest, "6", "3", &sets);
+        let trace = t.path(&format!("{dest}.trace"));
+        let out = t.cmd().args(&args).env("TAILFORGE_GENERATE_TRACE", &trace).output().expect("spawn tailforge");
+        assert!(out.status.success(), "{}", stderr(&out));
+        (summary(&t, dest), std::fs::read_to_string(trace).expect("trace"))
+    };
+    let (shared, shared_trace) = run("shared", "generate.share_prefix=true");
+    let (plain, plain_trace) = run("plain", "generate.share_prefix=false");
+    let prefix = shared["shared_prefix_tokens"].as_u64().unwrap();
+    assert!(prefix >= 16, "the system message and instructions are shared: {shared}");
+    assert_eq!(plain["shared_prefix_tokens"], 0);
+    for s in [&shared, &plain] {
+        let rejected: u64 = s["rejected"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
+        assert_eq!(s["accepted"].as_u64().unwrap() + rejected, 6, "{s}");
+    }
+    // Six prompts: the prefix is decoded once instead of six times.
+    let (a, b) = (shared["prompt_tokens"].as_u64().unwrap(), plain["prompt_tokens"].as_u64().unwrap());
+    assert_eq!(a, b - 5 * prefix, "shared {a}, plain {b}, prefix {prefix}");
+
+    // The trace: the prefix decoded once into sequence 3 (after the 3 slots),
+    // copied into a slot before each item, whose own tokens start at `prefix`.
+    let lines: Vec<&str> = shared_trace.lines().collect();
+    assert_eq!(lines[0], format!("D {prefix} 3:0:{prefix}"));
+    assert_eq!(lines.iter().filter(|l| l.starts_with("K 3 ")).count(), 6, "{shared_trace}");
+    let prompt_segments = |trace: &str| -> Vec<(u64, u64)> {
+        let segments = trace.lines().filter(|l| l.starts_with("D ")).flat_map(|l| l.split(' ').skip(2));
+        segments
+            .map(|seg| seg.split(':').map(|x| x.parse::<u64>().unwrap()).collect::<Vec<_>>())
+            .filter(|v| v[2] > 1)
+            .map(|v| (v[1], v[2]))
+            .collect()
+    };
+    let own = prompt_segments(&shared_trace);
+    assert_eq!(own.len(), 7, "the prefix and six prompts: {shared_trace}");
+    assert!(own[1..].iter().all(|&(pos, _)| pos == prefix), "{own:?}");
+    let whole = prompt_segments(&plain_trace);
+    assert!(whole.iter().all(|&(pos, _)| pos == 0), "{whole:?}");
+    let decoded: u64 = own.iter().map(|&(_, n)| n).sum();
+    assert_eq!(decoded, a);
+}
+
+#[test]
 fn pipeline_mode_reads_the_analyze_output() {
     let _llm = llm_lock();
     let t = TestDir::new();

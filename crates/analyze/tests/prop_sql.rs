@@ -132,15 +132,19 @@ fn int_lists(b: &RecordBatch, name: &str) -> Vec<Vec<i64>> {
         .collect()
 }
 
+/// (user, length, train length, valid item, valid ts, test item, test ts, evaluated).
+type SplitRow = (i64, i64, i64, Option<i64>, Option<i64>, Option<i64>, Option<i64>, bool);
+/// (item, interactions, distinct users, train interactions, rank, group, eval group, in catalog).
+type ItemStatsRow = (i64, i64, i64, i64, i64, String, Option<String>, bool);
+
 /// The model: each output as plain rows.
 #[derive(Debug, PartialEq)]
 struct Outputs {
     /// (user, item ids, ts, length), by user.
     sequences: Vec<(i64, Vec<i64>, Vec<i64>, i64)>,
-    /// (user, length, train length, valid item, valid ts, test item, test ts, evaluated).
-    split: Vec<(i64, i64, i64, Option<i64>, Option<i64>, Option<i64>, Option<i64>, bool)>,
-    /// (item, interactions, distinct users, train interactions, rank, group, eval group, in catalog), by rank.
-    item_stats: Vec<(i64, i64, i64, i64, i64, String, Option<String>, bool)>,
+    split: Vec<SplitRow>,
+    /// By rank.
+    item_stats: Vec<ItemStatsRow>,
     /// (item, neighbour, neighbour title, users, rank), by item and rank.
     neighbors: Vec<(i64, i64, Option<String>, i64, i64)>,
 }

@@ -65,7 +65,10 @@ pub(crate) enum Event {
 /// Token counts of a run (all attempts, accepted or not).
 #[derive(Debug, Default, Clone)]
 pub(crate) struct EngineStats {
+    /// Prompt tokens decoded (the shared prefix once).
     pub prompt_tokens: u64,
+    /// Tokens at the start of every prompt, decoded once and copied into each sequence.
+    pub shared_prefix_tokens: u64,
     pub generated_tokens: u64,
     /// Seconds in `llama_decode`.
     pub decode_seconds: f64,
@@ -261,8 +264,8 @@ impl Sampler {
 const TOP_K: i32 = 40;
 
 /// For the benchmark (`make bench-generate`): with `TAILFORGE_GENERATE_TRACE=<file>`,
-/// the engine writes every batch it decodes (`D <n_tokens> <seq>:<pos>:<count> …`)
-/// and every KV clear (`C <seq>`), and `benches/generate/ceiling.cpp`
+/// the engine writes every batch it decodes (`D <n_tokens> <seq>:<pos>:<count> …`),
+/// every KV clear (`C <seq>`) and every copy of the shared prefix (`K <from> <to>`), and `benches/generate/ceiling.cpp`
 /// replays exactly these shapes with bare `llama_decode` calls.
 struct Trace(Option<std::io::BufWriter<std::fs::File>>);
 
@@ -286,6 +289,25 @@ impl Trace {
     }
 }
 
+/// The number of tokens every prompt starts with, when worth sharing: at
+/// least [`MIN_SHARED_PREFIX`] tokens and two prompts, and always leaving each
+/// prompt at least one token of its own (its last token's logits start the
+/// answer). Prompts longer than `max_prompt` are rejected unread and do not count.
+fn shared_prefix<'a>(prompts: impl Iterator<Item = &'a [LlamaToken]>, max_prompt: usize) -> usize {
+    let mut first: Option<&[LlamaToken]> = None;
+    let (mut common, mut count) = (usize::MAX, 0usize);
+    for p in prompts.filter(|p| !p.is_empty() && p.len() <= max_prompt) {
+        count += 1;
+        let f = *first.get_or_insert(p);
+        let same = f.iter().zip(p).take_while(|(a, b)| a == b).count();
+        common = common.min(same).min(p.len() - 1);
+    }
+    if count < 2 || common < MIN_SHARED_PREFIX { 0 } else { common }
+}
+
+/// Shorter prefixes are not worth a sequence of their own.
+const MIN_SHARED_PREFIX: usize = 16;
+
 /// Generates for every item; blocks. Stops early (Ok) if the receiver is gone.
 pub(crate) fn run(
     cfg: &GenerateConfig,
@@ -308,21 +330,6 @@ pub(crate) fn run(
         )
     })?;
     let n_seq = cfg.parallel;
-    let n_ctx_total = cfg
-        .n_ctx
-        .checked_mul(n_seq)
-        .ok_or_else(|| Error::config("generate", "generate.n_ctx", "n_ctx * parallel is too large"))?;
-    let threads = cfg.threads();
-    let params = LlamaContextParams::default()
-        .with_n_ctx(NonZeroU32::new(n_ctx_total))
-        .with_n_batch(cfg.n_ctx)
-        .with_n_ubatch(cfg.n_ctx.min(512))
-        .with_n_seq_max(n_seq)
-        .with_n_threads(threads)
-        .with_n_threads_batch(threads);
-    let mut ctx = model.new_context(backend, params).map_err(|e| {
-        Error::internal(format!("llama.cpp cannot create a context (n_ctx {n_ctx_total}, parallel {n_seq}): {e}"))
-    })?;
     let template = model.chat_template(None).ok();
     if template.is_none() {
         tracing::warn!(model = %cfg.model.display(), "the model has no chat template; using the plain template");
@@ -330,15 +337,55 @@ pub(crate) fn run(
     let vocab = model.vocab();
     let capacity = cfg.n_ctx as usize;
     let max_prompt = (cfg.n_ctx - cfg.max_new_tokens) as usize;
+    // Every prompt, tokenized once (retries reuse them), with its hash.
+    let prompts: Vec<(std::sync::Arc<Vec<LlamaToken>>, String)> = items
+        .iter()
+        .map(|item| {
+            let text = chat_prompt(&model, template.as_ref(), &item.system, &item.user);
+            (std::sync::Arc::new(vocab.tokenize(text.as_bytes(), true, true)), hex(&Sha256::digest(text.as_bytes())))
+        })
+        .collect();
+    let prefix =
+        if cfg.share_prefix { shared_prefix(prompts.iter().map(|(t, _)| t.as_slice()), max_prompt) } else { 0 };
+    // The prefix lives in a sequence of its own, after the item slots.
+    let prefix_seq = n_seq as i32;
+    let n_seq_max = if prefix > 0 { n_seq + 1 } else { n_seq };
+    let n_ctx_total = cfg
+        .n_ctx
+        .checked_mul(n_seq_max)
+        .ok_or_else(|| Error::config("generate", "generate.n_ctx", "n_ctx * parallel is too large"))?;
+    let threads = cfg.threads();
+    let params = LlamaContextParams::default()
+        .with_n_ctx(NonZeroU32::new(n_ctx_total))
+        .with_n_batch(cfg.n_ctx)
+        .with_n_ubatch(cfg.n_ctx.min(512))
+        .with_n_seq_max(n_seq_max)
+        .with_n_threads(threads)
+        .with_n_threads_batch(threads);
+    let mut ctx = model.new_context(backend, params).map_err(|e| {
+        Error::internal(format!("llama.cpp cannot create a context (n_ctx {n_ctx_total}, parallel {n_seq}): {e}"))
+    })?;
     let mut batch = LlamaBatch::new(capacity, 1);
+    let mut trace = Trace::from_env();
+    if prefix > 0 {
+        trace.line(|| format!("D {prefix} {prefix_seq}:0:{prefix}"));
+        let tokens = &prompts[0].0[..prefix];
+        for (i, t) in tokens.iter().enumerate() {
+            batch.add(*t, i as i32, &[prefix_seq], false).map_err(|e| Error::internal(format!("batch: {e}")))?;
+        }
+        let t = Instant::now();
+        ctx.decode(&mut batch).map_err(|e| Error::internal(format!("llama.cpp decode failed: {e}")))?;
+        stats.decode_seconds += t.elapsed().as_secs_f64();
+        stats.prompt_tokens += prefix as u64;
+        stats.shared_prefix_tokens = prefix as u64;
+        live.prompt_tokens.fetch_add(prefix as u64, Ordering::Relaxed);
+        tracing::debug!(tokens = prefix, "shared prompt prefix decoded");
+    }
 
     let mut queue: VecDeque<(usize, u32)> = (0..items.len()).map(|i| (i, 0)).collect();
-    // Tokenized prompts, kept for retries.
-    let mut prompts: Vec<Option<(std::sync::Arc<Vec<LlamaToken>>, String)>> = vec![None; items.len()];
     let mut slots: Vec<Option<Active>> = (0..n_seq).map(|_| None).collect();
 
     let send = |ev: Event| tx.blocking_send(ev).is_ok();
-    let mut trace = Trace::from_env();
     let mut segments: Vec<(usize, i32, usize)> = Vec::new();
 
     loop {
@@ -346,17 +393,7 @@ pub(crate) fn run(
         for (s, slot) in slots.iter_mut().enumerate() {
             while slot.is_none() {
                 let Some((index, attempt)) = queue.pop_front() else { break };
-                let (tokens, prompt_hash) = match &prompts[index] {
-                    Some((t, h)) => (t.clone(), h.clone()),
-                    None => {
-                        let item = &items[index];
-                        let text = chat_prompt(&model, template.as_ref(), &item.system, &item.user);
-                        let t = std::sync::Arc::new(vocab.tokenize(text.as_bytes(), true, true));
-                        let h = hex(&Sha256::digest(text.as_bytes()));
-                        prompts[index] = Some((t.clone(), h.clone()));
-                        (t, h)
-                    }
-                };
+                let (tokens, prompt_hash) = (&prompts[index].0, prompts[index].1.clone());
                 if tokens.is_empty() || tokens.len() > max_prompt {
                     tracing::warn!(
                         item_id = items[index].key,
@@ -371,17 +408,25 @@ pub(crate) fn run(
                     continue;
                 }
                 let seed = item_seed(cfg.seed, &items[index].key, attempt);
-                ctx.clear_kv_cache_seq(Some(s as u32), None, None)
-                    .map_err(|e| Error::internal(format!("KV cache: {e}")))?;
+                if prefix > 0 {
+                    // Replaces whatever the slot held: llama.cpp copies the
+                    // prefix sequence's cells (a buffer copy across streams).
+                    ctx.copy_kv_cache_seq(prefix_seq, s as i32, None, None)
+                        .map_err(|e| Error::internal(format!("KV cache: {e}")))?;
+                    trace.line(|| format!("K {prefix_seq} {s}"));
+                } else {
+                    ctx.clear_kv_cache_seq(Some(s as u32), None, None)
+                        .map_err(|e| Error::internal(format!("KV cache: {e}")))?;
+                }
                 *slot = Some(Active {
                     index,
                     attempt,
                     seed,
                     sampler: Sampler::new(&model, cfg, seed, &items[index].grammar)?,
                     prompt_tokens: tokens.len() as u32,
-                    pending: Some(tokens.to_vec()),
+                    pending: Some(tokens[prefix..].to_vec()),
                     prompt_hash,
-                    pos: 0,
+                    pos: prefix as i32,
                     last: None,
                     logits_at: -1,
                     in_batch: false,
@@ -414,12 +459,14 @@ pub(crate) fn run(
             }
             let last = tokens.len() - 1;
             for (i, t) in tokens.iter().enumerate() {
-                batch.add(*t, i as i32, &[s as i32], i == last).map_err(|e| Error::internal(format!("batch: {e}")))?;
+                batch
+                    .add(*t, a.pos + i as i32, &[s as i32], i == last)
+                    .map_err(|e| Error::internal(format!("batch: {e}")))?;
             }
             stats.prompt_tokens += tokens.len() as u64;
-            segments.push((s, 0, tokens.len()));
+            segments.push((s, a.pos, tokens.len()));
             live.prompt_tokens.fetch_add(tokens.len() as u64, Ordering::Relaxed);
-            a.pos = tokens.len() as i32;
+            a.pos += tokens.len() as i32;
             a.logits_at = batch.n_tokens() - 1;
             a.pending = None;
             a.in_batch = true;
@@ -514,4 +561,31 @@ pub(crate) fn run(
         }
     }
     Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tokens(ids: impl IntoIterator<Item = i32>) -> Vec<LlamaToken> {
+        ids.into_iter().map(LlamaToken).collect()
+    }
+
+    #[test]
+    fn the_shared_prefix_is_the_common_start_leaving_each_prompt_a_token() {
+        let (a, b) = (tokens((1..=20).chain([30])), tokens((1..=20).chain([31, 32])));
+        assert_eq!(shared_prefix([a.as_slice(), b.as_slice()].into_iter(), 100), 20);
+        // A prompt that is all prefix keeps its last token to decode.
+        let whole = tokens(1..=20);
+        assert_eq!(shared_prefix([a.as_slice(), whole.as_slice()].into_iter(), 100), 19);
+        // One prompt, or a start shorter than MIN_SHARED_PREFIX: nothing shared.
+        assert_eq!(shared_prefix([a.as_slice()].into_iter(), 100), 0);
+        let short = tokens((1..=10).chain([99; 20]));
+        assert_eq!(shared_prefix([a.as_slice(), short.as_slice()].into_iter(), 100), 0);
+        // Prompts too long to be generated (rejected unread) and empty ones do not count.
+        let long = tokens((1..=5).chain(0..200));
+        let empty = tokens([]);
+        let prompts = [a.as_slice(), long.as_slice(), b.as_slice(), empty.as_slice()];
+        assert_eq!(shared_prefix(prompts.into_iter(), 100), 20);
+    }
 }

@@ -74,8 +74,12 @@ pub struct GenerateSummary {
     /// Rows in `generated/` and `rejects/` after this run (earlier runs' included).
     pub generated_rows: u64,
     pub rejected_rows: u64,
-    /// Prompt tokens decoded (all attempts).
+    /// Prompt tokens decoded (all attempts; the shared prefix once).
     pub prompt_tokens: u64,
+    /// Tokens every prompt starts with, decoded once and copied into each
+    /// attempt's sequence (`generate.share_prefix`; 0 = none shared).
+    #[serde(default)]
+    pub shared_prefix_tokens: u64,
     /// Tokens generated (all attempts).
     pub generated_tokens: u64,
     /// Prompt tokens per wall second of the run.
@@ -561,6 +565,7 @@ pub async fn generate_with(
     summary.rejected_rows = done_rej.keys.len() as u64 + writer.written_rej;
     summary.filtered_attempts = stats.attempt_rejects.iter().map(|(k, v)| (k.to_string(), *v)).collect();
     summary.prompt_tokens = stats.prompt_tokens;
+    summary.shared_prefix_tokens = stats.shared_prefix_tokens;
     summary.generated_tokens = stats.generated_tokens;
     summary.seconds = seconds;
     summary.grounding = grounding::GroundingSummary::of(&scored);

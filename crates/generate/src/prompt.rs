@@ -201,7 +201,8 @@ pub fn truncate_tokens(text: &str, budget: usize, rule: TruncateRule, count: &dy
     if !pre_cut && count(&text) <= budget {
         return text;
     }
-    let fits = |prefix: &str| count(prefix) + 1 <= budget;
+    // One token of the budget is kept for the " …" that marks the cut.
+    let fits = |prefix: &str| count(prefix) < budget;
     if rule == TruncateRule::Sentences {
         let mut end = 0;
         for (i, c) in text.char_indices() {

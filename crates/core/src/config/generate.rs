@@ -40,6 +40,10 @@ pub struct GenerateConfig {
     pub repeat_penalty: f32,
     /// Window of the repeat penalty, in tokens.
     pub repeat_last_n: u32,
+    /// Decode the prompt tokens every item shares (system message, the
+    /// template's instructions) once per context, and start each item's
+    /// sequence from a copy of them.
+    pub share_prefix: bool,
     /// Run seed of generation; each item's sampler is seeded from (seed, item_id, attempt).
     pub seed: u64,
     /// Retries (each with a new seed) after an invalid answer, before the item is rejected.
@@ -102,6 +106,7 @@ impl Default for GenerateConfig {
             top_p: 0.9,
             repeat_penalty: 1.15,
             repeat_last_n: 64,
+            share_prefix: true,
             seed: 42,
             max_retries: 2,
             shard_size: 64,
