@@ -14,7 +14,7 @@ out, data, seeds = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3:]
 
 print("| prompt | items | accepted | keywords grounded | rows fully grounded | description grounding p50 (p10–p90) | s/item | generated tok/s |")
 print("|---|---:|---:|---:|---:|---:|---:|---:|")
-for name in ["grounded", "free", "free-no-neighbors"]:
+for name in ["grounded", "grounded-no-neighbors", "free", "free-no-neighbors"]:
     p = out / name / "summary.json"
     if not p.exists():
         continue
@@ -30,6 +30,8 @@ no_desc = {str(r["item_id"]) for r in items if not r["description"]}
 gen_ids = set()
 for f in sorted((out / "grounded" / "generated").glob("part-*.parquet")):
     gen_ids |= {str(i) for i in pq.read_table(f, columns=["item_id"]).column("item_id").to_pylist()}
+# Training arms: the directory suffix and what the table calls it.
+ARMS = [("catalog", "catalog"), ("generated-no-neighbors", "+ generated, no neighbours"), ("generated", "+ generated, neighbours")]
 
 
 def ndcg(rank):
@@ -59,8 +61,8 @@ print()
 print("| text | seed | NDCG@10 | head | tail | cold | no description (n) | generated text (n) |")
 print("|---|---:|---:|---:|---:|---:|---:|---:|")
 for seed in seeds:
-    for text in ["catalog", "generated"]:
-        d = out / f"dual-{text}-seed{seed}"
+    for arm, text in ARMS:
+        d = out / f"dual-{arm}-seed{seed}"
         if not (d / "metrics.json").exists():
             continue
         m = json.loads((d / "metrics.json").read_text())["test"]["full"]

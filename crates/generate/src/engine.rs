@@ -265,7 +265,8 @@ const TOP_K: i32 = 40;
 
 /// For the benchmark (`make bench-generate`): with `TAILFORGE_GENERATE_TRACE=<file>`,
 /// the engine writes every batch it decodes (`D <n_tokens> <seq>:<pos>:<count> …`),
-/// every KV clear (`C <seq>`) and every copy of the shared prefix (`K <from> <to>`), and `benches/generate/ceiling.cpp`
+/// every KV clear (`C <seq>`) and every copy of the shared prefix
+/// (`K <from> <to>`), and `benches/generate/ceiling.cpp`
 /// replays exactly these shapes with bare `llama_decode` calls.
 struct Trace(Option<std::io::BufWriter<std::fs::File>>);
 
@@ -308,10 +309,18 @@ fn shared_prefix<'a>(prompts: impl Iterator<Item = &'a [LlamaToken]>, max_prompt
 /// Shorter prefixes are not worth a sequence of their own.
 const MIN_SHARED_PREFIX: usize = 16;
 
+/// The prompt template up to its first placeholder: the part every item's
+/// prompt shares by construction.
+pub(crate) struct TemplateHead {
+    pub system: String,
+    pub user: String,
+}
+
 /// Generates for every item; blocks. Stops early (Ok) if the receiver is gone.
 pub(crate) fn run(
     cfg: &GenerateConfig,
     items: &[WorkItem],
+    head: &TemplateHead,
     validator: &Validator,
     dups: &mut NearDuplicates,
     live: &Live,
@@ -345,8 +354,18 @@ pub(crate) fn run(
             (std::sync::Arc::new(vocab.tokenize(text.as_bytes(), true, true)), hex(&Sha256::digest(text.as_bytes())))
         })
         .collect();
-    let prefix =
-        if cfg.share_prefix { shared_prefix(prompts.iter().map(|(t, _)| t.as_slice()), max_prompt) } else { 0 };
+    // The shared prefix never reaches into item text, even where this run's
+    // items happen to start alike: it stops at the template's head, so an
+    // item is decoded in the same batches whichever items share its run (a
+    // resumed run gives the rows an uninterrupted one would).
+    let head_prompt = chat_prompt(&model, template.as_ref(), &head.system, &head.user);
+    let head_tokens = vocab.tokenize(head_prompt.as_bytes(), true, true);
+    let prefix = if cfg.share_prefix {
+        let all = std::iter::once(head_tokens.as_slice()).chain(prompts.iter().map(|(t, _)| t.as_slice()));
+        shared_prefix(all, max_prompt)
+    } else {
+        0
+    };
     // The prefix lives in a sequence of its own, after the item slots.
     let prefix_seq = n_seq as i32;
     let n_seq_max = if prefix > 0 { n_seq + 1 } else { n_seq };

@@ -481,9 +481,13 @@ pub async fn generate_with(
     let (tx, mut rx) = mpsc::channel::<Event>(1024);
     let engine_cfg = cfg.clone();
     let engine_live = live.clone();
+    let head = engine::TemplateHead {
+        system: template.system.clone(),
+        user: template.user.split('{').next().unwrap_or_default().to_string(),
+    };
     let engine = tokio::task::spawn_blocking(move || {
         let mut dups = dups;
-        engine::run(&engine_cfg, &work, &validator, &mut dups, &engine_live, tx)
+        engine::run(&engine_cfg, &work, &head, &validator, &mut dups, &engine_live, tx)
     });
 
     let (total, every) = (work_len, progress_every(work_len));

@@ -165,6 +165,19 @@ impl Scorer for KnnBlend {
     }
 }
 
+/// Three users over six items whose training parts are [0, 1], [0, 1, 2] and
+/// [2, 3] (each user's last two items, 4 and 5, are held out).
+#[cfg(test)]
+pub(crate) fn three_users() -> Dataset {
+    use crate::dataset::Ids;
+    Dataset::from_sequences(
+        Ids::Int64((0..6).collect()),
+        Ids::Int64(vec![1, 2, 3]),
+        vec![vec![0, 1, 4, 5], vec![0, 1, 2, 4, 5], vec![2, 3, 4, 5]],
+    )
+    .unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,13 +186,7 @@ mod tests {
 
     #[test]
     fn item_knn_is_cosine_co_occurrence_summed_over_recent_items() {
-        // Training parts: [0, 1], [0, 1, 2], [2, 3] (each user has 2 held-out items after).
-        let ds = Dataset::from_sequences(
-            Ids::Int64((0..6).collect()),
-            Ids::Int64(vec![1, 2, 3]),
-            vec![vec![0, 1, 4, 5], vec![0, 1, 2, 4, 5], vec![2, 3, 4, 5]],
-        )
-        .unwrap();
+        let ds = three_users();
         let knn = ItemKnn::new(&ds, 5);
         let mut out = vec![f32::NAN; 6];
         knn.score(0, &[1], &mut out);

@@ -430,15 +430,8 @@ mod tests {
 
     #[test]
     fn the_cooccurrence_term_adds_weighted_item_knn_scores_and_the_tuner_agrees() {
-        use crate::dataset::Ids;
         use crate::eval::Scorer;
-        // Training parts [0, 1], [0, 1, 2], [2, 3]; each user's last two items are held out.
-        let ds = Dataset::from_sequences(
-            Ids::Int64((0..6).collect()),
-            Ids::Int64(vec![1, 2, 3]),
-            vec![vec![0, 1, 4, 5], vec![0, 1, 2, 4, 5], vec![2, 3, 4, 5]],
-        )
-        .unwrap();
+        let ds = crate::baselines::three_users();
         let knn = ItemKnn::new(&ds, 5);
         // A one-column model: user u scores item i as w_u · (i + 1).
         let vectors = || VectorScorer {
