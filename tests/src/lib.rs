@@ -283,3 +283,17 @@ pub fn fake_pushgateway(status: &'static str) -> (u16, std::thread::JoinHandle<S
     });
     (port, server)
 }
+
+/// Demo data (300 users, 200 items, 9,000 events) under `gen/` and a pipeline
+/// `pipeline` of analyze and evaluate only over it (generate and train off):
+/// the run mechanics without the LLM or training.
+pub fn small_pipeline(pipeline: &str) -> TestDir {
+    let t = TestDir::new();
+    t.run_ok(&["demo-data", "--users", "300", "--items", "200", "--events", "9000", "--seed", "4", "--out", "gen"]);
+    std::fs::write(
+        t.path(pipeline),
+        "output = \"out\"\n[inputs]\nevents = \"gen/events/\"\nitems = \"gen/items/\"\n[generate]\nenabled = false\n[train]\nenabled = false\n",
+    )
+    .expect("write the pipeline");
+    t
+}

@@ -395,21 +395,9 @@ fn a_run_killed_at_any_point_resumes_to_the_uninterrupted_result() {
     assert!(kills * 2 >= points, "only {kills} of {points} kill points landed before the run finished");
 }
 
-/// Demo data and a pipeline of analyze and evaluate only (the run mechanics).
-fn setup_small() -> TestDir {
-    let t = TestDir::new();
-    t.run_ok(&["demo-data", "--users", "300", "--items", "200", "--events", "9000", "--seed", "4", "--out", "gen"]);
-    std::fs::write(
-        t.path("small.toml"),
-        "output = \"out\"\n[inputs]\nevents = \"gen/events/\"\nitems = \"gen/items/\"\n[generate]\nenabled = false\n[train]\nenabled = false\n",
-    )
-    .unwrap();
-    t
-}
-
 #[test]
 fn of_two_runs_started_at_once_on_one_output_exactly_one_proceeds() {
-    let t = setup_small();
+    let t = small_pipeline("small.toml");
     let spawn = || {
         t.cmd()
             .args(["run", "small.toml", "--date", DATE])
@@ -438,7 +426,7 @@ fn of_two_runs_started_at_once_on_one_output_exactly_one_proceeds() {
 /// (SIGXFSZ ignored, as the shell's `trap` leaves it for the exec'd run).
 #[test]
 fn a_full_disk_fails_the_run_cleanly_and_the_rerun_completes() {
-    let t = setup_small();
+    let t = small_pipeline("small.toml");
     // 64 blocks of 512 bytes: the config, lock and small files fit, the analyze tables do not.
     let out = std::process::Command::new("sh")
         .current_dir(t.path(""))

@@ -28,17 +28,6 @@ fn secrets() -> Vec<String> {
     ]
 }
 
-fn setup() -> TestDir {
-    let t = TestDir::new();
-    t.run_ok(&["demo-data", "--users", "300", "--items", "200", "--events", "9000", "--seed", "4", "--out", "gen"]);
-    std::fs::write(
-        t.path("nightly.toml"),
-        "output = \"out\"\n[inputs]\nevents = \"gen/events/\"\nitems = \"gen/items/\"\n[generate]\nenabled = false\n[train]\nenabled = false\n",
-    )
-    .unwrap();
-    t
-}
-
 /// `tailforge args…` with the fake AWS credentials in its environment.
 fn run(t: &TestDir, args: &[&str]) -> Output {
     t.cmd()
@@ -71,7 +60,7 @@ fn assert_outputs_clean(t: &TestDir, out: &Output) {
 
 #[test]
 fn no_secret_reaches_stdout_stderr_or_any_output_file() {
-    let t = setup();
+    let t = small_pipeline("nightly.toml");
     // A run that succeeds and pushes its metrics, at the default log level, at debug and at trace.
     for (verbosity, run_id) in [(None, "default"), (Some("-v"), "debug"), (Some("-vv"), "trace")] {
         let (port, server) = fake_pushgateway("200 OK");
