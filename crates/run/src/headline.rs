@@ -48,22 +48,26 @@ fn mostpop_figures(m: &Manifest) -> Option<Figures> {
     Some(Figures { name: "MostPop".into(), ndcg, coverage: None, tail_share: None })
 }
 
-/// The trained variants of a manifest, in the order they ran.
-fn variants(m: &Manifest) -> Vec<&str> {
-    m.stages.iter().filter_map(|s| s.name.strip_prefix("train_")).collect()
+/// The variants the report compares: the augmented one (the first trained
+/// variant other than `id`, else the first trained) and the `id` baseline
+/// when it was trained beside it (None: the baseline is MostPop). None when
+/// nothing was trained.
+pub(crate) fn compared_variants(m: &Manifest) -> Option<(Option<&str>, &str)> {
+    let trained: Vec<&str> = m.stages.iter().filter_map(|s| s.name.strip_prefix("train_")).collect();
+    let augmented = *trained.iter().find(|v| **v != "id").or(trained.first())?;
+    let baseline = (augmented != "id" && trained.contains(&"id")).then_some("id");
+    Some((baseline, augmented))
 }
 
 impl Headline {
     /// The headline of `m`, or None when no model was trained. `previous` is
     /// the manifest of the last successful run before this one, if any.
     pub fn new(m: &Manifest, previous: Option<&Manifest>) -> Option<Headline> {
-        let trained = variants(m);
-        let augmented_variant = trained.iter().find(|v| **v != "id").or(trained.first())?;
+        let (baseline_variant, augmented_variant) = compared_variants(m)?;
         let augmented = variant_figures(m, augmented_variant)?;
-        let baseline = if *augmented_variant != "id" && trained.contains(&"id") {
-            variant_figures(m, "id")?
-        } else {
-            mostpop_figures(m)?
+        let baseline = match baseline_variant {
+            Some(v) => variant_figures(m, v)?,
+            None => mostpop_figures(m)?,
         };
         let previous = previous
             .filter(|p| p.run_id != m.run_id)

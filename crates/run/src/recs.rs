@@ -73,14 +73,13 @@ fn sort_ids(ids: &mut [String]) {
 
 /// The baseline and augmented variants, as the headline picks them.
 fn pick_models(m: &Manifest) -> Vec<(String, &'static str)> {
-    let trained: Vec<&str> = m.stages.iter().filter_map(|s| s.name.strip_prefix("train_")).collect();
-    let Some(augmented) = trained.iter().find(|v| **v != "id").or(trained.first()) else { return Vec::new() };
-    let mut models = Vec::new();
-    if *augmented != "id" && trained.contains(&"id") {
-        models.push(("id".to_string(), "baseline"));
+    match crate::headline::compared_variants(m) {
+        None => Vec::new(),
+        Some((Some(baseline), augmented)) => {
+            vec![(baseline.to_string(), "baseline"), (augmented.to_string(), "augmented")]
+        }
+        Some((None, trained)) => vec![(trained.to_string(), "trained")],
     }
-    models.push((augmented.to_string(), if models.is_empty() { "trained" } else { "augmented" }));
-    models
 }
 
 /// The section, or None when no variant wrote recommendations.
