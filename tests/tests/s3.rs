@@ -545,3 +545,120 @@ fn a_run_rides_out_an_s3_outage_and_a_run_that_gives_up_resumes() {
         );
     }
 }
+
+/// `generate` of the first 12 MovieLens tail items into `out` with extra arguments.
+fn generate_args(out: &str, extra: &[&str]) -> Vec<String> {
+    let model = smollm2();
+    let mut v: Vec<String> = ["generate", "--input", "out", "--out", out, "--limit", "12", "--parallel", "1"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(["--threads".into(), "1".into(), "--model".into(), model.display().to_string()])
+        .collect();
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v
+}
+
+fn parse_json(path: &std::path::Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// Sharded generation as a scheduler runs it: three workers at once against
+/// one S3 root and one cache, then `--merge`. The merged output must hold the
+/// same rows as one process generating everything (one sequence at a time,
+/// so each item's tokens do not depend on its batch-mates), and a rerun with
+/// another worker count must reuse every item from the cache.
+#[test]
+fn three_shards_at_once_on_s3_merge_to_the_single_process_output() {
+    let _llm = llm_lock();
+    let moto = start_moto();
+    create_bucket(moto.port, "workers");
+    let t = TestDir::new();
+    analyze_movielens(&t, &[]);
+    let single: Vec<String> = generate_args("single", &[]);
+    t.run_ok(&single.iter().map(String::as_str).collect::<Vec<_>>());
+
+    let cache = ["--set", "generate.cache=s3://workers/cache"];
+    let workers: Vec<_> = (0..3)
+        .map(|k| {
+            let shard = format!("{k}/3");
+            let args = generate_args("s3://workers/gen", &[&["--shard", shard.as_str()], &cache[..]].concat());
+            with_s3_env(&mut t.cmd(), moto.port)
+                .args(&args)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (k, w) in workers.into_iter().enumerate() {
+        let out = w.wait_with_output().unwrap();
+        assert!(out.status.success(), "worker {k}/3 failed:\n{}", stderr(&out));
+        assert!(stdout(&out).contains(&format!("shard {k}/3:")), "{}", stdout(&out));
+    }
+    // Not merged yet: nothing at the top of the output.
+    assert!(!object_exists(moto.port, "workers", "gen/_SUCCESS"));
+    let merged = with_s3_env(&mut t.cmd(), moto.port)
+        .args(["generate", "--out", "s3://workers/gen", "--merge"])
+        .output()
+        .unwrap();
+    assert!(merged.status.success(), "merge failed:\n{}", stderr(&merged));
+    assert!(stdout(&merged).contains("merged 3 shards"), "{}", stdout(&merged));
+
+    let keys = download(moto.port, "workers", "gen/", &t.path("gen"));
+    assert!(keys.iter().any(|k| k == "_SUCCESS") && keys.iter().any(|k| k == "shard-2-of-3/_SUCCESS"), "{keys:?}");
+    let mut items_per_shard = Vec::new();
+    for k in 0..3 {
+        let s = parse_json(&t.path(&format!("gen/shard-{k}-of-3/summary.json")));
+        assert_eq!(s["shard"], format!("{k}/3"));
+        assert_eq!(s["reused_from_cache"], 0, "worker {k} generated its items");
+        items_per_shard.push(s["items"].as_u64().unwrap());
+    }
+    assert_eq!(items_per_shard.iter().sum::<u64>(), 12, "the parts partition the items: {items_per_shard:?}");
+    assert!(items_per_shard.iter().all(|&n| n > 0), "{items_per_shard:?}");
+    let s = parse_json(&t.path("gen/summary.json"));
+    assert_eq!((s["items"].as_u64(), s["merged_shards"].as_u64()), (Some(12), Some(3)));
+    let single_summary = parse_json(&t.path("single/summary.json"));
+    assert_eq!(s["generated_rows"], single_summary["generated_rows"]);
+    assert_eq!(s["fingerprint"], single_summary["fingerprint"]);
+    // generation_ms is wall time; every other column must match.
+    for dir in ["generated", "rejects"] {
+        let whole = shard_rows(&t.path(&format!("single/{dir}")), &["generation_ms"]);
+        let joined = shard_rows(&t.path(&format!("gen/{dir}")), &["generation_ms"]);
+        assert_eq!(whole, joined, "{dir}: the merge of 3 workers differs from one process");
+    }
+    assert_eq!(shard_rows(&t.path("gen/generated"), &[]).len() + shard_rows(&t.path("gen/rejects"), &[]).len(), 12);
+
+    // Two workers now, into a new output, sharing the cache: nothing is generated again.
+    for k in 0..2 {
+        let shard = format!("{k}/2");
+        let args = generate_args("s3://workers/gen2", &[&["--shard", shard.as_str()], &cache[..]].concat());
+        let out = with_s3_env(&mut t.cmd(), moto.port).args(&args).output().unwrap();
+        assert!(out.status.success(), "worker {k}/2 failed:\n{}", stderr(&out));
+        assert!(stdout(&out).contains(": 0 accepted, 0 rejected"), "worker {k}/2 generated:\n{}", stdout(&out));
+    }
+    run_s3(&t, moto.port, &["generate", "--out", "s3://workers/gen2", "--merge"]);
+    download(moto.port, "workers", "gen2/", &t.path("gen2"));
+    let s = parse_json(&t.path("gen2/summary.json"));
+    assert_eq!((s["reused_from_cache"].as_u64(), s["merged_shards"].as_u64()), (Some(12), Some(2)));
+    for dir in ["generated", "rejects"] {
+        assert_eq!(
+            shard_rows(&t.path(&format!("single/{dir}")), &["generation_ms"]),
+            shard_rows(&t.path(&format!("gen2/{dir}")), &["generation_ms"]),
+            "{dir}: two workers from the cache"
+        );
+    }
+}
+
+#[test]
+fn a_merge_names_the_shards_that_have_not_finished_and_run_refuses_a_shard() {
+    let t = TestDir::new();
+    std::fs::create_dir_all(t.path("gen/shard-0-of-2")).unwrap();
+    std::fs::write(t.path("gen/shard-0-of-2/_SUCCESS"), b"").unwrap();
+    let err = t.run_fails(&["generate", "--out", "gen", "--merge"], 2);
+    assert!(err.contains("shards 1/2 have not finished"), "{err}");
+    let err = t.run_fails(&["generate", "--out", "gen", "--shard", "2/2", "--input", "x"], 2);
+    assert!(err.contains("must be below N = 2"), "{err}");
+    let demo = repo_root().join("pipelines/demo.toml");
+    let err = t.run_fails(&["run", demo.to_str().unwrap(), "--set", "generate.shard=0/2"], 2);
+    assert!(err.contains("generate.shard") && err.contains("docs/scaling.md"), "{err}");
+}

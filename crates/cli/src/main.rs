@@ -112,6 +112,13 @@ struct GenerateArgs {
     /// Run seed; each item's seed derives from it and the item id.
     #[arg(long)]
     seed: Option<u64>,
+    /// This worker's part K/N of a sharded generation (K from 0 to N-1): its items go to
+    /// <out>/shard-K-of-N/. Same as `generate.shard`; see docs/scaling.md.
+    #[arg(long, value_name = "K/N", conflicts_with = "merge")]
+    shard: Option<tailforge_core::config::Shard>,
+    /// Join the finished parts <out>/shard-K-of-N/ of a sharded generation into one output at <out>.
+    #[arg(long)]
+    merge: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -414,12 +421,13 @@ async fn run(cli: Cli) -> Result<()> {
             g.model = a.model.unwrap_or(g.model.clone());
             g.n_threads = a.threads.unwrap_or(g.n_threads);
             g.seed = a.seed.unwrap_or(g.seed);
+            g.shard = a.shard.or(g.shard);
             config.validate("command line")?;
             if a.config.print_config {
                 print!("{}", config.to_toml());
                 return Ok(());
             }
-            generate_command(config, a.input, a.out).await
+            generate_command(config, a.input, a.out, a.merge).await
         }
         Command::Evaluate(a) => {
             let config = load_config(a.config.pipeline.as_deref(), &a.config.sets)?;
@@ -577,26 +585,46 @@ async fn run(cli: Cli) -> Result<()> {
 
 /// `tailforge generate`: input and output from the flags or the pipeline's
 /// output root; the cache at `generate.cache` or `<output>/cache/generate`.
-async fn generate_command(config: PipelineConfig, input: Option<String>, out: Option<String>) -> Result<()> {
+async fn generate_command(
+    config: PipelineConfig,
+    input: Option<String>,
+    out: Option<String>,
+    merge: bool,
+) -> Result<()> {
     let missing = |what: &str, flag: &str| {
         Error::usage(format!("no {what}: pass {flag}, or --pipeline with output = \"…\" (see docs/config.md)"))
     };
     let root = config.output.as_deref().map(Location::parse).transpose()?.map(|l| l.as_dir());
-    let input = match (input, &root) {
-        (Some(i), _) if i.ends_with(".parquet") => Location::parse(&i)?,
-        (Some(i), _) => Location::parse(&i)?.as_dir().join("tail_items.parquet"),
-        (None, Some(r)) => r.join("analyze/tail_items.parquet"),
-        (None, None) => return Err(missing("input", "--input ANALYZE_OUT")),
-    };
     let out = match (out, &root) {
         (Some(o), _) => Location::parse(&o)?,
         (None, Some(r)) => r.join("generate/"),
         (None, None) => return Err(missing("output", "--out URL")),
     };
     out.check_output_dir("--out")?;
+    if merge {
+        let s = tailforge_generate::merge(&out).await?;
+        println!("merged {} shards:", s.merged_shards);
+        print_generate_summary(&s, &out);
+        return Ok(());
+    }
+    let input = match (input, &root) {
+        (Some(i), _) if i.ends_with(".parquet") => Location::parse(&i)?,
+        (Some(i), _) => Location::parse(&i)?.as_dir().join("tail_items.parquet"),
+        (None, Some(r)) => r.join("analyze/tail_items.parquet"),
+        (None, None) => return Err(missing("input", "--input ANALYZE_OUT")),
+    };
     let mut cfg = config.generate.clone();
     cfg.cache = cfg.cache_location(config.output.as_deref());
     let s = tailforge_generate::generate(&input, &out, &cfg).await?;
+    if let Some(shard) = s.shard {
+        println!("shard {shard}:");
+    }
+    print_generate_summary(&s, &out);
+    Ok(())
+}
+
+/// The terminal summary of a generation (or a merge).
+fn print_generate_summary(s: &tailforge_generate::GenerateSummary, out: &Location) {
     println!(
         "generated for {} items ({} skipped as done before, {} reused from cache): {} accepted, {} rejected",
         s.items,
@@ -634,6 +662,9 @@ async fn generate_command(config: PipelineConfig, input: Option<String>, out: Op
     if let Some(c) = &s.cache {
         println!("  cache: {c}");
     }
+    let out = match s.shard {
+        Some(shard) => out.as_dir().join(&shard.dir_name()),
+        None => out.clone(),
+    };
     println!("  outputs: {}", out.as_dir().display());
-    Ok(())
 }

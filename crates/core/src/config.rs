@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 mod train;
 pub use train::{ContentPool, IdInit, Loss, TrainConfig, Variant};
 mod generate;
-pub use generate::{GenerateConfig, KeywordMode, Priority, TruncateRule};
+pub use generate::{GenerateConfig, KeywordMode, Priority, Shard, TruncateRule};
 mod storage;
 pub use storage::StorageConfig;
 

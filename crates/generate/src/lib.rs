@@ -24,6 +24,10 @@
 //! * A cross-run [`cache`] keyed by a fingerprint of model, prompt template,
 //!   sampling parameters and seed: a later run reuses the rows of items it
 //!   saw before and generates only for new ones.
+//! * Sharding across workers: with `shard = "K/N"` a worker takes the items
+//!   whose stable hash of item_id is part K of N, into `<out>/shard-K-of-N/`
+//!   with its own resume state; [`merge`] joins the N finished parts into
+//!   one output. Workers sharing a cache fill it for each other.
 
 pub mod cache;
 pub mod config;
@@ -32,6 +36,7 @@ pub mod dedup;
 mod engine;
 pub mod grounding;
 pub mod hash;
+pub mod merge;
 pub mod output;
 pub mod progress;
 pub mod prompt;
@@ -44,12 +49,13 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
-use tailforge_core::config::{KeywordMode, Priority};
+use tailforge_core::config::{KeywordMode, Priority, Shard};
 use tailforge_core::schema::IdKind;
 use tailforge_core::{Error, Location, Result};
 
 pub use config::GenerateConfig;
 pub use contract::{Answer, Reject};
+pub use merge::merge;
 
 use cache::Cache;
 use engine::{Event, WorkItem};
@@ -58,8 +64,14 @@ use output::{GeneratedRow, RejectRow};
 /// What a run did (`summary.json`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct GenerateSummary {
-    /// Input items considered (after `limit`).
+    /// Input items considered (after `limit`, and of this worker's part with `shard`).
     pub items: u64,
+    /// The part of a sharded generation this output is (`generate.shard`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<Shard>,
+    /// Parts joined into this output by `tailforge generate --merge` (0: not a merge).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub merged_shards: u32,
     /// Items skipped because an earlier run into the same output already wrote them (accepted or rejected).
     pub skipped: u64,
     /// Items whose row (or reject) was taken from the cross-run cache instead of generated.
@@ -112,6 +124,10 @@ pub struct GenerateSummary {
     /// in it.
     #[serde(default)]
     pub progress: Vec<ProgressPoint>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// One sample of [`GenerateSummary::progress`].
@@ -355,7 +371,14 @@ pub async fn generate_with(
     if let Some(limit) = cfg.limit {
         items.truncate(limit);
     }
-    let out = out.as_dir();
+    // A worker of a sharded generation: its part of the items `limit` kept, in its own directory.
+    let out = match cfg.shard {
+        Some(shard) => {
+            items.retain(|item| shard.holds(&item.id.key()));
+            out.as_dir().join(&shard.dir_name()).as_dir()
+        }
+        None => out.as_dir(),
+    };
     let gen_dir = out.join(output::GENERATED_DIR);
     let rej_dir = out.join(output::REJECTS_DIR);
     out.join(tailforge_core::storage::SUCCESS_MARKER).delete_if_exists().await?;
@@ -394,6 +417,7 @@ pub async fn generate_with(
 
     let mut summary = GenerateSummary {
         items: items.len() as u64,
+        shard: cfg.shard,
         model_sha256: model_sha256.clone(),
         params_hash: params_hash.clone(),
         fingerprint: fingerprint.clone(),

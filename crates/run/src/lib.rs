@@ -343,6 +343,13 @@ pub async fn run(req: &RunRequest) -> Result<Manifest> {
     .as_dir();
     let events = config.inputs.events.clone().ok_or_else(|| Error::usage("no inputs.events in the pipeline"))?;
     let items = config.inputs.items.clone().ok_or_else(|| Error::usage("no inputs.items in the pipeline"))?;
+    if let (true, Some(shard)) = (config.generate.enabled, config.generate.shard) {
+        return Err(Error::usage(format!(
+            "generate.shard = \"{shard}\" is for the workers of a sharded generation (`tailforge generate --shard K/N`), \
+             not for `tailforge run`: unset it here; the run's generate stage reuses the workers' rows from the shared cache \
+             (docs/scaling.md)"
+        )));
+    }
     let run_dir = root.join(&format!("runs/{run_id}/"));
     let config_toml = config.to_redacted_toml();
     // The hash behind every stage's fingerprint leaves out `[storage]`:

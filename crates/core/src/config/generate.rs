@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 
@@ -52,6 +53,11 @@ pub struct GenerateConfig {
     pub shard_size: usize,
     /// Only the first `limit` input items (in input order, i.e. tail rank) are considered.
     pub limit: Option<usize>,
+    /// This worker's part of a sharded generation, "K/N" (K from 0 to N-1,
+    /// e.g. a Kubernetes Indexed Job's `JOB_COMPLETION_INDEX`): only the
+    /// items (of those `limit` keeps) whose stable hash of item_id falls in
+    /// part K of N, written under `<out>/shard-K-of-N/`. Unset: every item.
+    pub shard: Option<Shard>,
     /// Longest title, in characters, put into a prompt; longer ones are cut with a warning.
     pub max_title_chars: usize,
     /// Token budget (the model's tokens) of each catalog attribute value in
@@ -111,6 +117,7 @@ impl Default for GenerateConfig {
             max_retries: 2,
             shard_size: 64,
             limit: None,
+            shard: None,
             max_title_chars: 512,
             max_attribute_tokens: 128,
             truncate: TruncateRule::Sentences,
@@ -151,6 +158,84 @@ pub enum Priority {
     #[default]
     Rank,
     LeastText,
+}
+
+/// One worker's part of a sharded generation ([`GenerateConfig::shard`]):
+/// written and read as "K/N", part `index` (0-based) of `count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Shard {
+    pub index: u32,
+    pub count: u32,
+}
+
+impl Shard {
+    /// Most workers one generation can be split across.
+    pub const MAX_COUNT: u32 = 100_000;
+
+    /// The part (0..count) an item belongs to: the first 8 bytes of the
+    /// SHA-256 of its id's text, modulo `count`. Stable across runs,
+    /// machines and versions, so a rerun gives every worker the same items.
+    pub fn part_of(item_key: &str, count: u32) -> u32 {
+        let digest = Sha256::digest(item_key.as_bytes());
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&digest[..8]);
+        (u64::from_be_bytes(first) % u64::from(count.max(1))) as u32
+    }
+
+    /// Whether the item with id text `item_key` is this worker's.
+    pub fn holds(&self, item_key: &str) -> bool {
+        Shard::part_of(item_key, self.count) == self.index
+    }
+
+    /// The directory (below a generate output) this shard writes to.
+    pub fn dir_name(&self) -> String {
+        format!("shard-{}-of-{}", self.index, self.count)
+    }
+
+    /// The shard a `shard-K-of-N` directory name belongs to.
+    pub fn from_dir_name(name: &str) -> Option<Shard> {
+        let (k, n) = name.strip_prefix("shard-")?.split_once("-of-")?;
+        format!("{k}/{n}").parse().ok().filter(|s: &Shard| s.dir_name() == name)
+    }
+}
+
+impl std::str::FromStr for Shard {
+    type Err = String;
+
+    fn from_str(text: &str) -> std::result::Result<Shard, String> {
+        let usage = || format!("{text:?} is not a shard: write K/N, part K (0 to N-1) of N workers, e.g. 0/4");
+        let (k, n) = text.trim().split_once('/').ok_or_else(usage)?;
+        let index: u32 = k.trim().parse().map_err(|_| usage())?;
+        let count: u32 = n.trim().parse().map_err(|_| usage())?;
+        if count == 0 || count > Shard::MAX_COUNT {
+            return Err(format!("{text:?}: the worker count N must be between 1 and {}", Shard::MAX_COUNT));
+        }
+        if index >= count {
+            return Err(format!("{text:?}: the part K counts from 0, so it must be below N = {count}"));
+        }
+        Ok(Shard { index, count })
+    }
+}
+
+impl TryFrom<String> for Shard {
+    type Error = String;
+
+    fn try_from(text: String) -> std::result::Result<Shard, String> {
+        text.parse()
+    }
+}
+
+impl From<Shard> for String {
+    fn from(s: Shard) -> String {
+        s.to_string()
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
 }
 
 impl GenerateConfig {
@@ -264,6 +349,34 @@ mod tests {
         c.validate("command line").unwrap();
         let c = GenerateConfig { limit: Some(usize::MAX), ..Default::default() };
         assert!(c.validate("command line").unwrap_err().to_string().contains("generate.limit"));
+    }
+
+    #[test]
+    fn shards_parse_partition_every_item_once_and_round_trip() {
+        let s: Shard = "2/3".parse().unwrap();
+        assert_eq!((s.index, s.count), (2, 3));
+        assert_eq!(s.to_string(), "2/3");
+        assert_eq!(Shard::from_dir_name(&s.dir_name()), Some(s));
+        for bad in ["3/3", "1/0", "x/2", "1", "-1/2", "1/100001"] {
+            assert!(bad.parse::<Shard>().is_err(), "{bad} parsed");
+        }
+        assert_eq!(Shard::from_dir_name("shard-03-of-4"), None, "not the name a shard writes");
+        // Every item lands in exactly one of N parts, and the parts are not lopsided.
+        let shards: Vec<Shard> = (0..4).map(|k| Shard { index: k, count: 4 }).collect();
+        let mut sizes = [0usize; 4];
+        for id in 0..4000 {
+            let key = id.to_string();
+            let holders: Vec<&Shard> = shards.iter().filter(|s| s.holds(&key)).collect();
+            assert_eq!(holders.len(), 1, "item {key}");
+            sizes[holders[0].index as usize] += 1;
+        }
+        assert!(sizes.iter().all(|&n| (850..1150).contains(&n)), "{sizes:?}");
+        // The part is a fixed function of the id: SHA-256("7") starts 7902699be42c8a8e.
+        assert_eq!(Shard::part_of("7", 1000), (0x7902699be42c8a8e_u64 % 1000) as u32);
+        // In TOML, "K/N" strings.
+        let c: GenerateConfig = toml::from_str("shard = \"1/4\"").unwrap();
+        assert_eq!(c.shard, Some(Shard { index: 1, count: 4 }));
+        assert!(toml::from_str::<GenerateConfig>("shard = \"4/4\"").unwrap_err().to_string().contains("below N"));
     }
 
     #[test]
