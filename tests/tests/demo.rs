@@ -119,14 +119,24 @@ fn shipped_pipelines_load_and_the_demo_pipeline_runs() {
     let demo = root.join("pipelines/demo.toml");
     t.run_ok(&["analyze", "--pipeline", demo.to_str().unwrap()]);
     assert!(t.path("data/demo/out/analyze/_SUCCESS").is_file());
-    // pipelines/movielens-100k.toml on the imported real data.
-    t.run_ok(&["import", "movielens", "--src", movielens_100k().to_str().unwrap(), "--out", "data/movielens-100k"]);
+    // pipelines/movielens-100k.toml stands alone: it names the MovieLens
+    // directory (../shared, relative to the repo root; here the test's copy
+    // of that path), and analyze imports it first.
     let ml = root.join("pipelines/movielens-100k.toml");
-    t.run_ok(&["analyze", "--pipeline", ml.to_str().unwrap()]);
+    let config = stdout(&t.run_ok(&["analyze", "--pipeline", ml.to_str().unwrap(), "--print-config"]));
+    assert!(config.contains("movielens = \"../shared/data/movielens-100k\""), "{config}");
+    let src = format!("inputs.movielens={}", movielens_100k().display());
+    t.run_ok(&["analyze", "--pipeline", ml.to_str().unwrap(), "--set", &src]);
     let s: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(t.path("data/movielens-100k/out/analyze/summary.json")).unwrap())
             .unwrap();
     assert_eq!(s["events"], 100000);
+    assert_eq!(s["catalog_items"], 1682);
+    assert!(t.path("data/movielens-100k/out/import/movielens/events").is_dir());
+    // Both a MovieLens directory and events: which one is meant is not guessed.
+    let err =
+        t.run_fails(&["analyze", "--pipeline", ml.to_str().unwrap(), "--set", &src, "--set", "inputs.events=x"], 2);
+    assert!(err.contains("inputs.movielens") && err.contains("inputs.events"), "{err}");
 }
 
 #[test]

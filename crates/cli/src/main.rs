@@ -540,6 +540,10 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Analyze(a) => {
             let mut config = load_config(a.config.pipeline.as_deref(), &a.config.sets)?;
+            if a.events.is_some() || a.items.is_some() {
+                // Inputs on the command line replace the pipeline's, a MovieLens directory included.
+                config.inputs.movielens = None;
+            }
             if let Some(e) = a.events {
                 config.inputs.events = Some(e);
             }
@@ -550,6 +554,7 @@ async fn run(cli: Cli) -> Result<()> {
                 print!("{}", config.to_toml());
                 return Ok(());
             }
+            tailforge_ingest::import_pipeline_inputs(&mut config).await?;
             let missing =
                 |what: &str, flag: &str| Error::usage(format!("no {what}: pass {flag} or set it in the pipeline file"));
             let events = Location::parse(

@@ -85,6 +85,12 @@ pub struct InputsConfig {
     pub events: Option<String>,
     /// Item catalog (Parquet): one row per item.
     pub items: Option<String>,
+    /// A MovieLens directory to read instead of `events` and `items` (a local
+    /// path: MovieLens-100k's u.data + u.item, or MovieLens latest's
+    /// ratings.csv + movies.csv). Each run imports it into
+    /// `<output>/import/movielens/` (a second or two; the source is read in
+    /// place, never copied elsewhere) and analyzes that.
+    pub movielens: Option<String>,
     /// Column names of the events input.
     pub events_columns: EventColumns,
     /// Column names of the items input.
@@ -380,6 +386,20 @@ impl PipelineConfig {
         unit_interval("analyze.long_tail.share", lt.share, false)?;
         unit_interval("analyze.long_tail.pareto_share", lt.pareto_share, true)?;
         unit_interval("analyze.long_tail.percentile", lt.percentile, false)?;
+        if let (Some(_), Some(key)) = (
+            &self.inputs.movielens,
+            [("inputs.events", &self.inputs.events), ("inputs.items", &self.inputs.items)]
+                .iter()
+                .find_map(|(k, v)| v.is_some().then_some(*k)),
+        ) {
+            return Err(Error::config(
+                source,
+                "inputs.movielens",
+                format!(
+                    "is set together with {key}: a pipeline reads either a MovieLens directory or events + items, not both; unset one"
+                ),
+            ));
+        }
         if self.analyze.batch_size == 0 {
             return Err(Error::config(source, "analyze.batch_size", "must be at least 1"));
         }

@@ -341,6 +341,7 @@ pub async fn run(req: &RunRequest) -> Result<Manifest> {
             .ok_or_else(|| Error::usage("no output: set output = \"…\" in the pipeline or --set output=URL"))?,
     )?
     .as_dir();
+    tailforge_ingest::import_pipeline_inputs(&mut config).await?;
     let events = config.inputs.events.clone().ok_or_else(|| Error::usage("no inputs.events in the pipeline"))?;
     let items = config.inputs.items.clone().ok_or_else(|| Error::usage("no inputs.items in the pipeline"))?;
     if let (true, Some(shard)) = (config.generate.enabled, config.generate.shard) {
