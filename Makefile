@@ -4,8 +4,14 @@ export CARGO_TARGET_DIR ?= /var/tmp/tailforge-target
 CARGO ?= cargo
 BIN := $(CARGO_TARGET_DIR)/release/tailforge
 DEMO_DIR ?= data/demo
+## FEATURES: cargo features for every build and test line alike (one build,
+## one profile), e.g. `make test FEATURES=ballista`. Off by default: the
+## Ballista client rebuilds DataFusion with its default features and adds
+## gRPC (BENCHMARKS.md, "Ballista in the build").
+FEATURES ?=
+FEATURE_FLAGS := $(if $(FEATURES),--features $(FEATURES))
 
-.PHONY: all setup build test report-check reliability demo bench bench-analyze bench-train bench-train-amazon bench-train-speed bench-generate bench-generate-ablation fmt lint clean-data
+.PHONY: all setup build test test-ballista report-check reliability demo bench bench-analyze bench-train bench-train-amazon bench-train-speed bench-generate bench-generate-ablation fmt lint clean-data
 
 all: build
 
@@ -15,16 +21,22 @@ setup:
 
 ## build: the tailforge binary (release profile).
 build:
-	$(CARGO) build --release --workspace --bins
+	$(CARGO) build --release --workspace --bins $(FEATURE_FLAGS)
 
 ## test: unit tests and end-to-end tests of the real binary on real data.
 test: setup build
-	$(CARGO) test --release --workspace
+	$(CARGO) test --release --workspace $(FEATURE_FLAGS)
+
+## test-ballista: analyze on a Ballista cluster (a scheduler and two executors on 127.0.0.1,
+## in the test process) against the local engine, on demo data and MovieLens-100k. docs/ballista.md.
+test-ballista: setup
+	$(MAKE) build FEATURES=ballista
+	$(CARGO) test --release --workspace --features ballista --test ballista
 
 ## report-check: a run's report.html rendered by headless chromium (tests/tests/report.rs: it renders,
 ## shows the headline numbers, catalog text stays text); REPORT=path/report.html also checks that report.
 report-check: setup build
-	$(CARGO) test --release --workspace --test report
+	$(CARGO) test --release --workspace $(FEATURE_FLAGS) --test report
 	@if [ -n "$(REPORT)" ]; then bash scripts/report-check.sh "$(REPORT)"; fi
 
 ## reliability: the crash harness with 20 kill points (TAILFORGE_CRASH_POINTS, seed
@@ -32,7 +44,7 @@ report-check: setup build
 ## `make test` runs the same tests with 4 kill points. docs/reliability.md.
 TAILFORGE_CRASH_POINTS ?= 20
 reliability: setup build
-	TAILFORGE_CRASH_POINTS=$(TAILFORGE_CRASH_POINTS) $(CARGO) test --release --workspace --test crash --test secrets -- --nocapture --test-threads 1
+	TAILFORGE_CRASH_POINTS=$(TAILFORGE_CRASH_POINTS) $(CARGO) test --release --workspace $(FEATURE_FLAGS) --test crash --test secrets -- --nocapture --test-threads 1
 
 ## demo: set up, build, generate the synthetic shop, run the pipeline on it.
 demo: setup build
@@ -70,7 +82,7 @@ fmt:
 	$(CARGO) fmt --all
 
 lint:
-	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --release --workspace --all-targets $(FEATURE_FLAGS) -- -D warnings
 
 clean-data:
 	rm -rf data/demo bench-out

@@ -37,7 +37,7 @@ use tailforge_core::storage::SUCCESS_MARKER;
 use tailforge_core::{Error, Location, Result};
 use tracing::{info, warn};
 
-pub use session::build_session;
+pub use session::{build_engine_session, build_session};
 
 /// The SQL of the stage, compiled into the binary so a deployed `tailforge`
 /// needs no source tree. Each file documents its inputs, parameters and output.
@@ -86,7 +86,7 @@ pub async fn analyze(req: &AnalyzeRequest) -> Result<AnalyzeSummary> {
     let started = Instant::now();
     let mut timings = BTreeMap::new();
     let cfg = &req.config.analyze;
-    let ctx = session::build_session(cfg)?;
+    let ctx = session::build_engine_session(cfg).await?;
     ctx.register_udf(udf::ListField::udf());
     for l in [&req.events, &req.items, &req.out] {
         session::register_store(&ctx, l);
@@ -115,12 +115,23 @@ pub async fn analyze(req: &AnalyzeRequest) -> Result<AnalyzeSummary> {
     let catalog_df = items_shape.normalize(inputs::read_table(&ctx, &items_in).await?, item_kind)?;
     register(&ctx, "events", events_df)?;
     register(&ctx, "catalog", catalog_df)?;
-    info!(events_files = events_in.files.len(), items_files = items_in.files.len(), "inputs listed");
+    info!(
+        events_files = events_in.files.len(),
+        items_files = items_in.files.len(),
+        engine = cfg.engine.as_str(),
+        "inputs listed"
+    );
 
     // 2. The data contract, checked before any output is written.
     let checker = validate::Checker { ctx: &ctx, cfg: &req.config };
-    let events_read = checker.events(&events_in, &events_shape, item_kind).await?;
-    checker.items(&items_in, &items_shape, item_kind).await?;
+    let events_read = checker
+        .events(&events_in, &events_shape, item_kind)
+        .await
+        .map_err(|e| session::on_engine(cfg, "validate_events.sql", e))?;
+    checker
+        .items(&items_in, &items_shape, item_kind)
+        .await
+        .map_err(|e| session::on_engine(cfg, "validate_items.sql", e))?;
     timings.insert("validate".to_string(), secs(step));
     info!(events = events_read, seconds = secs(step), "inputs validated");
 
@@ -157,9 +168,11 @@ pub async fn analyze(req: &AnalyzeRequest) -> Result<AnalyzeSummary> {
         let target = out.join(&format!("{name}.parquet"));
         let n = if name == outputs::SEQUENCES && memory_limited {
             let sorted = run_sql(&ctx, "sequences_sorted.sql", sql::SEQUENCES_SORTED, &[]).await?;
-            sequences::write_sorted(sorted, Arc::new(df.schema().as_arrow().clone()), &target).await?
+            sequences::write_sorted(sorted, Arc::new(df.schema().as_arrow().clone()), &target)
+                .await
+                .map_err(|e| session::on_engine(cfg, "sequences_sorted.sql", e))?
         } else {
-            write_parquet(df, &target).await?
+            write_parquet(df, &target).await.map_err(|e| session::on_engine(cfg, &format!("{name}.sql"), e))?
         };
         ctx.register_parquet(name, target.url().as_str(), ParquetReadOptions::default())
             .await
@@ -170,8 +183,9 @@ pub async fn analyze(req: &AnalyzeRequest) -> Result<AnalyzeSummary> {
     }
 
     // 4. summary.json, then _SUCCESS last.
-    let s =
-        collect_one(run_sql(&ctx, "summary.sql", sql::SUMMARY, &[]).await?, "summary.sql").await.map_err(classify)?;
+    let s = collect_one(run_sql(&ctx, "summary.sql", sql::SUMMARY, &[]).await?, "summary.sql")
+        .await
+        .map_err(|e| session::on_engine(cfg, "summary.sql", classify(e)))?;
     timings.insert("total".to_string(), secs(started));
     let summary = AnalyzeSummary {
         events: s.i64("events")? as u64,

@@ -6,7 +6,7 @@ use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::{FairSpillPool, MemoryPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
-use tailforge_core::config::{AnalyzeConfig, parse_bytes};
+use tailforge_core::config::{AnalyzeConfig, AnalyzeEngine, parse_bytes};
 use tailforge_core::{Error, Location, Result};
 
 /// Builds the session: partitions, batch size, and — when a memory limit is
@@ -61,6 +61,87 @@ pub fn build_session(cfg: &AnalyzeConfig) -> Result<SessionContext> {
     let runtime =
         runtime.build_arc().map_err(|e| Error::internal(format!("cannot build the DataFusion runtime: {e}")))?;
     Ok(SessionContext::new_with_config_rt(config, runtime))
+}
+
+/// The session of `cfg.engine`: [`build_session`] for "local"; for
+/// "ballista", the same settings in a session whose queries are planned and
+/// run by the Ballista scheduler at `cfg.scheduler`. Only listing the inputs
+/// and reading their footers stay in this process; every query runs on the
+/// cluster, and a query the cluster cannot run fails (never falls back to
+/// running here).
+pub async fn build_engine_session(cfg: &AnalyzeConfig) -> Result<SessionContext> {
+    let local = build_session(cfg)?;
+    match cfg.engine {
+        AnalyzeEngine::Local => Ok(local),
+        AnalyzeEngine::Ballista => remote(cfg, local).await,
+    }
+}
+
+#[cfg(feature = "ballista")]
+async fn remote(cfg: &AnalyzeConfig, local: SessionContext) -> Result<SessionContext> {
+    use ballista::prelude::SessionContextExt;
+    let (host, port) = tailforge_core::config::parse_scheduler(&cfg.scheduler)
+        .map_err(|m| Error::config("(config)", "analyze.scheduler", m))?;
+    // The client connects only when the first query runs; say plainly now
+    // when nothing listens there.
+    let reach =
+        tokio::time::timeout(std::time::Duration::from_secs(10), tokio::net::TcpStream::connect((host.as_str(), port)));
+    match reach.await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            return Err(Error::config(
+                "(config)",
+                "analyze.scheduler",
+                format!(
+                    "cannot reach the Ballista scheduler at {host}:{port}: {e}; check the address and that the scheduler is running"
+                ),
+            ));
+        }
+        Err(_) => {
+            return Err(Error::config(
+                "(config)",
+                "analyze.scheduler",
+                format!(
+                    "no answer from the Ballista scheduler at {host}:{port} within 10 s; check the address and the network"
+                ),
+            ));
+        }
+    }
+    SessionContext::remote_with_state(&cfg.scheduler, local.state()).await.map_err(|e| {
+        Error::config(
+            "(config)",
+            "analyze.scheduler",
+            format!("cannot open a Ballista session at {}: {e}", cfg.scheduler),
+        )
+    })
+}
+
+#[cfg(not(feature = "ballista"))]
+async fn remote(_cfg: &AnalyzeConfig, _local: SessionContext) -> Result<SessionContext> {
+    Err(Error::config(
+        "(config)",
+        "analyze.engine",
+        "this tailforge was built without Ballista support; rebuild with `cargo build --release --workspace --bins --features ballista` (`make build FEATURES=ballista`), or set analyze.engine = \"local\"",
+    ))
+}
+
+/// Names the query and the cluster in an error from a query that ran on
+/// Ballista; errors of the local engine pass unchanged.
+pub fn on_engine(cfg: &AnalyzeConfig, file: &str, e: Error) -> Error {
+    match (cfg.engine, e) {
+        (AnalyzeEngine::Ballista, Error::Internal(m)) => {
+            let hint = if m.contains("list_field") {
+                "; the scheduler and the executors must know tailforge's list_field function (docs/ballista.md, \"Executors\")"
+            } else {
+                ""
+            };
+            Error::internal(format!(
+                "sql/{file} failed on the Ballista cluster (analyze.scheduler = {:?}): {m}{hint}",
+                cfg.scheduler
+            ))
+        }
+        (_, e) => e,
+    }
 }
 
 /// Makes `location`'s object store known to the session.

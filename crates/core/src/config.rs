@@ -175,6 +175,12 @@ impl TsUnit {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AnalyzeConfig {
+    /// Where the SQL runs: "local" (DataFusion in this process) or
+    /// "ballista" (a Ballista cluster at `scheduler`; needs a binary built
+    /// with `--features ballista`, docs/ballista.md).
+    pub engine: AnalyzeEngine,
+    /// The Ballista scheduler for `engine = "ballista"`, e.g. "df://host:50050".
+    pub scheduler: String,
     /// DataFusion partitions (parallelism); 0 = number of cores.
     pub target_partitions: usize,
     /// Rows per Arrow record batch inside DataFusion.
@@ -207,6 +213,8 @@ pub struct AnalyzeConfig {
 impl Default for AnalyzeConfig {
     fn default() -> Self {
         AnalyzeConfig {
+            engine: AnalyzeEngine::Local,
+            scheduler: String::new(),
             target_partitions: 0,
             batch_size: 8192,
             memory_limit: "0".into(),
@@ -219,6 +227,44 @@ impl Default for AnalyzeConfig {
             datafusion: Default::default(),
         }
     }
+}
+
+/// Where analyze runs its SQL.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AnalyzeEngine {
+    /// DataFusion in this process.
+    #[default]
+    Local,
+    /// A remote Ballista cluster (`analyze.scheduler`).
+    Ballista,
+}
+
+impl AnalyzeEngine {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AnalyzeEngine::Local => "local",
+            AnalyzeEngine::Ballista => "ballista",
+        }
+    }
+}
+
+/// Checks a Ballista scheduler address, `df://host[:port]` (port 50050 when
+/// left out); returns the host and port.
+pub fn parse_scheduler(url: &str) -> std::result::Result<(String, u16), String> {
+    let hint = "expected df://host:port, e.g. \"df://ballista-scheduler:50050\"";
+    let parsed = url::Url::parse(url).map_err(|e| format!("{url:?} is not a URL ({e}); {hint}"))?;
+    if parsed.scheme() != "df" {
+        return Err(format!("{url:?} has scheme {:?}; {hint}", parsed.scheme()));
+    }
+    let host = match parsed.host_str() {
+        Some(h) if !h.is_empty() => h.to_string(),
+        _ => return Err(format!("{url:?} names no host; {hint}")),
+    };
+    if !(parsed.path().is_empty() || parsed.path() == "/") || parsed.query().is_some() {
+        return Err(format!("{url:?} has a path or query; {hint}"));
+    }
+    Ok((host, parsed.port().unwrap_or(50050)))
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -400,6 +446,19 @@ impl PipelineConfig {
                 ),
             ));
         }
+        match self.analyze.engine {
+            AnalyzeEngine::Ballista if self.analyze.scheduler.is_empty() => {
+                return Err(Error::config(
+                    source,
+                    "analyze.scheduler",
+                    "analyze.engine = \"ballista\" needs the scheduler's address, e.g. analyze.scheduler = \"df://host:50050\"",
+                ));
+            }
+            AnalyzeEngine::Ballista => {
+                parse_scheduler(&self.analyze.scheduler).map_err(|m| Error::config(source, "analyze.scheduler", m))?;
+            }
+            AnalyzeEngine::Local => {}
+        }
         if self.analyze.batch_size == 0 {
             return Err(Error::config(source, "analyze.batch_size", "must be at least 1"));
         }
@@ -569,6 +628,25 @@ mod tests {
         // Nothing close: no guess.
         let e = load("[analyze]\nzzzzzzzz = 1\n", &[], &[]).unwrap_err();
         assert!(!e.to_string().contains("did you mean"), "{e}");
+    }
+
+    #[test]
+    fn ballista_engine_needs_a_df_scheduler_address() {
+        let c = load("", &[], &[]).unwrap();
+        assert_eq!(c.analyze.engine, AnalyzeEngine::Local);
+        let e = load("[analyze]\nengine = \"ballista\"\n", &[], &[]).unwrap_err();
+        assert!(e.to_string().contains("analyze.scheduler") && e.to_string().contains("df://host:50050"), "{e}");
+        assert_eq!(e.exit_code(), crate::error::EXIT_USAGE);
+        for bad in ["http://h:50050", "df://", "df://h:50050/x", "h:50050"] {
+            let e = load("", &[], &["analyze.engine=ballista", &format!("analyze.scheduler={bad}")]).unwrap_err();
+            assert!(e.to_string().contains("analyze.scheduler"), "{bad}: {e}");
+        }
+        let e = load("[analyze]\nengine = \"spark\"\n", &[], &[]).unwrap_err();
+        assert!(e.to_string().contains("ballista"), "{e}");
+        let c = load("", &[], &["analyze.engine=ballista", "analyze.scheduler=df://sched:50051"]).unwrap();
+        assert_eq!(c.analyze.engine, AnalyzeEngine::Ballista);
+        assert_eq!(parse_scheduler(&c.analyze.scheduler), Ok(("sched".to_string(), 50051)));
+        assert_eq!(parse_scheduler("df://sched"), Ok(("sched".to_string(), 50050)));
     }
 
     #[test]
