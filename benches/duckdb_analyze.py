@@ -5,6 +5,10 @@ files — validation scan, sequences, split, item_stats, tail_items, summary —
 and writes the same outputs, so the wall times compare like for like.
 With --check DIR it also compares its outputs with tailforge's in DIR.
 
+The queries below restate sql/*.sql in DuckDB's dialect (each one names the
+file it restates); sql/ is the source of truth. A change there must be made
+here too: --check against a fresh tailforge output catches a drift.
+
 usage: python duckdb_analyze.py EVENTS_DIR ITEMS_DIR OUT_DIR [--check TAILFORGE_OUT] [--memory-limit 4GB]
 """
 import json
@@ -40,12 +44,14 @@ def copy(name, query):
     con.execute(f"COPY ({query}) TO '{out}/{name}.parquet' (FORMAT parquet, COMPRESSION zstd)")
     con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM read_parquet('{out}/{name}.parquet')")
 
+# restates sql/sequences.sql
 copy("sequences", """
   SELECT user_id,
          list(item_id ORDER BY ts, item_id) AS item_ids,
          list(ts ORDER BY ts, item_id)      AS ts,
          count(*)                           AS length
   FROM events GROUP BY user_id ORDER BY user_id""")
+# restates sql/split.sql
 copy("split", """
   SELECT user_id, length,
          CASE WHEN length >= 3 THEN length - 2 ELSE length END AS train_length,
@@ -55,6 +61,7 @@ copy("split", """
          CASE WHEN length >= 3 THEN ts[length] END            AS test_ts,
          length >= 3                                          AS evaluated
   FROM sequences ORDER BY user_id""")
+# restates sql/item_stats.sql
 copy("item_stats", """
   WITH counts AS (
     SELECT item_id, count(*) AS interactions, count(DISTINCT user_id) AS distinct_users,
@@ -85,10 +92,12 @@ copy("item_stats", """
          CASE WHEN eval_rank IS NULL THEN NULL WHEN eval_rank <= ceil(0.2 * n_eval_items) THEN 'head' ELSE 'tail' END AS eval_group,
          in_catalog
   FROM ranked ORDER BY rank""")
+# restates sql/tail_items.sql
 copy("tail_items", """
   SELECT s.item_id, c.title, s.interactions, s.rank, c.* EXCLUDE (item_id, title)
   FROM item_stats s JOIN catalog c ON c.item_id = s.item_id
   WHERE s."group" = 'tail' ORDER BY s.rank""")
+# restates sql/summary.sql
 summary = con.execute("""
   WITH o AS (SELECT interactions, "group", row_number() OVER (ORDER BY interactions, item_id) AS i,
                     count(*) OVER () AS n, sum(interactions) OVER () AS total FROM item_stats)

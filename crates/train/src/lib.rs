@@ -2,8 +2,6 @@
 //! sequences and eval-v1 split into models and into the numbers that say how
 //! good they are on head and tail items.
 //!
-//! Today the crate holds the evaluation side:
-//!
 //! - [`load_dataset`] reads an analyze output directory (`sequences.parquet`,
 //!   `split.parquet`, `item_stats.parquet`) into an in-memory [`Dataset`]:
 //!   a dense item vocabulary, each user's sequence as dense indices with its
@@ -14,10 +12,14 @@
 //! - [`baselines`] holds reference scorers (MostPop), which also serve as
 //!   the evaluator's check: MostPop's full-ranking figures on MovieLens-100k
 //!   are fixed by EVAL.md and the tests reproduce them exactly.
-//!
-//! The sequential recommender (SASRec and its text-aware successor) will be
-//! trained here too, scored through the same [`eval::Scorer`] trait so that
-//! every model is measured by the one evaluator.
+//! - [`sasrec`] is the sequential recommender (SASRec) in candle, with its
+//!   three item representations (ID, text, fused); [`trainer`] is its
+//!   training loop, [`text`] and [`item_text`] the item-text embeddings it
+//!   reads, [`scoring`] how its scores are formed at inference.
+//! - [`train`] is the `tailforge train` stage: dataset in, trained model,
+//!   `metrics.json` and serving artefacts out. Every model, baseline or
+//!   SASRec variant, is measured by the one evaluator through
+//!   [`eval::Scorer`].
 
 pub mod baselines;
 mod dataset;
