@@ -30,22 +30,6 @@ fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-/// splitmix64: a small seeded generator, so that a kill schedule can be replayed.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [0, 1).
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 /// Demo data (300 users, 200 items) and a pipeline with every stage: analyze,
 /// generate (8 tail items, SmolLM2), train (SASRec id, 2 epochs, maxlen 20),
 /// evaluate.
@@ -336,7 +320,7 @@ fn a_run_killed_at_any_point_resumes_to_the_uninterrupted_result() {
         started.elapsed().as_secs_f64()
     );
 
-    let mut rng = Rng(seed);
+    let mut rng = tailforge_core::rng::SplitMix64::new(seed);
     let mut hits: BTreeMap<String, usize> = BTreeMap::new();
     let (mut kills, mut round) = (0, 0);
     // Kill points aim at the targets in run order, on one output root per
@@ -354,7 +338,7 @@ fn a_run_killed_at_any_point_resumes_to_the_uninterrupted_result() {
         });
         // Within 80% of the target's length in the uninterrupted run: runs on
         // a shared machine vary, and a kill after the end hits the next stage.
-        let delay = rng.unit() * 0.8 * length[target];
+        let delay = rng.unit_f64() * 0.8 * length[target];
         let a = attempt(&t, out, Some((target, delay)));
         let took_over = if a.stderr.contains("taking over the run lock") {
             "; took over the lock of the previous kill"

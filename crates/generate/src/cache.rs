@@ -27,23 +27,22 @@ use arrow::array::{Array, ArrayRef, Float64Array, Int64Array, ListArray, StringA
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
-use sha2::{Digest, Sha256};
 
+use tailforge_core::hash::sha256_hex;
 use tailforge_core::parquet_io::read_parquet;
 use tailforge_core::schema::IdKind;
 use tailforge_core::{Error, Location, Result};
 
-use crate::engine::hex;
 use crate::output::{self, GeneratedRow, ItemId, RejectRow};
 
 /// The fingerprint of a generation: model, prompt template + sampling parameters, seed.
 pub fn fingerprint(model_sha256: &str, params_hash: &str, seed: u64) -> String {
-    hex(&Sha256::digest(format!("tailforge-generate-v1\n{model_sha256}\n{params_hash}\n{seed}").as_bytes()))
+    sha256_hex(format!("tailforge-generate-v1\n{model_sha256}\n{params_hash}\n{seed}").as_bytes())
 }
 
 /// The hash of an item's rendered prompt messages.
 pub fn input_hash(system: &str, user: &str) -> String {
-    hex(&Sha256::digest(format!("{system}\u{0}{user}").as_bytes()))
+    sha256_hex(format!("{system}\u{0}{user}").as_bytes())
 }
 
 /// One fingerprint's directory of the cache.

@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::hash::fnv1a64;
+use tailforge_core::hash::fnv1a64;
 
 /// Accepted descriptions as shingle sets, with an inverted index from
 /// shingle to description so that a check compares only with descriptions

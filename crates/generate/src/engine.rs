@@ -22,7 +22,11 @@ use llama_cpp_2::token::data_array::LlamaTokenDataArray;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
+use tailforge_core::hash::sha256_hex;
 use tailforge_core::{Error, Result};
+
+/// Core's hex helper, under the name the crate root already uses.
+pub(crate) use tailforge_core::hash::hex;
 
 use crate::config::{GenerateConfig, gpu_layers};
 use crate::contract::{Answer, Reject, Validator};
@@ -113,10 +117,6 @@ pub(crate) fn check_model(path: &Path) -> Result<String> {
         h.update(&buf[..n]);
     }
     Ok(hex(&h.finalize()))
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The process-wide llama.cpp backend (it may be initialized only once).
@@ -351,7 +351,7 @@ pub(crate) fn run(
         .iter()
         .map(|item| {
             let text = chat_prompt(&model, template.as_ref(), &item.system, &item.user);
-            (std::sync::Arc::new(vocab.tokenize(text.as_bytes(), true, true)), hex(&Sha256::digest(text.as_bytes())))
+            (std::sync::Arc::new(vocab.tokenize(text.as_bytes(), true, true)), sha256_hex(text.as_bytes()))
         })
         .collect();
     // The shared prefix never reaches into item text, even where this run's

@@ -39,7 +39,7 @@ use std::collections::BTreeMap;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use tailforge_core::hash::sha256_hex;
 use tailforge_core::schema::InputFile;
 use tailforge_core::storage::SUCCESS_MARKER;
 use tailforge_core::{Error, Location, PipelineConfig, Result};
@@ -103,10 +103,6 @@ pub fn git_revision() -> String {
 
 fn now() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Today's date in UTC as `YYYY-MM-DD` (civil-from-days, H. Hinnant).

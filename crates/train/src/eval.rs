@@ -41,6 +41,7 @@ use std::time::Instant;
 
 use rayon::prelude::*;
 use serde::Serialize;
+use tailforge_core::rng::{SplitMix64, mix64};
 use tailforge_core::{Error, Result};
 
 pub use crate::dataset::Phase;
@@ -176,55 +177,6 @@ pub fn top_k(scores: &[f32], excluded: &[bool], k: usize) -> Vec<u32> {
         top.truncate(k);
     }
     top.into_iter().map(|(_, i)| i).collect()
-}
-
-/// SplitMix64 (Steele, Lea & Flood 2014): a tiny, well-mixed 64-bit generator,
-/// written out here so eval-v1's sampled metrics do not depend on a crate's
-/// version.
-#[derive(Debug, Clone)]
-pub struct SplitMix64 {
-    state: u64,
-}
-
-const GOLDEN_GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
-
-/// SplitMix64's output function (a bijective 64-bit mixer).
-pub fn mix64(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-impl SplitMix64 {
-    pub fn new(seed: u64) -> SplitMix64 {
-        SplitMix64 { state: seed }
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(GOLDEN_GAMMA);
-        mix64(self.state)
-    }
-
-    /// The `index`-th output (from 0) of `SplitMix64::new(seed)`, reached
-    /// directly: the state after `index + 1` steps is `seed + (index + 1)·γ`,
-    /// so a stream can be read at any position, in parallel.
-    pub fn output_at(seed: u64, index: u64) -> u64 {
-        mix64(seed.wrapping_add(index.wrapping_add(1).wrapping_mul(GOLDEN_GAMMA)))
-    }
-
-    /// Uniform in `0..n` (`n > 0`), without modulo bias: Lemire's
-    /// multiply-and-reject method on [`SplitMix64::next_u64`].
-    pub fn below(&mut self, n: u64) -> u64 {
-        debug_assert!(n > 0);
-        let mut m = u128::from(self.next_u64()) * u128::from(n);
-        if (m as u64) < n {
-            let threshold = n.wrapping_neg() % n;
-            while (m as u64) < threshold {
-                m = u128::from(self.next_u64()) * u128::from(n);
-            }
-        }
-        (m >> 64) as u64
-    }
 }
 
 /// The generator of one user's negatives: `SplitMix64::new(mix64(seed ^ mix64(user)))`,
@@ -545,26 +497,6 @@ mod tests {
         // Fewer never-interacted items than requested: all of them.
         let interacted = [true, false, true, false];
         assert_eq!(sample_negatives(&interacted, 100, &mut user_rng(42, 0)), vec![1, 3]);
-    }
-
-    #[test]
-    fn output_at_reads_the_stream_at_any_position() {
-        let mut stream = SplitMix64::new(0xDEAD_BEEF);
-        for index in 0..100 {
-            assert_eq!(SplitMix64::output_at(0xDEAD_BEEF, index), stream.next_u64(), "output {index}");
-        }
-    }
-
-    #[test]
-    fn lemire_below_stays_in_range() {
-        let mut rng = SplitMix64::new(7);
-        for n in [1u64, 2, 3, 10, 1682, u64::MAX] {
-            for _ in 0..1000 {
-                assert!(rng.below(n) < n);
-            }
-        }
-        // The reference SplitMix64 stream for seed 0 starts 0xE220A8397B1DCDAF.
-        assert_eq!(SplitMix64::new(0).next_u64(), 0xE220_A839_7B1D_CDAF);
     }
 
     /// Fixed score vectors per user.

@@ -39,7 +39,7 @@ use std::sync::Arc;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, D, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::eval::SplitMix64;
+use tailforge_core::rng::SplitMix64;
 
 /// The contiguous f32 data behind a CPU tensor argument of a custom op.
 fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use candle_core::{DType, Device, Tensor, Var};
 
-use crate::eval::{SplitMix64, mix64};
+use tailforge_core::rng::{SplitMix64, mix64};
 
 /// How a parameter starts.
 #[derive(Debug, Clone, Copy)]
@@ -45,7 +45,7 @@ pub fn standard_normal(rng: &mut SplitMix64) -> f64 {
 
 /// A stable 64-bit hash of a parameter name (FNV-1a), to seed its draws.
 fn name_hash(name: &str) -> u64 {
-    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+    tailforge_core::hash::fnv1a64(name.as_bytes())
 }
 
 impl ParamStore {

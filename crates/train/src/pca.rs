@@ -10,7 +10,8 @@
 //! found by subspace iteration on the 384 × 384 covariance — a few hundred
 //! million multiply-adds, well under a second.
 
-use crate::eval::SplitMix64;
+use tailforge_core::rng::SplitMix64;
+
 use crate::params::standard_normal;
 
 /// Iterations of subspace iteration; the covariance of sentence embeddings

@@ -35,8 +35,8 @@
 
 use candle_core::{DType, Device, IndexOp, Tensor};
 use tailforge_core::config::Variant;
+use tailforge_core::rng::SplitMix64;
 
-use crate::eval::SplitMix64;
 use crate::params::{Init, ParamStore};
 
 /// Name of the ID embedding table parameter.

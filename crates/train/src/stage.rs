@@ -174,7 +174,7 @@ async fn text_features(
         for t in &texts.texts {
             h.update(EmbeddingCache::key("", t).as_bytes());
         }
-        crate::text::hex(&h.finalize())[..16].to_string()
+        tailforge_core::hash::hex(&h.finalize())[..16].to_string()
     };
     let stats = TextStats {
         encoder: encoder_fingerprint,

@@ -12,17 +12,17 @@ use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use tailforge_core::config::{IdInit, Loss, TrainConfig, Variant};
+use tailforge_core::hash::sha256_hex;
+use tailforge_core::rng::{SplitMix64, mix64};
 use tailforge_core::{Error, Location, Result};
 
 use crate::dataset::{Dataset, Phase};
-use crate::eval::{EvalOptions, EvalReport, Scorer, SplitMix64, evaluate, mix64};
+use crate::eval::{EvalOptions, EvalReport, Scorer, evaluate};
 use crate::item_text::ItemTexts;
 use crate::params::{Adam, ParamStore};
 use crate::sasrec::{ITEM_EMBEDDING, SasRec, SasRecShape, SeqBatch, bce_loss, features_tensor, sampled_softmax_loss};
 use crate::scoring::{RuledScorer, ScoringRule, Signals, dot};
-use crate::text::hex;
 
 /// Name of the byte tensor that carries [`CheckpointState`] inside `last.safetensors`.
 const STATE_TENSOR: &str = "checkpoint.state";
@@ -190,7 +190,7 @@ impl TrainInputs<'_> {
             d.train_interactions(),
             self.text_fingerprint
         );
-        hex(&Sha256::digest(text.as_bytes()))[..16].to_string()
+        sha256_hex(text.as_bytes())[..16].to_string()
     }
 
     fn shape(&self) -> SasRecShape {
