@@ -397,7 +397,9 @@ async fn run(cli: Cli) -> Result<()> {
                 println!("  {:<12} {:<9} {:>7.2}s", s.name, s.status, s.seconds);
             }
             // Test NDCG@10 (eval-v1, full ranking) per model: the baseline, then each trained variant.
-            let ndcg = |prefix: &str, group: &str| m.metrics.get(&format!("{prefix}_test_ndcg@10_{group}")).copied();
+            let ndcg = |prefix: &str, group: &str| {
+                m.metrics.get(&tailforge_core::records::test_ndcg_key(prefix, group)).copied()
+            };
             let variants = m.stages.iter().filter_map(|s| s.name.strip_prefix("train_"));
             for (label, prefix) in std::iter::once(("MostPop", "mostpop")).chain(variants.map(|v| (v, v))) {
                 if let (Some(all), Some(head), Some(tail)) =
@@ -460,8 +462,8 @@ async fn run(cli: Cli) -> Result<()> {
                 let out = Location::parse(&out)?;
                 out.check_output_dir("--out")?;
                 let out = out.as_dir();
-                let metrics = serde_json::json!({ "variant": variant, "test": test, "valid": valid });
-                let json = serde_json::to_vec_pretty(&metrics).map_err(|e| Error::internal(e.to_string()))?;
+                let metrics = tailforge_train::BaselineMetrics { test, valid, variant: variant.to_string() };
+                let json = metrics.to_json()?;
                 out.join("metrics.json").put(json).await?;
                 out.join("metrics.md").put(markdown.into_bytes()).await?;
                 println!("metrics: {}", out.join("metrics.json").display());

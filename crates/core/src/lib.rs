@@ -10,6 +10,7 @@ pub mod config;
 pub mod error;
 pub mod hash;
 pub mod parquet_io;
+pub mod records;
 pub mod rng;
 pub mod schema;
 pub mod storage;

@@ -4,6 +4,7 @@
 //! ratio, coverage and tail share, and against the previous successful run.
 
 use tailforge_core::Location;
+use tailforge_core::records::test_ndcg_key;
 use tailforge_core::schema::EVAL_GROUPS;
 
 use crate::Manifest;
@@ -32,7 +33,7 @@ pub(crate) struct Headline {
 /// A trained variant's figures, from the manifest's metrics (`<v>_test_ndcg@10_<group>`, …).
 fn variant_figures(m: &Manifest, variant: &str) -> Option<Figures> {
     let get = |key: String| m.metrics.get(&key).copied();
-    let ndcg = EVAL_GROUPS.map(|g| get(format!("{variant}_test_ndcg@10_{g}")));
+    let ndcg = EVAL_GROUPS.map(|g| get(test_ndcg_key(variant, g)));
     ndcg[0]?;
     Some(Figures {
         name: format!("SASRec {variant}"),
@@ -43,7 +44,7 @@ fn variant_figures(m: &Manifest, variant: &str) -> Option<Figures> {
 }
 
 fn mostpop_figures(m: &Manifest) -> Option<Figures> {
-    let ndcg = EVAL_GROUPS.map(|g| m.metrics.get(&format!("mostpop_test_ndcg@10_{g}")).copied());
+    let ndcg = EVAL_GROUPS.map(|g| m.metrics.get(&test_ndcg_key("mostpop", g)).copied());
     ndcg[0]?;
     Some(Figures { name: "MostPop".into(), ndcg, coverage: None, tail_share: None })
 }
@@ -206,7 +207,7 @@ mod tests {
         for (v, ndcg) in figures {
             m.stages.push(StageRecord { name: format!("train_{v}"), ..Default::default() });
             for (g, x) in EVAL_GROUPS.iter().zip(ndcg) {
-                m.metrics.insert(format!("{v}_test_ndcg@10_{g}"), *x);
+                m.metrics.insert(test_ndcg_key(v, g), *x);
             }
             m.metrics.insert(format!("{v}_coverage@10"), 0.5);
             m.metrics.insert(format!("{v}_tail_share@10"), 0.25);
@@ -233,7 +234,7 @@ mod tests {
         let mut alone = manifest("c", &[("dual", [0.09, 0.1, 0.05, 0.04])]);
         assert!(Headline::new(&alone, None).is_none(), "no MostPop figures, nothing to compare with");
         for (g, x) in EVAL_GROUPS.iter().zip([0.05, 0.1, 0.0, 0.0]) {
-            alone.metrics.insert(format!("mostpop_test_ndcg@10_{g}"), x);
+            alone.metrics.insert(test_ndcg_key("mostpop", g), x);
         }
         let h = Headline::new(&alone, None).unwrap();
         assert_eq!(h.baseline.name, "MostPop");

@@ -40,6 +40,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use tailforge_core::hash::sha256_hex;
+use tailforge_core::records::{StageStatus, test_ndcg_key};
 use tailforge_core::schema::InputFile;
 use tailforge_core::storage::SUCCESS_MARKER;
 use tailforge_core::{Error, Location, PipelineConfig, Result};
@@ -69,7 +70,7 @@ pub struct Manifest {
     /// defaults: what the stage fingerprints are made of.
     pub config_hash: String,
     pub config: String,
-    pub status: String,
+    pub status: StageStatus,
     pub started_at: f64,
     pub finished_at: Option<f64>,
     pub input_files: Vec<InputFile>,
@@ -85,8 +86,8 @@ pub struct Manifest {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StageRecord {
     pub name: String,
-    /// "succeeded", "skipped" (succeeded earlier with the same fingerprint) or "failed".
-    pub status: String,
+    /// Succeeded, skipped (succeeded earlier with the same fingerprint) or failed.
+    pub status: StageStatus,
     pub fingerprint: String,
     pub started_at: f64,
     pub finished_at: f64,
@@ -366,14 +367,14 @@ pub async fn run(req: &RunRequest) -> Result<Manifest> {
         git_revision: git_revision(),
         config_hash: config_hash.clone(),
         config: config_toml,
-        status: "running".into(),
+        status: StageStatus::Running,
         started_at: now(),
         ..Default::default()
     };
     let started = Instant::now();
     let result = run_stages(req, &config, &events, &items, &run_dir, &mut manifest).await;
     manifest.finished_at = Some(now());
-    manifest.status = if result.is_ok() { "succeeded" } else { "failed" }.into();
+    manifest.status = if result.is_ok() { StageStatus::Succeeded } else { StageStatus::Failed };
     manifest.metrics.insert("run_seconds".into(), started.elapsed().as_secs_f64());
     let written = write_run_files(&root, &run_dir, &manifest, result.is_ok()).await;
     lock.release().await;
@@ -480,20 +481,18 @@ async fn run_stages(
         let options = EvalOptions::default();
         let valid = evaluate(&dataset, &scorer, tailforge_train::Phase::Valid, &options)?;
         let test = evaluate(&dataset, &scorer, tailforge_train::Phase::Test, &options)?;
-        let metrics = serde_json::json!({ "variant": "mostpop", "test": test, "valid": valid });
-        let json = serde_json::to_vec_pretty(&metrics).map_err(|e| Error::internal(e.to_string()))?;
+        let metrics = tailforge_train::BaselineMetrics { test, valid, variant: "mostpop".to_string() };
+        let json = metrics.to_json()?;
         out.join("metrics.json").put(json).await?;
         out.join("metrics.md").put(test.to_markdown().into_bytes()).await?;
         Ok(BTreeMap::from([("test_cases".to_string(), test.full.overall.n as u64)]))
     })
     .await?;
     manifest.stages.push(record);
-    let metrics: serde_json::Value = serde_json::from_slice(&eval_dir.join("metrics.json").get().await?)
+    let metrics: tailforge_train::BaselineMetrics = serde_json::from_slice(&eval_dir.join("metrics.json").get().await?)
         .map_err(|e| Error::internal(format!("evaluate/metrics.json: {e}")))?;
-    for group in tailforge_core::schema::EVAL_GROUPS {
-        if let Some(v) = metrics["test"]["full"][group]["ndcg@10"].as_f64() {
-            manifest.metrics.insert(format!("mostpop_test_ndcg@10_{group}"), v);
-        }
+    for (group, figures) in metrics.test.full.groups() {
+        manifest.metrics.insert(test_ndcg_key("mostpop", group), figures.ndcg);
     }
     Ok(())
 }
@@ -560,7 +559,7 @@ where
         let done: Option<StageRecord> = serde_json::from_slice(&marker.get().await?).ok();
         if let Some(done) = done.filter(|d| d.fingerprint == fingerprint && d.name == name) {
             info!(stage = name, "skipped: succeeded before with the same configuration and inputs");
-            return Ok(StageRecord { status: "skipped".into(), ..done });
+            return Ok(StageRecord { status: StageStatus::Skipped, ..done });
         }
     }
     let started_at = now();
@@ -577,7 +576,7 @@ where
     let seconds = started.elapsed().as_secs_f64();
     let record = StageRecord {
         name: name.into(),
-        status: "succeeded".into(),
+        status: StageStatus::Succeeded,
         fingerprint: fingerprint.into(),
         started_at,
         finished_at: now(),
@@ -643,12 +642,12 @@ pub fn prometheus_text(m: &Manifest, ok: bool) -> String {
         "# HELP tailforge_stage_seconds Wall time per stage (0 when skipped).\n# TYPE tailforge_stage_seconds gauge\n",
     );
     for st in &m.stages {
-        let secs = if st.status == "skipped" { 0.0 } else { st.seconds };
+        let secs = if st.status == StageStatus::Skipped { 0.0 } else { st.seconds };
         s.push_str(&format!("tailforge_stage_seconds{{{label},stage=\"{}\"}} {secs}\n", st.name));
     }
     // One gauge per group the product exists for, each by model (index into ndcg_bars' groups).
     for (g, group, what) in [(2, "tail", "tail items"), (3, "cold", "cold targets (at most 5 training interactions)")] {
-        let Some(v) = m.metrics.get(&format!("mostpop_test_ndcg@10_{group}")) else { continue };
+        let Some(v) = m.metrics.get(&test_ndcg_key("mostpop", group)) else { continue };
         let name = format!("tailforge_{group}_ndcg_at_10");
         s.push_str(&format!("# HELP {name} Test NDCG@10 (full ranking) on {what}, by model.\n# TYPE {name} gauge\n"));
         s.push_str(&format!("{name}{{{label},model=\"mostpop\"}} {v}\n"));
@@ -890,7 +889,7 @@ async fn report_html(m: &Manifest, run_dir: &Location, headline: Option<&headlin
         stages.push_str(&format!(
             "<tr><td>{}</td><td>{}</td><td>{:.2}</td><td>{}</td></tr>",
             escape(&st.name),
-            escape(&st.status),
+            escape(st.status.as_str()),
             st.seconds,
             escape(&rows.join(", "))
         ));
@@ -908,7 +907,7 @@ async fn report_html(m: &Manifest, run_dir: &Location, headline: Option<&headlin
             report::popularity_svg(&counts, head)
         ),
     ));
-    let ndcg = |g: &str| m.metrics.get(&format!("mostpop_test_ndcg@10_{g}")).copied().unwrap_or(0.0);
+    let ndcg = |g: &str| m.metrics.get(&test_ndcg_key("mostpop", g)).copied().unwrap_or(0.0);
     let mut models = vec![("MostPop".to_string(), tailforge_core::schema::EVAL_GROUPS.map(ndcg))];
     models.extend(train_stage::ndcg_bars(m));
     sections.push((

@@ -5,6 +5,9 @@
 
 use std::collections::BTreeMap;
 
+use tailforge_core::records::test_ndcg_key;
+use tailforge_train::TrainMetrics;
+use tailforge_train::trainer::EpochRecord;
 use tailforge_core::{Error, Location, PipelineConfig, Result};
 use tracing::info;
 
@@ -75,26 +78,29 @@ pub(crate) async fn run_train(
         .await?;
         stages.push(record);
         let loc = dir.join("metrics.json");
-        let m: serde_json::Value = serde_json::from_slice(&loc.get().await?)
+        let m: TrainMetrics = serde_json::from_slice(&loc.get().await?)
             .map_err(|e| Error::internal(format!("{}: {e}", loc.display())))?;
-        for group in tailforge_core::schema::EVAL_GROUPS {
-            if let Some(x) = m["test"]["full"][group]["ndcg@10"].as_f64() {
-                metrics.insert(format!("{v}_test_ndcg@10_{group}"), x);
-            }
+        for (group, figures) in m.test.full.groups() {
+            metrics.insert(test_ndcg_key(v, group), figures.ndcg);
         }
-        if let Some(encoder) = m["text"]["encoder"].as_str() {
+        if let Some(text) = &m.text {
+            let encoder = text.encoder.as_str();
             let sha256 = encoder.split('-').next().unwrap_or(encoder);
             models.insert(format!("text encoder: {}", config.train.encoder), sha256.to_string());
         }
-        for key in ["seconds_per_epoch", "epochs", "best_epoch", "coverage@10", "tail_share@10"] {
-            if let Some(x) = m[key].as_f64() {
-                metrics.insert(format!("{v}_{key}"), x);
-            }
+        for (key, x) in [
+            ("seconds_per_epoch", m.seconds_per_epoch),
+            ("epochs", m.epochs as f64),
+            ("best_epoch", m.best_epoch as f64),
+            ("coverage@10", m.coverage),
+            ("tail_share@10", m.tail_share),
+        ] {
+            metrics.insert(format!("{v}_{key}"), x);
         }
         // A warm start over a changed catalog: how many items kept their learned rows.
-        for key in ["carried", "new"] {
-            if let Some(x) = m["warm_start_items"][key].as_f64() {
-                metrics.insert(format!("{v}_warm_start_{key}_items"), x);
+        if let Some(w) = m.warm_start_items {
+            for (key, x) in [("carried", w.carried), ("new", w.new)] {
+                metrics.insert(format!("{v}_warm_start_{key}_items"), x as f64);
             }
         }
     }
@@ -102,11 +108,11 @@ pub(crate) async fn run_train(
 }
 
 /// The trained variants of a run, from their `metrics.json`, in config order.
-async fn trained(config_variants: &[String], run_dir: &Location) -> Vec<(String, serde_json::Value)> {
+async fn trained(config_variants: &[String], run_dir: &Location) -> Vec<(String, TrainMetrics)> {
     let mut out = Vec::new();
     for v in config_variants {
         if let Ok(bytes) = run_dir.join(&format!("train/{v}/metrics.json")).get().await
-            && let Ok(m) = serde_json::from_slice::<serde_json::Value>(&bytes)
+            && let Ok(m) = serde_json::from_slice::<TrainMetrics>(&bytes)
         {
             out.push((v.clone(), m));
         }
@@ -135,7 +141,7 @@ pub(crate) fn ndcg_bars(manifest: &Manifest) -> Vec<(String, [f64; 4])> {
     variants_of(manifest)
         .into_iter()
         .map(|v| {
-            let g = |group: &str| manifest.metrics.get(&format!("{v}_test_ndcg@10_{group}")).copied().unwrap_or(0.0);
+            let g = |group: &str| manifest.metrics.get(&test_ndcg_key(&v, group)).copied().unwrap_or(0.0);
             (format!("SASRec {v}"), tailforge_core::schema::EVAL_GROUPS.map(g))
         })
         .collect()
@@ -147,15 +153,10 @@ pub(crate) async fn curves_html(manifest: &Manifest, run_dir: &Location) -> Opti
     if runs.is_empty() {
         return None;
     }
-    let series = |key: &str| -> Vec<(String, Vec<(f64, f64)>)> {
+    let series = |value: fn(&EpochRecord) -> Option<f64>| -> Vec<(String, Vec<(f64, f64)>)> {
         runs.iter()
             .map(|(v, m)| {
-                let points = m["history"]
-                    .as_array()
-                    .map(|h| {
-                        h.iter().filter_map(|r| Some((r["epoch"].as_f64()?, r[key].as_f64()?))).collect::<Vec<_>>()
-                    })
-                    .unwrap_or_default();
+                let points = m.history.iter().filter_map(|r| Some((r.epoch as f64, value(r)?))).collect();
                 (v.clone(), points)
             })
             .collect()
@@ -163,7 +164,7 @@ pub(crate) async fn curves_html(manifest: &Manifest, run_dir: &Location) -> Opti
     Some(format!(
         "<p>Validation NDCG@10 (eval-v1, full ranking) at each evaluation; the best epoch's weights are kept.</p>{}\
          <p>Training loss by epoch.</p>{}",
-        crate::report::curves_svg(&series("valid_ndcg@10"), "valid NDCG@10"),
-        crate::report::curves_svg(&series("loss"), "loss")
+        crate::report::curves_svg(&series(|r| r.valid_ndcg), "valid NDCG@10"),
+        crate::report::curves_svg(&series(|r| Some(r.loss)), "loss")
     ))
 }

@@ -40,7 +40,7 @@ use std::fmt::Write as _;
 use std::time::Instant;
 
 use rayon::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tailforge_core::rng::{SplitMix64, mix64};
 use tailforge_core::{Error, Result};
 
@@ -75,7 +75,7 @@ impl Default for EvalOptions {
 }
 
 /// HR@10 and NDCG@10 over a group of cases.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct GroupMetrics {
     /// Number of cases (evaluated users whose target is in the group).
     pub n: u64,
@@ -86,7 +86,7 @@ pub struct GroupMetrics {
 }
 
 /// Metrics overall and per eval-v1 group of the target.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct GroupedMetrics {
     pub overall: GroupMetrics,
     pub head: GroupMetrics,
@@ -104,7 +104,7 @@ impl GroupedMetrics {
 
 /// The eval-v1 report of one phase. Serializes as
 /// `{"full": {"overall": {"n", "hr@10", "ndcg@10"}, "head": …, "tail": …, "cold": …}, "sampled": …, "coverage@10", "tail_share@10"}`.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct EvalReport {
     /// Full-ranking metrics (eval-v1's primary figures).
     pub full: GroupedMetrics,

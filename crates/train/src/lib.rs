@@ -37,4 +37,4 @@ pub mod trainer;
 
 pub use dataset::{COLD_MAX_TRAIN_INTERACTIONS, Dataset, Group, Ids, Phase, UserSequence, eval_groups};
 pub use load::load_dataset;
-pub use stage::{Baseline, TrainMetrics, TrainRequest, evaluate_baseline, train};
+pub use stage::{Baseline, BaselineMetrics, TrainMetrics, TrainRequest, evaluate_baseline, train};

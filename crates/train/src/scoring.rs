@@ -254,7 +254,7 @@ pub fn id_columns(variant: Variant, width: usize) -> usize {
 }
 
 /// One candidate rule and its validation NDCG@10 (full ranking).
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct TunedRule {
     pub rule: ScoringRule,
     pub valid_ndcg: f64,

@@ -17,7 +17,7 @@ use std::time::Instant;
 use arrow::array::{ArrayRef, FixedSizeListArray, Float32Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use candle_core::Device;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tailforge_core::config::{IdInit, TrainConfig, Variant};
 use tailforge_core::parquet_io::ParquetSink;
 use tailforge_core::storage::SUCCESS_MARKER;
@@ -48,7 +48,7 @@ pub struct TrainRequest {
 }
 
 /// Text statistics of a run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TextStats {
     /// The encoder's fingerprint: SHA-256 of its weights and the token limit.
     pub encoder: String,
@@ -61,7 +61,7 @@ pub struct TextStats {
 }
 
 /// The scoring rule a run used (see [`crate::scoring`]).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ScoringChoice {
     pub rule: ScoringRule,
     /// Whether `rule` was chosen on validation (`train.tune_scoring`).
@@ -77,14 +77,36 @@ pub struct ScoringChoice {
 }
 
 /// How a warm start met this run's catalog.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct WarmStartItems {
     pub carried: usize,
     pub new: usize,
 }
 
-/// `metrics.json`.
-#[derive(Debug, Clone, Serialize)]
+/// A baseline's `metrics.json` (`tailforge evaluate --out`, the run's
+/// `evaluate/` stage): its eval-v1 report on both phases; written with
+/// [`BaselineMetrics::to_json`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BaselineMetrics {
+    pub test: EvalReport,
+    pub valid: EvalReport,
+    /// The baseline's name, e.g. `mostpop` ([`Baseline::as_str`]).
+    pub variant: String,
+}
+
+impl BaselineMetrics {
+    /// The file's bytes: pretty JSON with every object's keys in sorted order,
+    /// as the file has always been written (through `serde_json::Value`,
+    /// whose maps sort), so that the struct's field order does not matter.
+    pub fn to_json(&self) -> Result<Vec<u8>> {
+        let value = serde_json::to_value(self).map_err(|e| Error::internal(e.to_string()))?;
+        serde_json::to_vec_pretty(&value).map_err(|e| Error::internal(e.to_string()))
+    }
+}
+
+/// A trained model's `metrics.json`: written by [`train`], read back by the
+/// run (manifest metrics, report curves) as this type.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TrainMetrics {
     pub variant: Variant,
     /// Epochs trained (including those before a resume).
