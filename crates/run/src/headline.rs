@@ -7,7 +7,7 @@ use tailforge_core::Location;
 use tailforge_core::records::test_ndcg_key;
 use tailforge_core::schema::EVAL_GROUPS;
 
-use crate::Manifest;
+use crate::manifest::Manifest;
 use crate::report::{escape, escape_markdown};
 
 /// One model's figures in the headline.
@@ -200,7 +200,7 @@ pub(crate) async fn previous_manifest(root: &Location) -> Option<Manifest> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::StageRecord;
+    use crate::manifest::StageRecord;
 
     fn manifest(run_id: &str, figures: &[(&str, [f64; 4])]) -> Manifest {
         let mut m = Manifest { run_id: run_id.into(), ..Default::default() };

@@ -12,7 +12,7 @@ use tailforge_core::parquet_io::read_parquet;
 use tailforge_core::schema::{TAIL, outputs};
 use tailforge_core::{Error, Location, Result};
 
-use crate::Manifest;
+use crate::manifest::Manifest;
 use crate::report::{escape, escape_markdown};
 
 /// Users shown, items of their history shown, recommendations shown per model.
@@ -346,7 +346,7 @@ mod tests {
     fn the_models_are_the_headline_pair() {
         let mut m = Manifest::default();
         for v in ["id", "fused", "dual"] {
-            m.stages.push(crate::StageRecord { name: format!("train_{v}"), ..Default::default() });
+            m.stages.push(crate::manifest::StageRecord { name: format!("train_{v}"), ..Default::default() });
         }
         assert_eq!(pick_models(&m), [("id".to_string(), "baseline"), ("fused".to_string(), "augmented")]);
         m.stages.retain(|s| s.name == "train_id");

@@ -3,9 +3,15 @@
 //! or opened straight from object storage): the head-vs-tail chart is written
 //! by hand ([`grouped_bars`]), the line charts are drawn with plotters.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use plotters::prelude::*;
+use tailforge_core::records::test_ndcg_key;
+use tailforge_core::{Error, Location, Result};
+use tracing::warn;
+
+use crate::manifest::Manifest;
 
 /// Item popularity by rank on log–log axes, with the head/tail cut marked.
 pub fn popularity_svg(counts_by_rank: &[u64], head_items: usize) -> String {
@@ -345,9 +351,353 @@ pub fn escape(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
+// The run's report (report.md, report.html) from its manifest and stage outputs.
+
+pub(crate) async fn report_markdown(
+    m: &Manifest,
+    run_dir: &Location,
+    headline: Option<&crate::headline::Headline>,
+) -> String {
+    let mut s = format!("# tailforge run {}\n\n", m.run_id);
+    if let Some(h) = headline {
+        s.push_str(&h.markdown());
+        s.push('\n');
+    }
+    s.push_str(&format!(
+        "tailforge {} ({}), config sha256 {}\n\n",
+        m.tailforge_version,
+        m.git_revision,
+        &m.config_hash[..12]
+    ));
+    for (model, sha256) in &m.models {
+        s.push_str(&format!("- {model}: sha256 {sha256}\n"));
+    }
+    if !m.models.is_empty() {
+        s.push('\n');
+    }
+    s.push_str("| stage | status | seconds | rows |\n|---|---|---:|---|\n");
+    for st in &m.stages {
+        let rows: Vec<String> = st.rows.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        s.push_str(&format!("| {} | {} | {:.2} | {} |\n", st.name, st.status, st.seconds, rows.join(", ")));
+    }
+    s.push_str("\n## Data\n\n| metric | value |\n|---|---:|\n");
+    for k in ["events", "users", "tail_items", "head_share", "gini"] {
+        if let Some(v) = m.metrics.get(k) {
+            s.push_str(&format!("| {k} | {v} |\n"));
+        }
+    }
+    if let Some(line) = generation_line(m) {
+        s.push_str(&format!("\n## Generation\n\n{line}\n"));
+        let g = generation_report(run_dir).await;
+        if !g.examples.is_empty() {
+            s.push_str(&format!(
+                "\n### Generated examples\n\n{}\n\n| tail rank | item | catalog text | description | keywords | grounding (keywords / description) |\n|---:|---|---|---|---|---:|\n",
+                EXAMPLES_NOTE
+            ));
+            for e in &g.examples {
+                s.push_str(&format!(
+                    "| {} | {} | {} | {} | {} | {:.2} / {:.2} |\n",
+                    e.tail_rank.map(|r| r.to_string()).unwrap_or_else(|| "—".into()),
+                    escape_markdown(&e.title),
+                    escape_markdown(&e.catalog_text),
+                    escape_markdown(&e.description),
+                    escape_markdown(&e.keywords.join(", ")),
+                    e.keyword_grounding,
+                    e.description_grounding
+                ));
+            }
+        }
+        s.push_str(&format!("\n### Rejects\n\n{}\n", g.rejects_sentence()));
+        if !g.reject_table().is_empty() {
+            s.push_str("\n| reason | items rejected | failed attempts in this run |\n|---|---:|---:|\n");
+            for (reason, items, attempts) in g.reject_table() {
+                s.push_str(&format!("| {} | {items} | {attempts} |\n", escape_markdown(&reason)));
+            }
+        }
+    }
+    if let Ok(bytes) = run_dir.join("evaluate/metrics.md").get().await {
+        s.push_str("\n## MostPop under eval-v1 (test)\n\n");
+        s.push_str(&String::from_utf8_lossy(&bytes));
+    }
+    s.push_str(&crate::train_stage::markdown(m, run_dir).await);
+    match crate::recs::section(m, run_dir).await {
+        Ok(Some(r)) => s.push_str(&r.markdown()),
+        Ok(None) => {}
+        Err(e) => warn!(error = %e, "report: cannot read the recommendations"),
+    }
+    s
+}
+
+/// Examples of generated rows shown in the report (none when generate did not run).
+const REPORT_EXAMPLES: usize = 10;
+
+const EXAMPLES_NOTE: &str = "Ten accepted tail items spread evenly over the tail by popularity \
+    (tail rank 1 = the most popular tail item): the most popular, the least popular and evenly spaced ones between.";
+
+/// (x, y) points of a line chart.
+type Series = Vec<(f64, f64)>;
+
+/// What the report shows of the generate stage besides its metrics.
+#[derive(Default)]
+struct GenerationReport {
+    examples: Vec<tailforge_generate::output::Example>,
+    /// Rows of `rejects/` by reason.
+    rejects: BTreeMap<String, u64>,
+    summary: Option<tailforge_generate::GenerateSummary>,
+}
+
+impl GenerationReport {
+    /// (reason, items rejected, failed attempts of this run) for every reason seen.
+    fn reject_table(&self) -> Vec<(String, u64, u64)> {
+        let attempts = self.summary.as_ref().map(|s| s.filtered_attempts.clone()).unwrap_or_default();
+        let reasons: std::collections::BTreeSet<&String> = self.rejects.keys().chain(attempts.keys()).collect();
+        reasons
+            .into_iter()
+            .map(|r| (r.clone(), self.rejects.get(r).copied().unwrap_or(0), attempts.get(r).copied().unwrap_or(0)))
+            .collect()
+    }
+
+    fn rejects_sentence(&self) -> String {
+        let total: u64 = self.rejects.values().sum();
+        if self.reject_table().is_empty() {
+            "No item was rejected and no attempt failed.".into()
+        } else {
+            format!(
+                "{total} items rejected (rows in rejects/, by the reason of their last attempt); \
+                 failed attempts count every try, retried ones included."
+            )
+        }
+    }
+
+    /// (seconds, items done) and (seconds, generated tok/s between samples) of this run's generation.
+    fn progress(&self) -> Option<(Series, Series)> {
+        let p = &self.summary.as_ref()?.progress;
+        if p.len() < 2 {
+            return None;
+        }
+        let items = p.iter().map(|x| (x.seconds, x.items_done as f64)).collect();
+        // Over a window of about a twentieth of the samples: one item's tokens are noise.
+        let window = (p.len() / 20).max(1);
+        let rate = p
+            .windows(window + 1)
+            .filter(|w| w[window].seconds > w[0].seconds)
+            .map(|w| {
+                let tokens = w[window].generated_tokens.saturating_sub(w[0].generated_tokens) as f64;
+                (w[window].seconds, tokens / (w[window].seconds - w[0].seconds))
+            })
+            .collect();
+        Some((items, rate))
+    }
+}
+
+async fn generation_report(run_dir: &Location) -> GenerationReport {
+    let gen_dir = run_dir.join("generate/");
+    let tail_items = run_dir.join(&format!("analyze/{}.parquet", tailforge_core::schema::outputs::TAIL_ITEMS));
+    let examples = tailforge_generate::output::examples(&gen_dir, &tail_items, REPORT_EXAMPLES)
+        .await
+        .inspect_err(|e| warn!(error = %e, "report: cannot read generated examples"))
+        .unwrap_or_default();
+    let rejects = tailforge_generate::output::reject_reasons(&gen_dir)
+        .await
+        .inspect_err(|e| warn!(error = %e, "report: cannot read the rejects"))
+        .unwrap_or_default();
+    let summary = match gen_dir.join(tailforge_core::schema::generate_outputs::SUMMARY).get().await {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .inspect_err(|e| warn!(error = %e, "report: cannot read generate/summary.json"))
+            .ok(),
+        Err(_) => None,
+    };
+    GenerationReport { examples, rejects, summary }
+}
+
+/// One sentence on the generate stage's throughput and grounding, if it ran.
+fn generation_line(m: &Manifest) -> Option<String> {
+    let tok_s = m.metrics.get("generate_generated_tok_s")?;
+    let g = |k: &str| m.metrics.get(k).copied().unwrap_or(0.0);
+    Some(format!(
+        "{} tail items: {} rows accepted, {} rejected; {} generated now, {} reused from the cache. \
+         {:.0} tokens generated in {:.1} s: {tok_s:.1} generated tok/s, {:.1} prompt tok/s. \
+         Grounding of this run's {} accepted rows: {:.1}% of keywords found in the item's text or its neighbours' titles; \
+         median share of description words found there {:.2}.",
+        g("generate_items"),
+        g("generate_generated_rows"),
+        g("generate_rejected_rows"),
+        g("generate_new_items"),
+        g("generate_reused_from_cache"),
+        g("generate_generated_tokens"),
+        g("generate_seconds"),
+        g("generate_prompt_tok_s"),
+        g("generate_grounded_rows"),
+        100.0 * g("generate_keywords_grounded"),
+        g("generate_description_grounding_p50"),
+    ))
+}
+
+/// Popularity by rank (descending) and the head size, from item_stats.
+async fn popularity(run_dir: &Location) -> Result<(Vec<u64>, usize)> {
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::{DataType, Int64Type};
+    let batches = tailforge_core::parquet_io::read_parquet(&run_dir.join("analyze/item_stats.parquet")).await?;
+    let (mut counts, mut head) = (Vec::new(), 0);
+    for b in &batches {
+        let cast = |name: &str, to: &DataType| -> Result<arrow::array::ArrayRef> {
+            let c = b.column_by_name(name).ok_or_else(|| Error::internal(format!("item_stats: no column {name}")))?;
+            arrow::compute::cast(c, to).map_err(|e| Error::internal(e.to_string()))
+        };
+        let n = cast("interactions", &DataType::Int64)?;
+        let g = cast("group", &DataType::Utf8)?;
+        counts.extend(n.as_primitive::<Int64Type>().values().iter().map(|v| (*v).max(0) as u64));
+        let g = g.as_string::<i32>();
+        head += (0..g.len()).filter(|&i| g.value(i) == tailforge_core::schema::HEAD).count();
+    }
+    Ok((counts, head))
+}
+
+pub(crate) async fn report_html(
+    m: &Manifest,
+    run_dir: &Location,
+    headline: Option<&crate::headline::Headline>,
+) -> Result<String> {
+    let mut sections = Vec::new();
+    if let Some(h) = headline {
+        sections.push((format!("Headline: {} vs {}", h.augmented.name, h.baseline.name), h.html()));
+    }
+    let mut stages = String::from("<table><tr><th>stage</th><th>status</th><th>seconds</th><th>rows</th></tr>");
+    for st in &m.stages {
+        let rows: Vec<String> = st.rows.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        stages.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{:.2}</td><td>{}</td></tr>",
+            escape(&st.name),
+            escape(st.status.as_str()),
+            st.seconds,
+            escape(&rows.join(", "))
+        ));
+    }
+    stages.push_str("</table>");
+    sections.push(("Stages".to_string(), stages));
+    let (counts, head) = popularity(run_dir).await?;
+    let share = m.metrics.get("head_share").copied().unwrap_or(0.0);
+    sections.push((
+        "Item popularity and the long tail".to_string(),
+        format!(
+            "<p>Interactions by item rank (log–log). The red line is the head/tail cut: {head} head items hold {:.1}% of interactions; {} items are tail.</p>{}",
+            share * 100.0,
+            counts.len() - head,
+            popularity_svg(&counts, head)
+        ),
+    ));
+    let ndcg = |g: &str| m.metrics.get(&test_ndcg_key("mostpop", g)).copied().unwrap_or(0.0);
+    let mut models = vec![("MostPop".to_string(), tailforge_core::schema::EVAL_GROUPS.map(ndcg))];
+    models.extend(crate::train_stage::ndcg_bars(m));
+    sections.push((
+        "Head vs tail (eval-v1, test, NDCG@10 full ranking)".to_string(),
+        format!(
+            "<p>One panel per group: overall, head, tail items, cold targets (at most 5 training interactions); \
+             one bar per model, its value printed on it. Each panel has its own scale from 0, \
+             so compare models within a panel and groups by the printed values.</p>{}",
+            metrics_svg(&models)
+        ),
+    ));
+    if let Some(line) = generation_line(m) {
+        let g = generation_report(run_dir).await;
+        let mut body = format!("<p>{}</p>", escape(&line));
+        match g.progress() {
+            Some((items, rate)) => body.push_str(&format!(
+                "<p>This run's generation over time: items done, and generated tokens per second \
+                 (over the last ~5% of the run's samples).</p>{}{}",
+                series_svg(&[("items done".to_string(), items)], "seconds since the stage started", "items done"),
+                series_svg(
+                    &[("generated tok/s".to_string(), rate)],
+                    "seconds since the stage started",
+                    "generated tok/s"
+                )
+            )),
+            None => body.push_str(
+                "<p>No generation over time to show: nothing was generated in this run \
+                 (every item came from the cache or an earlier attempt), or its summary has no progress record.</p>",
+            ),
+        }
+        if !g.examples.is_empty() {
+            body.push_str(&format!(
+                "<h3>Generated examples</h3><p>{}</p><table class=\"examples\"><tr><th>tail rank</th><th>item</th><th>catalog text</th><th>description</th><th>keywords</th><th>grounding<br>keywords / description</th></tr>",
+                escape(EXAMPLES_NOTE)
+            ));
+            for e in &g.examples {
+                body.push_str(&format!(
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2} / {:.2}</td></tr>",
+                    e.tail_rank.map(|r| r.to_string()).unwrap_or_else(|| "—".into()),
+                    escape(&e.title),
+                    escape(&e.catalog_text),
+                    escape(&e.description),
+                    escape(&e.keywords.join(", ")),
+                    e.keyword_grounding,
+                    e.description_grounding
+                ));
+            }
+            body.push_str("</table>");
+        }
+        body.push_str(&format!("<h3>Rejects</h3><p>{}</p>", escape(&g.rejects_sentence())));
+        let table = g.reject_table();
+        if !table.is_empty() {
+            body.push_str("<table class=\"rejects\"><tr><th>reason</th><th>items rejected</th><th>failed attempts in this run</th></tr>");
+            for (reason, items, attempts) in table {
+                body.push_str(&format!("<tr><td>{}</td><td>{items}</td><td>{attempts}</td></tr>", escape(&reason)));
+            }
+            body.push_str("</table>");
+        }
+        sections.push(("Generation".to_string(), body));
+    }
+    if let Some(curves) = crate::train_stage::curves_html(m, run_dir).await {
+        sections.push(("Training curves".to_string(), curves));
+    }
+    match crate::recs::section(m, run_dir).await {
+        Ok(Some(r)) => sections.push(("Recommendations".to_string(), r.html())),
+        Ok(None) => {}
+        Err(e) => warn!(error = %e, "report: cannot read the recommendations"),
+    }
+    sections.push((
+        "Provenance".to_string(),
+        format!(
+            "<p>tailforge {} ({}), config sha256 <code>{}</code>, {} input files.</p><ul>{}</ul>",
+            escape(&m.tailforge_version),
+            escape(&m.git_revision),
+            escape(&m.config_hash),
+            m.input_files.len(),
+            m.models
+                .iter()
+                .map(|(model, sha)| format!("<li>{}: sha256 <code>{}</code></li>", escape(model), escape(sha)))
+                .collect::<String>()
+        ),
+    ));
+    Ok(html(&format!("tailforge run {}", m.run_id), &sections))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn generation_over_time_is_items_done_and_a_token_rate_between_samples() {
+        use tailforge_generate::{GenerateSummary, ProgressPoint};
+        let point = |seconds, items_done, generated_tokens| ProgressPoint { seconds, items_done, generated_tokens };
+        let mut g = GenerationReport {
+            summary: Some(GenerateSummary {
+                progress: vec![point(0.5, 0, 0), point(2.5, 1, 100), point(3.5, 2, 150)],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let (items, rate) = g.progress().unwrap();
+        assert_eq!(items, [(0.5, 0.0), (2.5, 1.0), (3.5, 2.0)]);
+        assert_eq!(rate, [(2.5, 50.0), (3.5, 50.0)]);
+        // Nothing generated (all from the cache): no chart.
+        g.summary.as_mut().unwrap().progress.truncate(1);
+        assert!(g.progress().is_none());
+        g.rejects.insert("refusal".into(), 2);
+        g.summary.as_mut().unwrap().filtered_attempts.insert("truncated".into(), 3);
+        assert_eq!(g.reject_table(), [("refusal".into(), 2, 0), ("truncated".into(), 0, 3)]);
+        assert!(g.rejects_sentence().starts_with("2 items rejected"));
+    }
 
     #[test]
     fn included_markdown_headings_become_subsections() {

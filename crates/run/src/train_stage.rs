@@ -6,12 +6,14 @@
 use std::collections::BTreeMap;
 
 use tailforge_core::records::test_ndcg_key;
+use tailforge_core::{Error, Location, PipelineConfig, Result};
 use tailforge_train::TrainMetrics;
 use tailforge_train::trainer::EpochRecord;
-use tailforge_core::{Error, Location, PipelineConfig, Result};
 use tracing::info;
 
-use crate::{Manifest, RunRequest, StageRecord, stage};
+use crate::RunRequest;
+use crate::manifest::{Manifest, StageRecord};
+use crate::stage::stage;
 
 /// `train.warm_start = "previous"`: the latest successful run's checkpoint of the same variant.
 pub const WARM_START_PREVIOUS: &str = "previous";
