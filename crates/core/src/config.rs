@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 mod train;
-pub use train::{ContentPool, IdInit, Loss, TrainConfig, Variant};
+pub use train::{ContentPool, IdInit, Loss, TrainConfig, Variant, WarmStartFrom};
 mod generate;
 pub use generate::{GenerateConfig, KeywordMode, Priority, Shard, TruncateRule};
 mod storage;

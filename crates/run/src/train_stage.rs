@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use tailforge_core::config::WarmStartFrom;
 use tailforge_core::records::test_ndcg_key;
 use tailforge_core::{Error, Location, PipelineConfig, Result};
 use tailforge_train::TrainMetrics;
@@ -14,9 +15,6 @@ use tracing::info;
 use crate::RunRequest;
 use crate::manifest::{Manifest, StageRecord};
 use crate::stage::stage;
-
-/// `train.warm_start = "previous"`: the latest successful run's checkpoint of the same variant.
-pub const WARM_START_PREVIOUS: &str = "previous";
 
 /// The previous successful run's train directory of `variant`, from the root's `latest` pointer.
 async fn previous_run_dir(root: &Location, current_run: &str, variant: &str) -> Result<Option<String>> {
@@ -55,10 +53,11 @@ pub(crate) async fn run_train(
         let name = format!("train_{v}");
         let dir = run_dir.join(&format!("train/{v}/"));
         let mut train_config = config.train.clone();
-        if train_config.warm_start == WARM_START_PREVIOUS {
-            train_config.warm_start = previous_run_dir(&root, run_id, v).await?.unwrap_or_default();
-            if !train_config.warm_start.is_empty() {
-                info!(variant = v, from = %train_config.warm_start, "warm start from the previous run");
+        if train_config.warm_start == WarmStartFrom::Previous {
+            train_config.warm_start =
+                previous_run_dir(&root, run_id, v).await?.map(WarmStartFrom::Dir).unwrap_or_default();
+            if let WarmStartFrom::Dir(from) = &train_config.warm_start {
+                info!(variant = v, from = %from, "warm start from the previous run");
             }
         }
         let request = tailforge_train::TrainRequest {

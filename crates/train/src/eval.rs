@@ -59,18 +59,27 @@ pub trait Scorer: Sync {
     fn score(&self, user: usize, history: &[u32], out: &mut [f32]);
 }
 
+/// eval-v1's seed of the sampled metrics' negative draws
+/// (`../shared/EVAL.md` §5: "seeded, seed 42"). MostPop's sampled figures in
+/// the tests depend on it through [`user_rng`].
+pub const EVAL_V1_SEED: u64 = 42;
+
+/// eval-v1's negatives per sampled case (`../shared/EVAL.md` §5: "the target
+/// against 100 negatives drawn uniformly, without replacement").
+pub const EVAL_V1_NEGATIVES: usize = 100;
+
 /// Evaluation settings; the defaults are eval-v1's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EvalOptions {
-    /// Seed of the sampled metrics' negative draws (eval-v1: 42).
+    /// Seed of the sampled metrics' negative draws ([`EVAL_V1_SEED`]).
     pub seed: u64,
-    /// Negatives per sampled case (eval-v1: 100).
+    /// Negatives per sampled case ([`EVAL_V1_NEGATIVES`]).
     pub negatives: usize,
 }
 
 impl Default for EvalOptions {
     fn default() -> Self {
-        EvalOptions { seed: 42, negatives: 100 }
+        EvalOptions { seed: EVAL_V1_SEED, negatives: EVAL_V1_NEGATIVES }
     }
 }
 

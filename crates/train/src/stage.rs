@@ -18,7 +18,7 @@ use arrow::array::{ArrayRef, FixedSizeListArray, Float32Array, Int64Array, Recor
 use arrow::datatypes::{DataType, Field, Schema};
 use candle_core::Device;
 use serde::{Deserialize, Serialize};
-use tailforge_core::config::{IdInit, TrainConfig, Variant};
+use tailforge_core::config::{IdInit, TrainConfig, Variant, WarmStartFrom};
 use tailforge_core::parquet_io::ParquetSink;
 use tailforge_core::storage::SUCCESS_MARKER;
 use tailforge_core::{Error, Location, Result};
@@ -277,10 +277,18 @@ pub async fn evaluate_baseline(
 /// Reads a warm-start checkpoint (`<dir>/checkpoints/best.safetensors`) when
 /// its model has this run's shape, with its items mapped onto this run's by
 /// id: known items keep their learned rows, new ones start as configured.
-async fn warm_start_tensors(dir: &str, inputs: &TrainInputs<'_>) -> Result<Option<WarmStart>> {
-    if dir.is_empty() {
-        return Ok(None);
-    }
+async fn warm_start_tensors(from: &WarmStartFrom, inputs: &TrainInputs<'_>) -> Result<Option<WarmStart>> {
+    let dir = match from {
+        WarmStartFrom::Scratch => return Ok(None),
+        WarmStartFrom::Previous => {
+            tracing::warn!(
+                "train.warm_start = \"previous\" names the latest run of `tailforge run`; \
+                 without a run there is none: training from scratch"
+            );
+            return Ok(None);
+        }
+        WarmStartFrom::Dir(dir) => dir,
+    };
     let base = Location::parse(dir)?.as_dir();
     let card_loc = base.join("checkpoints/best.json");
     if !card_loc.exists().await? {

@@ -4,6 +4,47 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+/// `train.warm_start`, parsed once: written in TOML (and in `metrics.json`'s
+/// config) as the same string as always — `""`, `"previous"` or a directory.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+pub enum WarmStartFrom {
+    /// `""`: random initial weights.
+    #[default]
+    Scratch,
+    /// `"previous"`: the same variant's train output in the latest successful
+    /// run of `tailforge run` (resolved by the run into [`WarmStartFrom::Dir`];
+    /// `tailforge train` alone has no runs to look in and starts from scratch).
+    Previous,
+    /// A previous train output directory (its `checkpoints/best`).
+    Dir(String),
+}
+
+impl WarmStartFrom {
+    /// The TOML spelling of [`WarmStartFrom::Previous`].
+    pub const PREVIOUS: &'static str = "previous";
+}
+
+impl From<String> for WarmStartFrom {
+    fn from(s: String) -> Self {
+        match s.as_str() {
+            "" => WarmStartFrom::Scratch,
+            WarmStartFrom::PREVIOUS => WarmStartFrom::Previous,
+            _ => WarmStartFrom::Dir(s),
+        }
+    }
+}
+
+impl From<WarmStartFrom> for String {
+    fn from(w: WarmStartFrom) -> String {
+        match w {
+            WarmStartFrom::Scratch => String::new(),
+            WarmStartFrom::Previous => WarmStartFrom::PREVIOUS.to_string(),
+            WarmStartFrom::Dir(dir) => dir,
+        }
+    }
+}
+
 /// How items are represented (the ablation axis of the train stage).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -140,7 +181,8 @@ pub struct TrainConfig {
     /// Start from the checkpoint of this directory (a previous run's train
     /// output) instead of random weights, when its model shape matches;
     /// items are matched by id (new items start as `id_init` says).
-    pub warm_start: String,
+    /// `"previous"`: `tailforge run`'s latest successful run; `""`: none.
+    pub warm_start: WarmStartFrom,
     /// Choose the scoring rule (`cold_threshold`, `cold_id_scale`,
     /// `content_weight`, `content_recent`, `content_pool`, `cooccurrence_weight`)
     /// on the validation targets after training, from a fixed grid; false =
@@ -198,7 +240,7 @@ impl Default for TrainConfig {
             substitute_rate: 0.0,
             top_k: 10,
             why_recent: 10,
-            warm_start: String::new(),
+            warm_start: WarmStartFrom::Scratch,
             tune_scoring: false,
             cold_threshold: 5,
             cold_id_scale: 1.0,
