@@ -10,7 +10,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use tailforge_tests::{TestDir, analyze_movielens, read_parquet};
+#[cfg(feature = "ballista")]
+use tailforge_tests::analyze_movielens;
+use tailforge_tests::{TestDir, read_parquet};
 
 #[cfg(not(feature = "ballista"))]
 #[test]
