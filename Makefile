@@ -11,7 +11,7 @@ DEMO_DIR ?= data/demo
 FEATURES ?=
 FEATURE_FLAGS := $(if $(FEATURES),--features $(FEATURES))
 
-.PHONY: all setup build test test-ballista report-check reliability demo bench bench-analyze bench-train bench-train-amazon bench-train-speed bench-generate bench-generate-ablation fmt lint clean-data
+.PHONY: all setup build test test-ballista report-check reliability demo bench bench-analyze bench-train bench-train-amazon bench-train-speed bench-generate bench-generate-ablation bench-generate-ideal bench-scale fmt lint clean-data
 
 all: build
 
@@ -73,6 +73,14 @@ bench-train-speed: setup build
 ## bench-analyze: tailforge analyze vs DuckDB on 10M demo events; 100M under 4 GB.
 bench-analyze: setup build
 	bash benches/analyze.sh
+
+## bench-generate-ideal: tailforge generate's wall time vs an ideal batch of the same model, parallel 1/4/8/16 x threads 1/2.
+bench-generate-ideal: setup build
+	bash benches/generate-ideal.sh
+
+## bench-scale: analyze at 10M users x 10 events over 1M items (wall, RSS, spill); train id at 100k users x 1M items.
+bench-scale: setup build
+	bash benches/scale.sh
 
 ## bench-generate: tailforge generate tok/s at parallel 1/4/8/16 vs a bare llama_decode replay (C++ driver).
 bench-generate: setup build

@@ -20,7 +20,7 @@ use futures::StreamExt;
 use tailforge_core::parquet_io::ParquetSink;
 use tailforge_core::{Error, Location, Result};
 
-use crate::classify;
+use crate::query::classify;
 
 /// Rows gathered before complete users are cut off and written.
 const CHUNK_ROWS: usize = 1 << 17;

@@ -6,7 +6,7 @@ use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::{FairSpillPool, MemoryPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
-use tailforge_core::config::{AnalyzeConfig, AnalyzeEngine, parse_bytes};
+use tailforge_core::config::{AnalyzeConfig, AnalyzeEngine};
 use tailforge_core::{Error, Location, Result};
 
 /// Builds the session: partitions, batch size, and — when a memory limit is
@@ -18,7 +18,7 @@ pub fn build_session(cfg: &AnalyzeConfig) -> Result<SessionContext> {
     } else {
         cfg.target_partitions
     };
-    let limit = parse_bytes(&cfg.memory_limit).map_err(|m| Error::config("(config)", "analyze.memory_limit", m))?;
+    let limit = cfg.memory_limit.bytes();
     let mut config = SessionConfig::new().with_target_partitions(partitions).with_batch_size(cfg.batch_size);
     // Hive-style `dt=…/` directories below an input prefix are read;
     // other sub-directories are not (DataFusion's default, kept explicit).
@@ -42,8 +42,7 @@ pub fn build_session(cfg: &AnalyzeConfig) -> Result<SessionContext> {
             .map_err(|e| Error::config("(config)", format!("analyze.datafusion.\"{key}\""), e.to_string()))?;
     }
 
-    let max_temp =
-        parse_bytes(&cfg.max_temp_size).map_err(|m| Error::config("(config)", "analyze.max_temp_size", m))?;
+    let max_temp = cfg.max_temp_size.bytes();
     // Merging many spill files at once holds a batch per file in memory; cap
     // the fan-in so a long external sort merges in several bounded passes.
     let mut disk = DiskManagerBuilder::default().with_max_temp_directory_size(max_temp).with_max_spill_merge_fan_in(16);

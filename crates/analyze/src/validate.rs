@@ -20,7 +20,7 @@ use tailforge_core::schema::IdKind;
 use tailforge_core::{DataError, Error, Result};
 
 use crate::inputs::{EventsShape, InputTable, ItemsShape};
-use crate::{classify, collect_one, run_sql, sql};
+use crate::query::{classify, collect_one, run_sql, sql};
 
 pub struct Checker<'a> {
     pub ctx: &'a SessionContext,

@@ -381,7 +381,7 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Run(a) => {
             let config = load_config(Some(&a.pipeline), &a.sets)?;
-            if tailforge_core::config::parse_bytes(&config.analyze.memory_limit) == Ok(0) {
+            if config.analyze.memory_limit.bytes() == 0 {
                 keep_freed_memory();
             }
             let request = tailforge_run::RunRequest {
@@ -445,11 +445,8 @@ async fn run(cli: Cli) -> Result<()> {
                 Baseline::TextKnn => tailforge_train::Baseline::TextKnn,
                 Baseline::KnnBlend => tailforge_train::Baseline::KnnBlend,
             };
-            let cache = if config.train.embedding_cache.is_empty() {
-                input.join("../cache/text-embeddings/")
-            } else {
-                Location::parse(&config.train.embedding_cache)?.as_dir()
-            };
+            // The analyze output's parent is the pipeline's output root.
+            let cache = config.train.embedding_cache_under(&input.join("../"))?;
             let variant = baseline.as_str();
             let (valid, test) = tailforge_train::evaluate_baseline(baseline, &input, &config.train, &cache).await?;
             let markdown = format!(
@@ -518,14 +515,7 @@ async fn run(cli: Cli) -> Result<()> {
                 None => under_root(&format!("train/{}/", variant.as_str()), "--out URL")?,
             };
             out.check_output_dir("--out")?;
-            let embedding_cache = if !config.train.embedding_cache.is_empty() {
-                Location::parse(&config.train.embedding_cache)?.as_dir()
-            } else {
-                match &root {
-                    Some(r) => r.join("cache/text-embeddings/"),
-                    None => out.join("cache/text-embeddings/"),
-                }
-            };
+            let embedding_cache = config.train.embedding_cache_under(root.as_ref().unwrap_or(&out))?;
             let request = tailforge_train::TrainRequest {
                 analyze_out,
                 generate_out,

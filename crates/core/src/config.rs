@@ -187,11 +187,11 @@ pub struct AnalyzeConfig {
     pub batch_size: usize,
     /// Memory limit of the query pool, e.g. "4GiB"; "0" = unlimited. Operators
     /// that can spill (sorts, aggregations) spill to `spill_dir` beyond it.
-    pub memory_limit: String,
+    pub memory_limit: ByteSize,
     /// Directory for spill files; empty = the system temp directory.
     pub spill_dir: String,
     /// Cap on the total size of spill files, e.g. "100GiB".
-    pub max_temp_size: String,
+    pub max_temp_size: ByteSize,
     /// What to do with repeated events: "keep_all" (every event is an
     /// interaction, as eval-v1 counts), "drop_exact" (drop rows repeating
     /// user, item and ts), "first_per_pair" (keep only a user's first event
@@ -217,9 +217,9 @@ impl Default for AnalyzeConfig {
             scheduler: String::new(),
             target_partitions: 0,
             batch_size: 8192,
-            memory_limit: "0".into(),
+            memory_limit: ByteSize::ZERO,
             spill_dir: String::new(),
-            max_temp_size: "100GiB".into(),
+            max_temp_size: ByteSize::gib(100),
             dedup: DedupPolicy::KeepAll,
             long_tail: LongTailConfig::default(),
             neighbors: 5,
@@ -462,8 +462,6 @@ impl PipelineConfig {
         if self.analyze.batch_size == 0 {
             return Err(Error::config(source, "analyze.batch_size", "must be at least 1"));
         }
-        parse_bytes(&self.analyze.memory_limit).map_err(|m| Error::config(source, "analyze.memory_limit", m))?;
-        parse_bytes(&self.analyze.max_temp_size).map_err(|m| Error::config(source, "analyze.max_temp_size", m))?;
         let v = &self.analyze.validation;
         if v.min_ts >= v.max_ts {
             return Err(Error::config(source, "analyze.validation.min_ts", "must be below analyze.validation.max_ts"));
@@ -555,6 +553,60 @@ fn set_dotted(root: &mut toml::Table, key: &str, value: toml::Value) -> std::res
 }
 
 /// Parses a byte size like "4GiB", "512MB", "1.5G" or "1048576"; "0" means none.
+/// A size in bytes as the configuration writes it ("4GiB", "512MB", "0"),
+/// parsed once when the configuration is read: an invalid size is an error
+/// naming its key at load time, and every reader gets the byte count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ByteSize {
+    text: String,
+    bytes: u64,
+}
+
+impl ByteSize {
+    pub const ZERO: ByteSize = ByteSize { text: String::new(), bytes: 0 };
+
+    /// `n` GiB, written "<n>GiB".
+    pub fn gib(n: u64) -> ByteSize {
+        ByteSize { text: format!("{n}GiB"), bytes: n << 30 }
+    }
+
+    pub fn parse(text: &str) -> std::result::Result<ByteSize, String> {
+        Ok(ByteSize { text: text.trim().to_string(), bytes: parse_bytes(text)? })
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
+impl std::fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.text.is_empty() { write!(f, "{}", self.bytes) } else { f.write_str(&self.text) }
+    }
+}
+
+impl Serialize for ByteSize {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<ByteSize, D::Error> {
+        // A size is a string with a unit, or a plain byte count (`--set analyze.memory_limit=0`).
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Text(String),
+            Bytes(u64),
+        }
+        match Written::deserialize(d)? {
+            Written::Text(t) => ByteSize::parse(&t).map_err(serde::de::Error::custom),
+            Written::Bytes(n) => Ok(ByteSize { text: n.to_string(), bytes: n }),
+        }
+    }
+}
+
 pub fn parse_bytes(text: &str) -> std::result::Result<u64, String> {
     let t = text.trim();
     let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
@@ -716,5 +768,11 @@ mod tests {
         assert_eq!(parse_bytes("0").unwrap(), 0);
         assert!(parse_bytes("lots").is_err());
         assert!(parse_bytes("4XB").is_err());
+        // Parsed once at load: the byte count is there, the text round-trips.
+        let c = load("[analyze]\nmemory_limit = \"4GiB\"\n", &[], &["analyze.max_temp_size=0"]).unwrap();
+        assert_eq!((c.analyze.memory_limit.bytes(), c.analyze.memory_limit.to_string()), (4 << 30, "4GiB".into()));
+        assert_eq!(c.analyze.max_temp_size.bytes(), 0);
+        let e = load("[analyze]\nmemory_limit = \"lots\"\n", &[], &[]).unwrap_err().to_string();
+        assert!(e.contains("analyze.memory_limit") && e.contains("is not a size"), "{e}");
     }
 }

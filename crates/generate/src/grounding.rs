@@ -17,7 +17,7 @@
 
 use std::collections::HashSet;
 
-use serde::{Deserialize, Serialize};
+pub use tailforge_core::records::{Distribution, GroundingSummary};
 
 /// Words that carry no content of their own (English function words).
 const STOPWORDS: &[&str] = &[
@@ -95,62 +95,22 @@ impl Source {
     }
 }
 
-/// Quantiles of a share over the accepted rows.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Distribution {
-    pub mean: f64,
-    pub min: f64,
-    pub p10: f64,
-    pub p50: f64,
-    pub p90: f64,
-}
-
-impl Distribution {
-    /// Of `values` (nearest-rank quantiles); all zero when empty.
-    pub fn of(values: &[f64]) -> Distribution {
-        if values.is_empty() {
-            return Distribution::default();
-        }
-        let mut v = values.to_vec();
-        v.sort_by(f64::total_cmp);
-        let q = |p: f64| v[((p * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
-        Distribution { mean: v.iter().sum::<f64>() / v.len() as f64, min: v[0], p10: q(0.1), p50: q(0.5), p90: q(0.9) }
-    }
-}
-
-/// The grounding of the accepted rows of a run (`summary.json`, the report).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct GroundingSummary {
-    /// Accepted rows scored (generated now or reused from the cache).
-    pub rows: u64,
-    /// Share of all their keywords that are grounded (pooled over rows).
-    pub keywords_grounded: f64,
-    /// Share of rows whose every keyword is grounded.
-    pub rows_fully_grounded: f64,
-    /// Per-row keyword grounding.
-    pub keyword_share: Distribution,
-    /// Per-row description grounding (content words).
-    pub description_share: Distribution,
-}
-
-impl GroundingSummary {
-    /// Of rows given as (keyword count, grounding).
-    pub fn of(rows: &[(usize, Grounding)]) -> GroundingSummary {
-        let keywords: usize = rows.iter().map(|(n, _)| n).sum();
-        let grounded: f64 = rows.iter().map(|(n, g)| (*n as f64 * g.keywords).round()).sum();
-        let kw: Vec<f64> = rows.iter().map(|(_, g)| g.keywords).collect();
-        let desc: Vec<f64> = rows.iter().map(|(_, g)| g.description).collect();
-        GroundingSummary {
-            rows: rows.len() as u64,
-            keywords_grounded: if keywords == 0 { 0.0 } else { grounded / keywords as f64 },
-            rows_fully_grounded: if rows.is_empty() {
-                0.0
-            } else {
-                kw.iter().filter(|&&k| k >= 1.0).count() as f64 / rows.len() as f64
-            },
-            keyword_share: Distribution::of(&kw),
-            description_share: Distribution::of(&desc),
-        }
+/// The grounding of accepted rows given as (keyword count, grounding).
+pub fn summarize(rows: &[(usize, Grounding)]) -> GroundingSummary {
+    let keywords: usize = rows.iter().map(|(n, _)| n).sum();
+    let grounded: f64 = rows.iter().map(|(n, g)| (*n as f64 * g.keywords).round()).sum();
+    let kw: Vec<f64> = rows.iter().map(|(_, g)| g.keywords).collect();
+    let desc: Vec<f64> = rows.iter().map(|(_, g)| g.description).collect();
+    GroundingSummary {
+        rows: rows.len() as u64,
+        keywords_grounded: if keywords == 0 { 0.0 } else { grounded / keywords as f64 },
+        rows_fully_grounded: if rows.is_empty() {
+            0.0
+        } else {
+            kw.iter().filter(|&&k| k >= 1.0).count() as f64 / rows.len() as f64
+        },
+        keyword_share: Distribution::of(&kw),
+        description_share: Distribution::of(&desc),
     }
 }
 
@@ -261,13 +221,13 @@ mod tests {
     #[test]
     fn the_summary_pools_keywords_and_takes_nearest_rank_quantiles() {
         let g = |k: f64, d: f64| Grounding { keywords: k, description: d };
-        let s = GroundingSummary::of(&[(4, g(0.5, 0.2)), (2, g(1.0, 0.4)), (4, g(1.0, 0.9))]);
+        let s = summarize(&[(4, g(0.5, 0.2)), (2, g(1.0, 0.4)), (4, g(1.0, 0.9))]);
         // 2 + 2 + 4 of 10 keywords.
         assert!((s.keywords_grounded - 0.8).abs() < 1e-12);
         assert!((s.rows_fully_grounded - 2.0 / 3.0).abs() < 1e-12);
         assert_eq!((s.keyword_share.min, s.keyword_share.p50, s.keyword_share.p90), (0.5, 1.0, 1.0));
         assert_eq!((s.description_share.p10, s.description_share.p50), (0.2, 0.4));
-        assert_eq!(GroundingSummary::of(&[]), GroundingSummary::default());
+        assert_eq!(summarize(&[]), GroundingSummary::default());
     }
 
     #[test]

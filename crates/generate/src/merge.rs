@@ -26,7 +26,7 @@ use tailforge_core::schema::generate_outputs::SUMMARY;
 use tailforge_core::storage::SUCCESS_MARKER;
 use tailforge_core::{DataError, Error, Location, Result};
 
-use crate::grounding::{Grounding, GroundingSummary};
+use crate::grounding::{Grounding, GroundingSummary, summarize};
 use crate::output::{self, GENERATED_DIR, REJECTS_DIR};
 use crate::{FINGERPRINT_FILE, GenerateSummary};
 
@@ -199,7 +199,7 @@ pub async fn merge(out: &Location) -> Result<GenerateSummary> {
             next = copy_parts(&dir.join(sub).as_dir(), &to, next).await?;
         }
     }
-    let grounding = GroundingSummary::of(&groundings(&out.join(GENERATED_DIR).as_dir()).await?);
+    let grounding = summarize(&groundings(&out.join(GENERATED_DIR).as_dir()).await?);
     let summary = merged_summary(&parts, grounding);
     out.join(FINGERPRINT_FILE).put(summary.fingerprint.clone().into_bytes()).await?;
     let json = serde_json::to_vec_pretty(&summary).map_err(|e| Error::internal(format!("summary: {e}")))?;

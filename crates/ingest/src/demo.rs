@@ -68,7 +68,7 @@
 //!   (what a leave-one-out evaluation needs). Counts are apportioned so that
 //!   they sum to exactly `events`.
 //! * **Plausible time.** Each user starts at a random moment in the first 90
-//!   days of 2026 (Unix seconds from 2026-01-01T00:00:00Z). Events within a
+//!   days of 2024 (Unix seconds from 2024-01-01T00:00:00Z). Events within a
 //!   session are seconds to minutes apart (always under 25 minutes); sessions
 //!   are at least 30 minutes plus hours to days apart, so the usual
 //!   30-minute sessionization rule recovers them. Timestamps strictly increase
@@ -739,12 +739,13 @@ const P_CART: f64 = 0.12;
 /// Probability that a cart is followed by buying the same item.
 const P_PURCHASE: f64 = 0.35;
 
-/// 2026-01-01T00:00:00Z in Unix seconds.
-const EPOCH_2026: i64 = 1_767_225_600;
+/// 2024-01-01T00:00:00Z in Unix seconds: early enough that even the heaviest
+/// users' histories end in the past (analyze warns about future events).
+const EPOCH_2024: i64 = 1_704_067_200;
 const MINUTE: f64 = 60.0;
 const HOUR: f64 = 3_600.0;
 const DAY: f64 = 86_400.0;
-/// Users start within the first 90 days of 2026.
+/// Users start within the first 90 days of 2024.
 const START_WINDOW: u64 = 90 * 86_400;
 /// Mean seconds between events of a session, and the cap.
 const WITHIN_SESSION_MEAN: f64 = 45.0;
@@ -966,7 +967,7 @@ impl Generator {
         let tastes = Tastes::draw(shop, &mut rng);
         let pace = Pace::new(n);
         let user_id = user as i64;
-        let mut ts = EPOCH_2026 + rng.below(START_WINDOW) as i64;
+        let mut ts = EPOCH_2024 + rng.below(START_WINDOW) as i64;
         // The previous event within the current session, if any.
         let mut previous: Option<(u32, u8, EventType)> = None;
         for i in 0..n {
@@ -1333,7 +1334,7 @@ mod tests {
         let rows = events(&out, &summary).await;
         let (mut pairs, mut same_category) = (0, 0);
         for (_, item, ts, ..) in &rows {
-            assert!((EPOCH_2026..end_2100).contains(ts), "ts {ts}");
+            assert!((EPOCH_2024..end_2100).contains(ts), "ts {ts}");
             assert!(category_of.contains_key(item), "item {item} is not in the catalog");
         }
         for pair in rows.windows(2) {

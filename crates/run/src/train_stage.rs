@@ -43,11 +43,7 @@ pub(crate) async fn run_train(
     models: &mut BTreeMap<String, String>,
 ) -> Result<()> {
     let root = Location::parse(config.output.as_deref().unwrap_or_default())?.as_dir();
-    let cache = if config.train.embedding_cache.is_empty() {
-        root.join("cache/text-embeddings/")
-    } else {
-        Location::parse(&config.train.embedding_cache)?.as_dir()
-    };
+    let cache = config.train.embedding_cache_under(&root)?;
     for &variant in &config.train.variants {
         let v = variant.as_str();
         let name = format!("train_{v}");

@@ -57,7 +57,20 @@ pub trait Scorer: Sync {
     /// in the dataset; `history` the items the model may see, oldest first.
     /// Higher is better. `out` arrives filled with NaN: every entry must be written.
     fn score(&self, user: usize, history: &[u32], out: &mut [f32]);
+
+    /// Scores several users at once: `out[k]` for `users[k]` (user index,
+    /// history), the same figures as [`Scorer::score`] bit for bit. A scorer
+    /// whose cost is streaming a large item table overrides it to read the
+    /// table once per block of users instead of once per user.
+    fn score_block(&self, users: &[(usize, &[u32])], out: &mut [&mut [f32]]) {
+        for (&(user, history), o) in users.iter().zip(out.iter_mut()) {
+            self.score(user, history, o);
+        }
+    }
 }
+
+/// Users scored together by [`evaluate`] (see [`Scorer::score_block`]).
+pub const USER_BLOCK: usize = 16;
 
 /// eval-v1's seed of the sampled metrics' negative draws
 /// (`../shared/EVAL.md` §5: "seeded, seed 42"). MostPop's sampled figures in
@@ -244,30 +257,51 @@ struct Case {
     top: Vec<u32>,
 }
 
-/// Per-thread scratch space.
+/// Per-thread scratch space: a block of users' scores and two item masks.
 struct Scratch {
-    scores: Vec<f32>,
+    scores: Vec<Vec<f32>>,
     excluded: Vec<bool>,
     interacted: Vec<bool>,
 }
 
-fn evaluate_user<S: Scorer + ?Sized>(
+/// Scores a block of users and evaluates each.
+fn evaluate_block<S: Scorer + ?Sized>(
     dataset: &Dataset,
     scorer: &S,
     phase: Phase,
     options: &EvalOptions,
-    u: usize,
+    block: &[usize],
     scratch: &mut Scratch,
+) -> Result<Vec<Case>> {
+    let Scratch { scores, excluded, interacted } = scratch;
+    let users: Vec<(usize, &[u32])> = block.iter().map(|&u| (u, dataset.users[u].history(phase))).collect();
+    let mut out: Vec<&mut [f32]> = scores.iter_mut().take(block.len()).map(|s| s.as_mut_slice()).collect();
+    for o in out.iter_mut() {
+        o.fill(f32::NAN);
+    }
+    scorer.score_block(&users, &mut out);
+    block
+        .iter()
+        .zip(out)
+        .map(|(&u, scores)| evaluate_user(dataset, phase, options, u, scores, excluded, interacted))
+        .collect()
+}
+
+/// One user's case from its `scores`.
+fn evaluate_user(
+    dataset: &Dataset,
+    phase: Phase,
+    options: &EvalOptions,
+    u: usize,
+    scores: &[f32],
+    excluded: &mut [bool],
+    interacted: &mut [bool],
 ) -> Result<Case> {
     let user = &dataset.users[u];
     let target = user.target(phase).ok_or_else(|| {
         Error::internal(format!("user {} is evaluated but has no target", dataset.user_ids.display(u)))
     })?;
     let history = user.history(phase);
-    let Scratch { scores, excluded, interacted } = scratch;
-
-    scores.fill(f32::NAN);
-    scorer.score(u, history, scores);
     if let Some(i) = scores.iter().position(|s| s.is_nan()) {
         return Err(Error::internal(format!(
             "the scorer gave item {} a NaN score (or none) for user {}",
@@ -369,13 +403,14 @@ pub fn evaluate<S: Scorer + ?Sized>(
     let start = Instant::now();
     let n = dataset.n_items();
     let users: Vec<usize> = dataset.evaluated_users().collect();
-    let cases: Vec<Case> = users
-        .par_iter()
+    let blocks: Vec<Vec<Case>> = users
+        .par_chunks(USER_BLOCK)
         .map_init(
-            || Scratch { scores: vec![0.0; n], excluded: vec![false; n], interacted: vec![false; n] },
-            |scratch, &u| evaluate_user(dataset, scorer, phase, options, u, scratch),
+            || Scratch { scores: vec![vec![0.0; n]; USER_BLOCK], excluded: vec![false; n], interacted: vec![false; n] },
+            |scratch, block| evaluate_block(dataset, scorer, phase, options, block, scratch),
         )
         .collect::<Result<_>>()?;
+    let cases: Vec<Case> = blocks.into_iter().flatten().collect();
 
     let mut full = GroupedSums::default();
     let mut sampled = GroupedSums::default();

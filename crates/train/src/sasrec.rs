@@ -113,15 +113,122 @@ struct SequenceEncoder {
     last_norm: LayerNorm,
 }
 
+/// One self-attention block (the paper's §III-B and §III-C), pre-LN as in the
+/// reference implementation: attention, then the point-wise feed-forward
+/// network, each with its residual connection.
 struct Block {
-    attn_norm: LayerNorm,
+    attention: SelfAttention,
+    feed_forward: FeedForward,
+}
+
+/// Causal self-attention. As in the reference code, the query and the
+/// residual come from the normalized input, keys and values from the raw one.
+struct SelfAttention {
+    norm: LayerNorm,
     q: Linear,
     k: Linear,
     v: Linear,
     out: Linear,
-    ffn_norm: LayerNorm,
-    ffn1: Linear,
-    ffn2: Linear,
+    heads: usize,
+}
+
+/// The point-wise feed-forward network: two linear layers with a ReLU between.
+struct FeedForward {
+    norm: LayerNorm,
+    inner: Linear,
+    outer: Linear,
+}
+
+/// The shape of one batch of rows `[batch · width, hidden]` and which rows are real items.
+struct Rows<'a> {
+    batch: usize,
+    width: usize,
+    hidden: usize,
+    /// 1 for a real item, 0 for padding.
+    real: &'a std::sync::Arc<Vec<u8>>,
+}
+
+impl Block {
+    /// Parameters `{prefix}attention_norm`, `{prefix}attention.{q,k,v,out}`,
+    /// `{prefix}ffn_norm`, `{prefix}ffn.{1,2}` (the checkpoint's names).
+    fn new(
+        params: &mut ParamStore,
+        prefix: &str,
+        shape: &SasRecShape,
+        seed: u64,
+        dev: &Device,
+    ) -> candle_core::Result<Block> {
+        let h = shape.hidden;
+        let p = |s: &str| format!("{prefix}{s}");
+        Ok(Block {
+            attention: SelfAttention {
+                norm: LayerNorm::new(params, &p("attention_norm"), h, dev)?,
+                q: Linear::new(params, &p("attention.q"), (h, h), seed, dev)?,
+                k: Linear::new(params, &p("attention.k"), (h, h), seed, dev)?,
+                v: Linear::new(params, &p("attention.v"), (h, h), seed, dev)?,
+                out: Linear::new(params, &p("attention.out"), (h, h), seed, dev)?,
+                heads: shape.heads,
+            },
+            feed_forward: FeedForward {
+                norm: LayerNorm::new(params, &p("ffn_norm"), h, dev)?,
+                inner: Linear::new(params, &p("ffn.1"), (h, h), seed, dev)?,
+                outer: Linear::new(params, &p("ffn.2"), (h, h), seed, dev)?,
+            },
+        })
+    }
+
+    /// `dropout` is the rate and, in training, one seed per dropout site in
+    /// order (attention weights, feed-forward inner, feed-forward output).
+    fn forward(&self, x: &Tensor, rows: &Rows, dropout: (f32, Option<[u64; 3]>)) -> candle_core::Result<Tensor> {
+        let (p, seeds) = dropout;
+        let x = self.attention.forward(x, rows, seeds.map(|s| (p, s[0])))?;
+        let x = self.feed_forward.forward(&x, seeds.map(|s| (p, s[1], s[2])))?;
+        crate::fused::mask_rows(&x, rows.real)
+    }
+}
+
+impl SelfAttention {
+    fn forward(&self, x: &Tensor, rows: &Rows, dropout: Option<(f32, u64)>) -> candle_core::Result<Tensor> {
+        let (b, l, h, heads) = (rows.batch, rows.width, rows.hidden, self.heads);
+        let dh = h / heads;
+        let split = |t: Tensor| -> candle_core::Result<Tensor> {
+            if heads == 1 {
+                t.reshape((b, 1, l, dh))
+            } else {
+                t.reshape((b, l, heads, dh))?.transpose(1, 2)?.contiguous()
+            }
+        };
+        let q_in = self.norm.forward(x)?;
+        let q = split(self.q.forward(&q_in)?)?;
+        let k = split(self.k.forward(x)?)?;
+        let v = split(self.v.forward(x)?)?;
+        let logits = q.matmul(&k.t()?)?;
+        // The 1/√d scale is applied inside the softmax kernel (no extra tensor, no extra node).
+        let scale = 1.0 / (dh as f32).sqrt();
+        let weights = crate::fused::attention_weights(&logits, rows.real, scale, dropout)?;
+        let att = weights.matmul(&v)?;
+        let att = if heads == 1 { att.reshape((b * l, h))? } else { att.transpose(1, 2)?.reshape((b * l, h))? };
+        q_in + self.out.forward(&att)?
+    }
+}
+
+impl FeedForward {
+    /// `dropout`: the rate and the seeds of the inner activation's and the output's dropout.
+    fn forward(&self, x: &Tensor, dropout: Option<(f32, u64, u64)>) -> candle_core::Result<Tensor> {
+        // The residual, as in the reference code, starts from the normalized input.
+        let x = self.norm.forward(x)?;
+        let pre_activation = self.inner.forward(&x)?;
+        let inner = match dropout {
+            Some((p, seed, _)) => crate::fused::relu_dropout(&pre_activation, p, seed)?,
+            None => pre_activation.relu()?,
+        };
+        let out = self.outer.forward(&inner)?;
+        let out = match dropout {
+            Some((p, _, seed)) => crate::fused::dropout(&out, p, seed)?,
+            None => out,
+        };
+        &x + out
+    }
 }
 
 /// The text view: frozen features and their learned projection (and gate, for `fused`).
@@ -308,17 +415,7 @@ impl SequenceEncoder {
             params.get(&format!("{prefix}position_embedding"), &[shape.maxlen, h], Init::XavierNormal, seed, device)?;
         let mut blocks = Vec::with_capacity(shape.blocks);
         for b in 0..shape.blocks {
-            let p = |s: &str| format!("{prefix}blocks.{b}.{s}");
-            blocks.push(Block {
-                attn_norm: LayerNorm::new(params, &p("attention_norm"), h, device)?,
-                q: Linear::new(params, &p("attention.q"), (h, h), seed, device)?,
-                k: Linear::new(params, &p("attention.k"), (h, h), seed, device)?,
-                v: Linear::new(params, &p("attention.v"), (h, h), seed, device)?,
-                out: Linear::new(params, &p("attention.out"), (h, h), seed, device)?,
-                ffn_norm: LayerNorm::new(params, &p("ffn_norm"), h, device)?,
-                ffn1: Linear::new(params, &p("ffn.1"), (h, h), seed, device)?,
-                ffn2: Linear::new(params, &p("ffn.2"), (h, h), seed, device)?,
-            });
+            blocks.push(Block::new(params, &format!("{prefix}blocks.{b}."), shape, seed, device)?);
         }
         let last_norm = LayerNorm::new(params, &format!("{prefix}last_norm"), h, device)?;
         Ok(SequenceEncoder { positions, blocks, last_norm })
@@ -358,35 +455,11 @@ impl SequenceEncoder {
         let x = crate::fused::add_rows(&x, &pos)?;
         let mut x = crate::fused::mask_rows(&drop(x, next_seed())?, &real)?;
 
-        let heads = shape.heads;
-        let dh = h / heads;
-        let split = |t: Tensor| -> candle_core::Result<Tensor> {
-            if heads == 1 {
-                t.reshape((b, 1, l, dh))
-            } else {
-                t.reshape((b, l, heads, dh))?.transpose(1, 2)?.contiguous()
-            }
-        };
+        let rows = Rows { batch: b, width: l, hidden: h, real: &real };
         for block in &self.blocks {
-            let q_in = block.attn_norm.forward(&x)?;
-            let q = split(block.q.forward(&q_in)?)?;
-            let k = split(block.k.forward(&x)?)?;
-            let v = split(block.v.forward(&x)?)?;
-            let logits = q.matmul(&k.t()?)?;
-            // The 1/√d scale is applied inside the softmax kernel (no extra tensor, no extra node).
-            let scale = 1.0 / (dh as f32).sqrt();
-            let weights = crate::fused::attention_weights(&logits, &real, scale, next_seed().map(|s| (p, s)))?;
-            let att = weights.matmul(&v)?;
-            let att = if heads == 1 { att.reshape((b * l, h))? } else { att.transpose(1, 2)?.reshape((b * l, h))? };
-            x = (q_in + block.out.forward(&att)?)?;
-            x = block.ffn_norm.forward(&x)?;
-            let pre_activation = block.ffn1.forward(&x)?;
-            let inner = match next_seed() {
-                Some(seed) => crate::fused::relu_dropout(&pre_activation, p, seed)?,
-                None => pre_activation.relu()?,
-            };
-            x = (&x + drop(block.ffn2.forward(&inner)?, next_seed())?)?;
-            x = crate::fused::mask_rows(&x, &real)?;
+            // Seeds drawn in the order of the sites: attention, feed-forward inner, output.
+            let seeds = next_seed().zip(next_seed()).zip(next_seed()).map(|((a, f), o)| [a, f, o]);
+            x = block.forward(&x, &rows, (p, seeds))?;
         }
         self.last_norm.forward(&x)
     }

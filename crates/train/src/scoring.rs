@@ -187,39 +187,58 @@ pub struct RuledScorer<'a> {
 impl RuledScorer<'_> {
     /// The ID-view and text-view (or whole-model) dot products of one user.
     fn view_scores(&self, user: usize, id_part: &mut [f32], rest: &mut [f32]) -> bool {
-        let VectorScorer { width: w, items, user_row, users } = &self.vectors;
-        let Some(row) = user_row.get(user).copied().flatten() else { return false };
-        let (w, c) = (*w, self.id_columns);
-        let u = &users[row * w..(row + 1) * w];
-        for i in 0..id_part.len() {
-            let v = &items[i * w..(i + 1) * w];
-            id_part[i] = dot(&u[..c], &v[..c]);
-            rest[i] = dot(&u[c..], &v[c..]);
+        self.view_scores_block(&[user], &mut [id_part], &mut [rest])[0]
+    }
+
+    /// [`Self::view_scores`] of a block of users, reading the item table once
+    /// per block ([`VectorScorer::for_each_tile`]); whether each user was encoded.
+    fn view_scores_block(&self, users: &[usize], id_part: &mut [&mut [f32]], rest: &mut [&mut [f32]]) -> Vec<bool> {
+        let vectors: Vec<Option<&[f32]>> = users.iter().map(|&u| self.vectors.user_vector(u)).collect();
+        let c = self.id_columns;
+        self.vectors.for_each_tile(&vectors, |k, i, u, v| {
+            id_part[k][i] = dot(&u[..c], &v[..c]);
+            rest[k][i] = dot(&u[c..], &v[c..]);
+        });
+        vectors.iter().map(Option::is_some).collect()
+    }
+
+    /// Adds the rule's routing and terms to a user's view scores `out` and `rest`.
+    fn apply_rule(&self, user: usize, history: &[u32], out: &mut [f32], rest: &[f32], term: &mut [f32]) {
+        for i in 0..out.len() {
+            let scale = if self.routed[i] { self.rule.cold_id_scale } else { 1.0 };
+            out[i] = out[i] * scale + rest[i];
         }
-        true
+        if let (Some(text), true) = (self.signals.text, self.rule.needs_text()) {
+            text.similarity(self.rule.content_pool, history, self.rule.content_recent, term);
+            out.iter_mut().zip(term.iter()).for_each(|(o, s)| *o += self.rule.content_weight * s);
+        }
+        if let (Some(knn), true) = (self.signals.cooccurrence, self.rule.needs_cooccurrence()) {
+            knn.score(user, history, term);
+            out.iter_mut().zip(term.iter()).for_each(|(o, s)| *o += self.rule.cooccurrence_weight * s);
+        }
     }
 }
 
 impl Scorer for RuledScorer<'_> {
     fn score(&self, user: usize, history: &[u32], out: &mut [f32]) {
-        let n = out.len();
-        let mut rest = vec![0f32; n];
-        if !self.view_scores(user, out, &mut rest) {
-            out.fill(0.0);
-            return;
-        }
-        for i in 0..n {
-            let scale = if self.routed[i] { self.rule.cold_id_scale } else { 1.0 };
-            out[i] = out[i] * scale + rest[i];
-        }
+        self.score_block(&[(user, history)], &mut [out]);
+    }
+
+    fn score_block(&self, users: &[(usize, &[u32])], out: &mut [&mut [f32]]) {
+        let n = out.first().map_or(0, |o| o.len());
+        let mut rest = vec![vec![0f32; n]; users.len()];
+        let ids: Vec<usize> = users.iter().map(|&(u, _)| u).collect();
+        let found = {
+            let mut rest: Vec<&mut [f32]> = rest.iter_mut().map(|r| r.as_mut_slice()).collect();
+            self.view_scores_block(&ids, out, &mut rest)
+        };
         let mut term = vec![0f32; n];
-        if let (Some(text), true) = (self.signals.text, self.rule.needs_text()) {
-            text.similarity(self.rule.content_pool, history, self.rule.content_recent, &mut term);
-            out.iter_mut().zip(&term).for_each(|(o, s)| *o += self.rule.content_weight * s);
-        }
-        if let (Some(knn), true) = (self.signals.cooccurrence, self.rule.needs_cooccurrence()) {
-            knn.score(user, history, &mut term);
-            out.iter_mut().zip(&term).for_each(|(o, s)| *o += self.rule.cooccurrence_weight * s);
+        for (k, &(user, history)) in users.iter().enumerate() {
+            if found[k] {
+                self.apply_rule(user, history, out[k], &rest[k], &mut term);
+            } else {
+                out[k].fill(0.0);
+            }
         }
     }
 }

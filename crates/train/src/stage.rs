@@ -322,6 +322,14 @@ async fn warm_start_tensors(from: &WarmStartFrom, inputs: &TrainInputs<'_>) -> R
     Ok(Some(warm))
 }
 
+/// Runs `step`, then logs `what` with the seconds it took.
+fn timed<T>(what: &str, step: impl FnOnce() -> Result<T>) -> Result<T> {
+    let start = Instant::now();
+    let value = step()?;
+    tracing::info!(seconds = start.elapsed().as_secs_f64(), "{what}");
+    Ok(value)
+}
+
 /// For each item of `ids`, its index in a model card's item list (`items`,
 /// a JSON array of the previous run's ids by dense index), if it is there.
 fn previous_indices(items: &serde_json::Value, ids: &Ids) -> Vec<Option<usize>> {
@@ -584,9 +592,17 @@ pub async fn train(req: &TrainRequest) -> Result<TrainMetrics> {
                 let plain = evaluate_ruled(&trained.model, &dataset, Phase::Test, ScoringRule::PLAIN, signals)?;
                 scoring.plain_test = Some(plain);
             }
-            let valid = evaluate_ruled(&trained.model, &dataset, Phase::Valid, scoring.rule, signals)?;
-            let test = evaluate_ruled(&trained.model, &dataset, Phase::Test, scoring.rule, signals)?;
-            let recs = recommendations(&trained, &dataset, &texts, cfg, scoring.rule, signals)?;
+            // Each of these ranks the whole catalog once per user: on a large
+            // catalog they are most of a run's time, so each is logged with its seconds.
+            let valid = timed("validation evaluated", || {
+                evaluate_ruled(&trained.model, &dataset, Phase::Valid, scoring.rule, signals)
+            })?;
+            let test = timed("test evaluated", || {
+                evaluate_ruled(&trained.model, &dataset, Phase::Test, scoring.rule, signals)
+            })?;
+            let recs = timed("recommendations ranked", || {
+                recommendations(&trained, &dataset, &texts, cfg, scoring.rule, signals)
+            })?;
             Ok((trained, valid, test, recs, scoring))
         })
     })?;

@@ -373,17 +373,51 @@ pub struct VectorScorer {
     pub users: Vec<f32>,
 }
 
-impl Scorer for VectorScorer {
-    fn score(&self, user: usize, _history: &[u32], out: &mut [f32]) {
+/// Items scored against a block of users before the next tile is read: a
+/// tile of 256 rows × 64 floats is 64 KiB, which stays in cache while every
+/// user of the block is scored against it.
+pub const ITEM_TILE: usize = 256;
+
+impl VectorScorer {
+    /// The vector of user `user`, if the model encoded it.
+    pub fn user_vector(&self, user: usize) -> Option<&[f32]> {
+        let row = self.user_row.get(user).copied().flatten()?;
+        Some(&self.users[row * self.width..(row + 1) * self.width])
+    }
+
+    /// For each user of `users`, `f(k, item, item vector)` over every item,
+    /// tile by tile: each tile of the item table is read from memory once
+    /// per block of users, not once per user, which is what bounds full
+    /// ranking over a large catalog.
+    pub fn for_each_tile(&self, users: &[Option<&[f32]>], mut f: impl FnMut(usize, usize, &[f32], &[f32])) {
         let h = self.width;
-        let Some(row) = self.user_row.get(user).copied().flatten() else {
-            out.fill(0.0);
-            return;
-        };
-        let u = &self.users[row * h..(row + 1) * h];
-        for (i, o) in out.iter_mut().enumerate() {
-            *o = dot(u, &self.items[i * h..(i + 1) * h]);
+        let n = self.items.len() / h.max(1);
+        for start in (0..n).step_by(ITEM_TILE) {
+            let end = (start + ITEM_TILE).min(n);
+            for (k, u) in users.iter().enumerate() {
+                if let Some(u) = u {
+                    for i in start..end {
+                        f(k, i, u, &self.items[i * h..(i + 1) * h]);
+                    }
+                }
+            }
         }
+    }
+}
+
+impl Scorer for VectorScorer {
+    fn score(&self, user: usize, history: &[u32], out: &mut [f32]) {
+        self.score_block(&[(user, history)], &mut [out]);
+    }
+
+    fn score_block(&self, users: &[(usize, &[u32])], out: &mut [&mut [f32]]) {
+        let vectors: Vec<Option<&[f32]>> = users.iter().map(|&(u, _)| self.user_vector(u)).collect();
+        for (v, o) in vectors.iter().zip(out.iter_mut()) {
+            if v.is_none() {
+                o.fill(0.0);
+            }
+        }
+        self.for_each_tile(&vectors, |k, i, u, item| out[k][i] = dot(u, item));
     }
 }
 
@@ -559,7 +593,9 @@ pub fn fit(inputs: &TrainInputs, checkpoints: &Checkpoints, warm_start: Option<&
         trained_epochs += 1;
         let mut record = EpochRecord { epoch, loss, seconds, valid_ndcg: None };
         if epoch.is_multiple_of(cfg.eval_every) || epoch == cfg.epochs {
+            let valid_start = Instant::now();
             let valid = evaluate_model(&model, dataset, Phase::Valid)?;
+            let valid_seconds = valid_start.elapsed().as_secs_f64();
             let ndcg = valid.full.overall.ndcg;
             record.valid_ndcg = Some(ndcg);
             if ndcg > state.best_valid_ndcg {
@@ -578,6 +614,7 @@ pub fn fit(inputs: &TrainInputs, checkpoints: &Checkpoints, warm_start: Option<&
                 loss,
                 seconds,
                 valid_ndcg = ndcg,
+                valid_seconds,
                 best_epoch = state.best_epoch,
                 "epoch"
             );

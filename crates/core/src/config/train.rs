@@ -254,6 +254,17 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
+    /// Where the text embeddings are cached: `embedding_cache` if set, else
+    /// `cache/text-embeddings/` under `root` — the pipeline's output root, so
+    /// that `tailforge run`, `train` and `evaluate` share one cache.
+    pub fn embedding_cache_under(&self, root: &crate::Location) -> Result<crate::Location> {
+        if self.embedding_cache.is_empty() {
+            Ok(root.as_dir().join("cache/text-embeddings/"))
+        } else {
+            Ok(crate::Location::parse(&self.embedding_cache)?.as_dir())
+        }
+    }
+
     /// Checks ranges; errors name the `train.*` key and `source`.
     pub fn validate(&self, source: &str) -> Result<()> {
         let bad = |key: &str, msg: &str| Err(Error::config(source, format!("train.{key}"), msg));
