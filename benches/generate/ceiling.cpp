@@ -9,7 +9,7 @@
 //   ceiling MODEL TRACE N_CTX_PER_SEQ PARALLEL THREADS
 //
 // Prints one JSON line: decode seconds, batches, prompt and generated tokens.
-#include "llama.h"
+#include "engine_context.h"
 
 #include <algorithm>
 #include <chrono>
@@ -35,11 +35,6 @@ struct Op {
     std::vector<Segment> segs;   // for a decode
 };
 
-static void quiet(enum ggml_log_level level, const char * text, void *) {
-    if (level >= GGML_LOG_LEVEL_WARN) {
-        fputs(text, stderr);
-    }
-}
 
 int main(int argc, char ** argv) {
     if (argc != 6) {
@@ -101,28 +96,10 @@ int main(int argc, char ** argv) {
         ops.push_back(op);
     }
 
-    llama_log_set(quiet, nullptr);
-    llama_backend_init();
-    llama_model_params mp = llama_model_default_params();
-    mp.n_gpu_layers = 0;
-    llama_model * model = llama_model_load_from_file(model_path, mp);
-    if (!model) {
-        fprintf(stderr, "%s: cannot load the model\n", model_path);
-        return 1;
-    }
-    // The same context parameters as crates/generate/src/engine.rs.
-    llama_context_params cp = llama_context_default_params();
     // With a shared prefix the engine decodes it into one more sequence.
-    const int n_seq = max_seq + 1;
-    cp.n_ctx = (uint32_t) (n_ctx * n_seq);
-    cp.n_batch = (uint32_t) n_ctx;
-    cp.n_ubatch = (uint32_t) (n_ctx < 512 ? n_ctx : 512);
-    cp.n_seq_max = (uint32_t) n_seq;
-    cp.n_threads = threads;
-    cp.n_threads_batch = threads;
-    llama_context * ctx = llama_init_from_model(model, cp);
-    if (!ctx) {
-        fprintf(stderr, "cannot create a context\n");
+    llama_model * model = nullptr;
+    llama_context * ctx = nullptr;
+    if (!engine_context(model_path, n_ctx, max_seq + 1, threads, &model, &ctx)) {
         return 1;
     }
     const int n_vocab = llama_vocab_n_tokens(llama_model_get_vocab(model));

@@ -9,18 +9,13 @@
 //   ideal_batch MODEL N_CTX_PER_SEQ THREADS NPP NTG NPL [NPL ...]
 //
 // Prints one JSON line per NPL: prompt and generated tokens, seconds and tok/s.
-#include "llama.h"
+#include "engine_context.h"
 
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <vector>
 
-static void quiet(enum ggml_log_level level, const char * text, void *) {
-    if (level >= GGML_LOG_LEVEL_WARN) {
-        fputs(text, stderr);
-    }
-}
 
 // Any token costs the same to decode; keep ids inside the vocabulary.
 static llama_token token_at(int pos, int n_vocab) {
@@ -57,26 +52,10 @@ int main(int argc, char ** argv) {
         return 2;
     }
 
-    llama_log_set(quiet, nullptr);
-    llama_backend_init();
-    llama_model_params mp = llama_model_default_params();
-    mp.n_gpu_layers = 0;
-    llama_model * model = llama_model_load_from_file(model_path, mp);
-    if (!model) {
-        fprintf(stderr, "%s: cannot load the model\n", model_path);
-        return 1;
-    }
-    // The engine's context parameters (crates/generate/src/engine.rs), sized for the largest NPL.
-    llama_context_params cp = llama_context_default_params();
-    cp.n_ctx = (uint32_t) (n_ctx * max_npl);
-    cp.n_batch = (uint32_t) n_ctx;
-    cp.n_ubatch = (uint32_t) (n_ctx < 512 ? n_ctx : 512);
-    cp.n_seq_max = (uint32_t) max_npl;
-    cp.n_threads = threads;
-    cp.n_threads_batch = threads;
-    llama_context * ctx = llama_init_from_model(model, cp);
-    if (!ctx) {
-        fprintf(stderr, "cannot create a context\n");
+    // The engine's context parameters, sized for the largest NPL.
+    llama_model * model = nullptr;
+    llama_context * ctx = nullptr;
+    if (!engine_context(model_path, n_ctx, max_npl, threads, &model, &ctx)) {
         return 1;
     }
     const int n_vocab = llama_vocab_n_tokens(llama_model_get_vocab(model));
