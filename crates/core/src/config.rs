@@ -556,11 +556,20 @@ fn set_dotted(root: &mut toml::Table, key: &str, value: toml::Value) -> std::res
 /// A size in bytes as the configuration writes it ("4GiB", "512MB", "0"),
 /// parsed once when the configuration is read: an invalid size is an error
 /// naming its key at load time, and every reader gets the byte count.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ByteSize {
     text: String,
     bytes: u64,
 }
+
+/// Two sizes are equal when they are the same number of bytes, however written.
+impl PartialEq for ByteSize {
+    fn eq(&self, other: &ByteSize) -> bool {
+        self.bytes == other.bytes
+    }
+}
+
+impl Eq for ByteSize {}
 
 impl ByteSize {
     pub const ZERO: ByteSize = ByteSize { text: String::new(), bytes: 0 };
