@@ -217,7 +217,7 @@ impl Default for AnalyzeConfig {
             scheduler: String::new(),
             target_partitions: 0,
             batch_size: 8192,
-            memory_limit: ByteSize::ZERO,
+            memory_limit: ByteSize::from_bytes(0),
             spill_dir: String::new(),
             max_temp_size: ByteSize::gib(100),
             dedup: DedupPolicy::KeepAll,
@@ -552,7 +552,6 @@ fn set_dotted(root: &mut toml::Table, key: &str, value: toml::Value) -> std::res
     Ok(())
 }
 
-/// Parses a byte size like "4GiB", "512MB", "1.5G" or "1048576"; "0" means none.
 /// A size in bytes as the configuration writes it ("4GiB", "512MB", "0"),
 /// parsed once when the configuration is read: an invalid size is an error
 /// naming its key at load time, and every reader gets the byte count.
@@ -572,7 +571,10 @@ impl PartialEq for ByteSize {
 impl Eq for ByteSize {}
 
 impl ByteSize {
-    pub const ZERO: ByteSize = ByteSize { text: String::new(), bytes: 0 };
+    /// `n` bytes, written as the number.
+    pub fn from_bytes(n: u64) -> ByteSize {
+        ByteSize { text: n.to_string(), bytes: n }
+    }
 
     /// `n` GiB, written "<n>GiB".
     pub fn gib(n: u64) -> ByteSize {
@@ -590,7 +592,7 @@ impl ByteSize {
 
 impl std::fmt::Display for ByteSize {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.text.is_empty() { write!(f, "{}", self.bytes) } else { f.write_str(&self.text) }
+        f.write_str(&self.text)
     }
 }
 
@@ -611,11 +613,12 @@ impl<'de> Deserialize<'de> for ByteSize {
         }
         match Written::deserialize(d)? {
             Written::Text(t) => ByteSize::parse(&t).map_err(serde::de::Error::custom),
-            Written::Bytes(n) => Ok(ByteSize { text: n.to_string(), bytes: n }),
+            Written::Bytes(n) => Ok(ByteSize::from_bytes(n)),
         }
     }
 }
 
+/// Parses a byte size like "4GiB", "512MB", "1.5G" or "1048576"; "0" means none.
 pub fn parse_bytes(text: &str) -> std::result::Result<u64, String> {
     let t = text.trim();
     let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
