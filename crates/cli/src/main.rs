@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tailforge_core::error::{EXIT_INTERNAL, EXIT_USAGE};
+use tailforge_core::schema::train_outputs;
 use tailforge_core::{Error, Location, PipelineConfig, Result};
 
 #[derive(Parser)]
@@ -447,23 +448,14 @@ async fn run(cli: Cli) -> Result<()> {
             };
             // The analyze output's parent is the pipeline's output root.
             let cache = config.train.embedding_cache_under(&input.join("../"))?;
-            let variant = baseline.as_str();
-            let (valid, test) = tailforge_train::evaluate_baseline(baseline, &input, &config.train, &cache).await?;
-            let markdown = format!(
-                "## {variant}: test (eval-v1)\n\n{}\n## {variant}: validation\n\n{}",
-                test.to_markdown(),
-                valid.to_markdown()
-            );
-            print!("{markdown}");
+            let metrics = tailforge_train::evaluate_baseline(baseline, &input, &config.train, &cache).await?;
+            print!("{}", metrics.to_markdown());
             if let Some(out) = a.out {
                 let out = Location::parse(&out)?;
                 out.check_output_dir("--out")?;
                 let out = out.as_dir();
-                let metrics = tailforge_train::BaselineMetrics { test, valid, variant: variant.to_string() };
-                let json = metrics.to_json()?;
-                out.join("metrics.json").put(json).await?;
-                out.join("metrics.md").put(markdown.into_bytes()).await?;
-                println!("metrics: {}", out.join("metrics.json").display());
+                tailforge_train::write_baseline_metrics(&out, &metrics).await?;
+                println!("metrics: {}", out.join(train_outputs::METRICS).display());
             }
             Ok(())
         }

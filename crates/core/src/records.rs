@@ -1,16 +1,22 @@
 //! The records stages and the run leave next to their data: what a stage's
 //! status is, how the run's manifest names a headline metric, and what a
 //! generation did (`generate/summary.json`: [`GenerateSummary`]), which the
-//! generate stage writes and the run, the report and `--merge` read. The
-//! train stage's `metrics.json` is typed in `tailforge_train` (`TrainMetrics`,
-//! `BaselineMetrics`), the manifest in `tailforge_run`; all are read back
-//! through their types, never as untyped JSON.
+//! generate stage writes and the run, the report and `--merge` read, and
+//! what training measured ([`train`]: the eval-v1 report, `metrics.json`).
+//! The manifest is typed in `tailforge_run`; all are read back through
+//! their types, never as untyped JSON.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::Shard;
+
+pub mod train;
+pub use train::{
+    BaselineMetrics, EpochRecord, EvalReport, GroupMetrics, GroupedMetrics, ScoringChoice, ScoringRule, TextStats,
+    TrainMetrics, TunedRule, WarmStartItems,
+};
 
 /// Where a stage, or a whole run, stands. Serialized lower-case
 /// (`"running"`, `"succeeded"`, `"skipped"`, `"failed"`) in `manifest.json`

@@ -280,3 +280,46 @@ pub fn rejects_schema(item: IdKind) -> Schema {
         Field::new("attempts", DataType::Int64, false),
     ])
 }
+
+/// Names of the train outputs under a variant's directory (`<train out>/`,
+/// under `tailforge run`: `train/<variant>/`).
+pub mod train_outputs {
+    /// The eval-v1 report, curve and settings (`records::TrainMetrics`).
+    pub const METRICS: &str = "metrics.json";
+    pub const METRICS_MARKDOWN: &str = "metrics.md";
+    /// The model's item table ([`super::item_embeddings_schema`]).
+    pub const ITEM_EMBEDDINGS: &str = "item_embeddings.parquet";
+    /// Every user's next items ([`super::recommendations_schema`]).
+    pub const RECOMMENDATIONS: &str = "recommendations.parquet";
+}
+
+/// `train/<variant>/item_embeddings.parquet`: the trained model's item
+/// table, the vectors a serving system scores a user's vector against.
+///
+/// * `item_id`: as in the input, one row per catalog item with interactions
+/// * `eval_group`: the item's eval-v1 group (`head` / `tail`)
+/// * `vector`: `dim` floats (the model's hidden size)
+pub fn item_embeddings_schema(item: IdKind, dim: usize) -> Schema {
+    let element = Field::new("item", DataType::Float32, false);
+    Schema::new(vec![
+        Field::new("item_id", item.data_type(), false),
+        Field::new("eval_group", DataType::Utf8, false),
+        Field::new("vector", DataType::FixedSizeList(std::sync::Arc::new(element), dim as i32), false),
+    ])
+}
+
+/// `train/<variant>/recommendations.parquet`: each user's top-K next items
+/// after their whole history (items already seen excluded).
+///
+/// * `rank`: 1 = best
+/// * `score`: the model's score under the run's scoring rule
+/// * `why`: a short explanation in words (which recent item it resembles)
+pub fn recommendations_schema(user: IdKind, item: IdKind) -> Schema {
+    Schema::new(vec![
+        Field::new("user_id", user.data_type(), false),
+        Field::new("rank", DataType::Int64, false),
+        Field::new("item_id", item.data_type(), false),
+        Field::new("score", DataType::Float32, false),
+        Field::new("why", DataType::Utf8, false),
+    ])
+}

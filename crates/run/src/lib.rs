@@ -54,7 +54,8 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use tailforge_core::hash::sha256_hex;
-use tailforge_core::records::{StageStatus, test_ndcg_key};
+use tailforge_core::records::{BaselineMetrics, StageStatus, test_ndcg_key};
+use tailforge_core::schema::train_outputs;
 use tailforge_core::{Error, Location, PipelineConfig, Result};
 
 use lock::Lock;
@@ -228,26 +229,27 @@ async fn run_stages(
     let fp = fingerprint("evaluate");
     let (input, out) = (analyze_dir.clone(), eval_dir.clone());
     let record = stage("evaluate", &fp, &eval_dir, req.force, || async move {
-        use tailforge_train::eval::{EvalOptions, evaluate};
-        let dataset = tailforge_train::load_dataset(&input).await?;
-        let scorer = tailforge_train::baselines::MostPop::new(&dataset);
-        let options = EvalOptions::default();
-        let valid = evaluate(&dataset, &scorer, tailforge_train::Phase::Valid, &options)?;
-        let test = evaluate(&dataset, &scorer, tailforge_train::Phase::Test, &options)?;
-        let metrics = tailforge_train::BaselineMetrics { test, valid, variant: "mostpop".to_string() };
-        let json = metrics.to_json()?;
-        out.join("metrics.json").put(json).await?;
-        out.join("metrics.md").put(test.to_markdown().into_bytes()).await?;
-        Ok(BTreeMap::from([("test_cases".to_string(), test.full.overall.n as u64)]))
+        use tailforge_train::{Baseline, evaluate_baseline, write_baseline_metrics};
+        // MostPop reads neither the encoder nor its cache.
+        let cache = config.train.embedding_cache_under(&input.join("../"))?;
+        let metrics = evaluate_baseline(Baseline::MostPop, &input, &config.train, &cache).await?;
+        write_baseline_metrics(&out, &metrics).await?;
+        Ok(BTreeMap::from([("test_cases".to_string(), metrics.test.full.overall.n)]))
     })
     .await?;
     manifest.stages.push(record);
-    let metrics: tailforge_train::BaselineMetrics = serde_json::from_slice(&eval_dir.join("metrics.json").get().await?)
-        .map_err(|e| Error::internal(format!("evaluate/metrics.json: {e}")))?;
+    let metrics: BaselineMetrics = read_metrics(&eval_dir).await?;
     for (group, figures) in metrics.test.full.groups() {
         manifest.metrics.insert(test_ndcg_key("mostpop", group), figures.ndcg);
     }
     Ok(())
+}
+
+/// The `metrics.json` under `dir`: a baseline's ([`BaselineMetrics`], the
+/// evaluate stage) or a trained model's (`TrainMetrics`, a train stage).
+pub(crate) async fn read_metrics<T: serde::de::DeserializeOwned>(dir: &Location) -> Result<T> {
+    let file = dir.join(train_outputs::METRICS);
+    serde_json::from_slice(&file.get().await?).map_err(|e| Error::internal(format!("{}: {e}", file.display())))
 }
 
 /// The generate stage: `analyze/tail_items.parquet` → `generate/`, with the

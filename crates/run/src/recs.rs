@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use arrow::array::{Array, AsArray, RecordBatch, StringArray};
 use arrow::datatypes::DataType;
 use tailforge_core::parquet_io::read_parquet;
-use tailforge_core::schema::{TAIL, outputs};
+use tailforge_core::schema::{TAIL, outputs, train_outputs};
 use tailforge_core::{Error, Location, Result};
 
 use crate::manifest::Manifest;
@@ -88,7 +88,7 @@ pub(crate) async fn section(m: &Manifest, run_dir: &Location) -> Result<Option<S
     let mut models = Vec::new();
     let mut missing = Vec::new();
     for (v, role) in wanted {
-        if run_dir.join(&format!("train/{v}/recommendations.parquet")).exists().await? {
+        if run_dir.join(&format!("train/{v}/{}", train_outputs::RECOMMENDATIONS)).exists().await? {
             models.push((v, role));
         } else {
             missing.push(v);
@@ -177,7 +177,7 @@ pub(crate) async fn section(m: &Manifest, run_dir: &Location) -> Result<Option<S
     // Each model's top items for them.
     let mut lists: Vec<HashMap<String, BTreeMap<i64, Recommended>>> = Vec::new();
     for (v, _) in &models {
-        let (recs, file) = table(run_dir, &format!("train/{v}/recommendations.parquet")).await?;
+        let (recs, file) = table(run_dir, &format!("train/{v}/{}", train_outputs::RECOMMENDATIONS)).await?;
         let mut by_user: HashMap<String, BTreeMap<i64, Recommended>> = HashMap::new();
         for b in &recs {
             let (ids, items, why) =

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use plotters::prelude::*;
-use tailforge_core::records::test_ndcg_key;
+use tailforge_core::records::{BaselineMetrics, test_ndcg_key};
 use tailforge_core::{Error, Location, Result};
 use tracing::warn;
 
@@ -415,9 +415,9 @@ pub(crate) async fn report_markdown(
             }
         }
     }
-    if let Ok(bytes) = run_dir.join("evaluate/metrics.md").get().await {
+    if let Ok(mostpop) = crate::read_metrics::<BaselineMetrics>(&run_dir.join("evaluate/")).await {
         s.push_str("\n## MostPop under eval-v1 (test)\n\n");
-        s.push_str(&String::from_utf8_lossy(&bytes));
+        s.push_str(&mostpop.test.to_markdown());
     }
     s.push_str(&crate::train_stage::markdown(m, run_dir).await);
     match crate::recs::section(m, run_dir).await {

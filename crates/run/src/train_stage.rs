@@ -6,15 +6,13 @@
 use std::collections::BTreeMap;
 
 use tailforge_core::config::WarmStartFrom;
-use tailforge_core::records::test_ndcg_key;
+use tailforge_core::records::{EpochRecord, TrainMetrics, test_ndcg_key};
 use tailforge_core::{Error, Location, PipelineConfig, Result};
-use tailforge_train::TrainMetrics;
-use tailforge_train::trainer::EpochRecord;
 use tracing::info;
 
-use crate::RunRequest;
 use crate::manifest::{Manifest, StageRecord};
 use crate::stage::stage;
+use crate::{RunRequest, read_metrics};
 
 /// The previous successful run's train directory of `variant`, from the root's `latest` pointer.
 async fn previous_run_dir(root: &Location, current_run: &str, variant: &str) -> Result<Option<String>> {
@@ -74,9 +72,7 @@ pub(crate) async fn run_train(
         })
         .await?;
         stages.push(record);
-        let loc = dir.join("metrics.json");
-        let m: TrainMetrics = serde_json::from_slice(&loc.get().await?)
-            .map_err(|e| Error::internal(format!("{}: {e}", loc.display())))?;
+        let m: TrainMetrics = read_metrics(&dir).await?;
         for (group, figures) in m.test.full.groups() {
             metrics.insert(test_ndcg_key(v, group), figures.ndcg);
         }
@@ -108,9 +104,7 @@ pub(crate) async fn run_train(
 async fn trained(config_variants: &[String], run_dir: &Location) -> Vec<(String, TrainMetrics)> {
     let mut out = Vec::new();
     for v in config_variants {
-        if let Ok(bytes) = run_dir.join(&format!("train/{v}/metrics.json")).get().await
-            && let Ok(m) = serde_json::from_slice::<TrainMetrics>(&bytes)
-        {
+        if let Ok(m) = read_metrics::<TrainMetrics>(&run_dir.join(&format!("train/{v}/"))).await {
             out.push((v.clone(), m));
         }
     }

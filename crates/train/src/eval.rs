@@ -36,16 +36,15 @@
 //! call), and ranking it would silently produce meaningless figures.
 
 use std::collections::HashSet;
-use std::fmt::Write as _;
 use std::time::Instant;
 
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
 use tailforge_core::rng::{SplitMix64, mix64};
 use tailforge_core::{Error, Result};
 
 pub use crate::dataset::Phase;
 use crate::dataset::{Dataset, Group};
+pub use tailforge_core::records::{EvalReport, GroupMetrics, GroupedMetrics};
 
 /// The cutoff of every eval-v1 metric.
 pub const K: usize = 10;
@@ -93,68 +92,6 @@ pub struct EvalOptions {
 impl Default for EvalOptions {
     fn default() -> Self {
         EvalOptions { seed: EVAL_V1_SEED, negatives: EVAL_V1_NEGATIVES }
-    }
-}
-
-/// HR@10 and NDCG@10 over a group of cases.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
-pub struct GroupMetrics {
-    /// Number of cases (evaluated users whose target is in the group).
-    pub n: u64,
-    #[serde(rename = "hr@10")]
-    pub hr: f64,
-    #[serde(rename = "ndcg@10")]
-    pub ndcg: f64,
-}
-
-/// Metrics overall and per eval-v1 group of the target.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
-pub struct GroupedMetrics {
-    pub overall: GroupMetrics,
-    pub head: GroupMetrics,
-    pub tail: GroupMetrics,
-    /// Targets with at most 5 training interactions (eval-v1 §3, §6).
-    pub cold: GroupMetrics,
-}
-
-impl GroupedMetrics {
-    /// The groups in report order, with their names.
-    pub fn groups(&self) -> [(&'static str, &GroupMetrics); 4] {
-        [("overall", &self.overall), ("head", &self.head), ("tail", &self.tail), ("cold", &self.cold)]
-    }
-}
-
-/// The eval-v1 report of one phase. Serializes as
-/// `{"full": {"overall": {"n", "hr@10", "ndcg@10"}, "head": …, "tail": …, "cold": …}, "sampled": …, "coverage@10", "tail_share@10"}`.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
-pub struct EvalReport {
-    /// Full-ranking metrics (eval-v1's primary figures).
-    pub full: GroupedMetrics,
-    /// Target against sampled negatives (for comparison with papers).
-    pub sampled: GroupedMetrics,
-    /// Share of catalog items in at least one user's full-ranking top 10.
-    #[serde(rename = "coverage@10")]
-    pub coverage: f64,
-    /// Share of all top-10 slots taken by tail items.
-    #[serde(rename = "tail_share@10")]
-    pub tail_share: f64,
-}
-
-impl EvalReport {
-    /// A Markdown table: one row per group, full and sampled metrics, then coverage.
-    pub fn to_markdown(&self) -> String {
-        let mut s = String::new();
-        s.push_str("| group | n | HR@10 | NDCG@10 | HR@10 (sampled) | NDCG@10 (sampled) |\n");
-        s.push_str("|---|---:|---:|---:|---:|---:|\n");
-        for ((name, full), (_, sampled)) in self.full.groups().into_iter().zip(self.sampled.groups()) {
-            let _ = writeln!(
-                s,
-                "| {name} | {} | {:.4} | {:.4} | {:.4} | {:.4} |",
-                full.n, full.hr, full.ndcg, sampled.hr, sampled.ndcg
-            );
-        }
-        let _ = writeln!(s, "\ncoverage@10: {:.4} · tail share@10: {:.4}", self.coverage, self.tail_share);
-        s
     }
 }
 

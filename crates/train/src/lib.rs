@@ -37,4 +37,6 @@ pub mod trainer;
 
 pub use dataset::{COLD_MAX_TRAIN_INTERACTIONS, Dataset, Group, Ids, Phase, UserSequence, eval_groups};
 pub use load::load_dataset;
-pub use stage::{Baseline, BaselineMetrics, TrainMetrics, TrainRequest, evaluate_baseline, train};
+pub use stage::{
+    Baseline, BaselineMetrics, TrainMetrics, TrainRequest, evaluate_baseline, train, write_baseline_metrics,
+};

@@ -27,59 +27,14 @@
 //! rule applied to the scoring rule); the test targets never inform it.
 
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
-use tailforge_core::config::{ContentPool, TrainConfig, Variant};
+use tailforge_core::config::{ContentPool, Variant};
+
+pub use tailforge_core::records::{ScoringRule, TunedRule};
 
 use crate::baselines::ItemKnn;
 use crate::dataset::{Dataset, Phase};
-use crate::eval::{Scorer, full_rank, ndcg};
+use crate::eval::{Scorer, USER_BLOCK, full_rank, ndcg};
 use crate::trainer::VectorScorer;
-
-/// The scoring rule's settings (see the module docs).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct ScoringRule {
-    pub cold_threshold: u32,
-    pub cold_id_scale: f32,
-    pub content_weight: f32,
-    pub content_recent: usize,
-    pub content_pool: ContentPool,
-    /// Absent in metrics.json written before the term existed.
-    #[serde(default)]
-    pub cooccurrence_weight: f32,
-}
-
-impl ScoringRule {
-    /// The model's own scores: no routing, no content term.
-    pub const PLAIN: ScoringRule = ScoringRule {
-        cold_threshold: 0,
-        cold_id_scale: 1.0,
-        content_weight: 0.0,
-        content_recent: 5,
-        content_pool: ContentPool::Max,
-        cooccurrence_weight: 0.0,
-    };
-
-    /// The rule a configuration fixes (`train.cold_threshold`, `train.cold_id_scale`,
-    /// `train.content_weight`, `train.content_recent`).
-    pub fn from_config(cfg: &TrainConfig) -> ScoringRule {
-        ScoringRule {
-            cold_threshold: cfg.cold_threshold,
-            cold_id_scale: cfg.cold_id_scale as f32,
-            content_weight: cfg.content_weight as f32,
-            content_recent: cfg.content_recent,
-            content_pool: cfg.content_pool,
-            cooccurrence_weight: cfg.cooccurrence_weight as f32,
-        }
-    }
-
-    pub fn needs_text(&self) -> bool {
-        self.content_weight != 0.0
-    }
-
-    pub fn needs_cooccurrence(&self) -> bool {
-        self.cooccurrence_weight != 0.0
-    }
-}
 
 /// What a rule's terms read besides the model: the items' text embeddings
 /// (content term) and the training co-occurrence counts (co-occurrence term).
@@ -185,13 +140,9 @@ pub struct RuledScorer<'a> {
 }
 
 impl RuledScorer<'_> {
-    /// The ID-view and text-view (or whole-model) dot products of one user.
-    fn view_scores(&self, user: usize, id_part: &mut [f32], rest: &mut [f32]) -> bool {
-        self.view_scores_block(&[user], &mut [id_part], &mut [rest])[0]
-    }
-
-    /// [`Self::view_scores`] of a block of users, reading the item table once
-    /// per block ([`VectorScorer::for_each_tile`]); whether each user was encoded.
+    /// The ID-view and text-view (or whole-model) dot products of a block of
+    /// users, reading the item table once per block
+    /// ([`VectorScorer::for_each_tile`]); whether each user was encoded.
     fn view_scores_block(&self, users: &[usize], id_part: &mut [&mut [f32]], rest: &mut [&mut [f32]]) -> Vec<bool> {
         let vectors: Vec<Option<&[f32]>> = users.iter().map(|&u| self.vectors.user_vector(u)).collect();
         let c = self.id_columns;
@@ -272,13 +223,6 @@ pub fn id_columns(variant: Variant, width: usize) -> usize {
     }
 }
 
-/// One candidate rule and its validation NDCG@10 (full ranking).
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-pub struct TunedRule {
-    pub rule: ScoringRule,
-    pub valid_ndcg: f64,
-}
-
 /// The rules [`tune`] tries: routing thresholds × ID scales (not for `text`) ×
 /// content weights and recent-item counts (when text is available), the
 /// plain rule first. The weights double up to 128: a model's logits are
@@ -357,28 +301,36 @@ pub fn tune(dataset: &Dataset, base: &RuledScorer, rules: &[ScoringRule]) -> Vec
         r.dedup();
         r
     };
-    let sums = users
-        .par_iter()
-        .map_init(
-            || {
-                let buffers = (vec![0f32; n], vec![0f32; n], vec![0f32; n], vec![0f32; n], vec![false; n]);
-                (buffers, vec![vec![0f32; n]; pairs.len()])
-            },
-            |((id_part, rest, scores, cooccurrence, excluded), sims), &u| {
+    // Users in blocks, so the item table is streamed once per block
+    // (`RuledScorer::view_scores_block`); blocks are summed in user order, so
+    // the figures do not depend on the thread count.
+    let per_block: Vec<Vec<f64>> = users
+        .par_chunks(USER_BLOCK)
+        .map(|block| {
+            let mut id_part = vec![vec![0f32; n]; block.len()];
+            let mut rest = vec![vec![0f32; n]; block.len()];
+            let found = {
+                let mut id_part: Vec<&mut [f32]> = id_part.iter_mut().map(Vec::as_mut_slice).collect();
+                let mut rest: Vec<&mut [f32]> = rest.iter_mut().map(Vec::as_mut_slice).collect();
+                base.view_scores_block(block, &mut id_part, &mut rest)
+            };
+            let (mut scores, mut cooccurrence, mut excluded) = (vec![0f32; n], vec![0f32; n], vec![false; n]);
+            let mut sims = vec![vec![0f32; n]; pairs.len()];
+            let mut per_rule = vec![0f64; rules.len()];
+            for (k, &u) in block.iter().enumerate() {
                 let user = &dataset.users[u];
-                let mut per_rule = vec![0f64; rules.len()];
-                let Some(target) = user.target(Phase::Valid) else { return per_rule };
-                let history = user.history(Phase::Valid);
-                if !base.view_scores(u, id_part, rest) {
-                    return per_rule;
+                let Some(target) = user.target(Phase::Valid) else { continue };
+                if !found[k] {
+                    continue;
                 }
+                let history = user.history(Phase::Valid);
                 if let Some(text) = base.signals.text {
-                    for (k, &(pool, m)) in pairs.iter().enumerate() {
-                        text.similarity(pool, history, m, &mut sims[k]);
+                    for (p, &(pool, m)) in pairs.iter().enumerate() {
+                        text.similarity(pool, history, m, &mut sims[p]);
                     }
                 }
                 match base.signals.cooccurrence {
-                    Some(knn) => knn.score(u, history, cooccurrence),
+                    Some(knn) => knn.score(u, history, &mut cooccurrence),
                     None => cooccurrence.fill(0.0),
                 }
                 history.iter().for_each(|&i| excluded[i as usize] = true);
@@ -389,15 +341,17 @@ pub fn tune(dataset: &Dataset, base: &RuledScorer, rules: &[ScoringRule]) -> Vec
                         let routed = rule.cold_id_scale != 1.0 && dataset.train_popularity[i] <= rule.cold_threshold;
                         let scale = if routed { rule.cold_id_scale } else { 1.0 };
                         let content = if base.signals.text.is_some() { rule.content_weight * sim[i] } else { 0.0 };
-                        scores[i] = id_part[i] * scale + rest[i] + content + rule.cooccurrence_weight * cooccurrence[i];
+                        scores[i] =
+                            id_part[k][i] * scale + rest[k][i] + content + rule.cooccurrence_weight * cooccurrence[i];
                     }
-                    per_rule[r] = ndcg(full_rank(scores, target, excluded));
+                    per_rule[r] += ndcg(full_rank(&scores, target, &excluded));
                 }
                 history.iter().for_each(|&i| excluded[i as usize] = false);
-                per_rule
-            },
-        )
-        .reduce(|| vec![0f64; rules.len()], |a, b| a.iter().zip(&b).map(|(x, y)| x + y).collect());
+            }
+            per_rule
+        })
+        .collect();
+    let sums = per_block.iter().fold(vec![0f64; rules.len()], |a, b| a.iter().zip(b).map(|(x, y)| x + y).collect());
     let cases = users.iter().filter(|&&u| dataset.users[u].target(Phase::Valid).is_some()).count().max(1) as f64;
     rules.iter().zip(sums).map(|(&rule, s)| TunedRule { rule, valid_ndcg: s / cases }).collect()
 }
@@ -483,6 +437,77 @@ mod tests {
             let scorer = RuledScorer::new(&ds, Variant::Id, vectors(), tuned.rule, signals);
             let report = crate::eval::evaluate(&ds, &scorer, Phase::Valid, &Default::default()).unwrap();
             assert!((report.full.overall.ndcg - tuned.valid_ndcg).abs() < 1e-12, "{tuned:?}");
+        }
+    }
+
+    /// A random dual model over more items than two tiles and more users
+    /// than two blocks, under a rule with every term: scoring in blocks
+    /// gives the per-user scores bit for bit, and the tuner's figure for a
+    /// rule is the evaluator's.
+    #[test]
+    fn block_scoring_equals_one_user_at_a_time_across_tiles_and_blocks() {
+        use crate::dataset::Ids;
+        use crate::eval::Scorer;
+        use crate::trainer::ITEM_TILE;
+        use tailforge_core::rng::SplitMix64;
+        let (n_items, n_users, width) = (2 * ITEM_TILE + 37, 2 * USER_BLOCK + 5, 8);
+        let mut rng = SplitMix64::new(7);
+        // Every item once (user u gets items u, u + n_users, …), and between
+        // them items of a popular few, so popularity and co-occurrence vary.
+        let sequences: Vec<Vec<u32>> = (0..n_users)
+            .map(|u| {
+                let mut s = Vec::new();
+                for i in (u..n_items).step_by(n_users) {
+                    s.push(i as u32);
+                    if rng.below(3) == 0 {
+                        s.push(rng.below(20) as u32);
+                    }
+                }
+                s
+            })
+            .collect();
+        let ds = Dataset::from_sequences(
+            Ids::Int64((0..n_items as i64).collect()),
+            Ids::Int64((0..n_users as i64).collect()),
+            sequences,
+        )
+        .unwrap();
+        let mut normal = || rng.unit_f64() as f32 - 0.5;
+        let items: Vec<f32> = (0..n_items * width).map(|_| normal()).collect();
+        let users: Vec<f32> = (0..n_users * width).map(|_| normal()).collect();
+        let features: Vec<Vec<f32>> = (0..=n_items).map(|_| (0..6).map(|_| normal()).collect()).collect();
+        // Every third user not encoded: its scores stay as they were.
+        let user_row = (0..n_users).map(|u| (u % 3 != 2).then_some(u)).collect::<Vec<_>>();
+        let vectors = || VectorScorer { width, items: items.clone(), user_row: user_row.clone(), users: users.clone() };
+        let (text, knn) = (UnitText::from_features(&features), ItemKnn::new(&ds, 5));
+        let signals = Signals { text: Some(&text), cooccurrence: Some(&knn) };
+        let rule = ScoringRule {
+            cold_threshold: 1,
+            cold_id_scale: 0.5,
+            content_weight: 2.0,
+            content_recent: 3,
+            content_pool: ContentPool::Mean,
+            cooccurrence_weight: 0.25,
+        };
+        let scorer = RuledScorer::new(&ds, Variant::Dual, vectors(), rule, signals);
+        let all: Vec<(usize, &[u32])> = (0..n_users).map(|u| (u, ds.users[u].items.as_slice())).collect();
+        let mut blocked = vec![vec![0f32; n_items]; n_users];
+        for (chunk, out) in all.chunks(USER_BLOCK).zip(blocked.chunks_mut(USER_BLOCK)) {
+            let mut out: Vec<&mut [f32]> = out.iter_mut().map(Vec::as_mut_slice).collect();
+            scorer.score_block(chunk, &mut out);
+        }
+        for &(u, history) in &all {
+            let mut one = vec![0f32; n_items];
+            scorer.score(u, history, &mut one);
+            let same = one.iter().zip(&blocked[u]).all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same, "user {u}: block scores differ from one-user scores");
+        }
+        let base = RuledScorer::new(&ds, Variant::Dual, vectors(), ScoringRule::PLAIN, signals);
+        let tuned = tune(&ds, &base, &[ScoringRule::PLAIN, rule]);
+        for t in tuned {
+            let scorer = RuledScorer::new(&ds, Variant::Dual, vectors(), t.rule, signals);
+            let report = crate::eval::evaluate(&ds, &scorer, Phase::Valid, &Default::default()).unwrap();
+            assert!((report.full.overall.ndcg - t.valid_ndcg).abs() < 1e-12, "{t:?}");
         }
     }
 

@@ -4,8 +4,8 @@
 //! ```text
 //! <out>/metrics.json      eval-v1 valid + test, training curve, timings
 //! <out>/metrics.md        the same as Markdown tables
-//! <out>/item_embeddings.parquet   item_id, group, vector (the scoring table)
-//! <out>/recommendations.parquet   user_id, rank, item_id, score, why
+//! <out>/item_embeddings.parquet   item_id, eval_group, vector (the scoring table; core::schema)
+//! <out>/recommendations.parquet   user_id, rank, item_id, score, why (core::schema)
 //! <out>/checkpoints/      last.safetensors (+ optimizer, resumable), best.safetensors, best.json
 //! <out>/_SUCCESS          written last
 //! ```
@@ -15,24 +15,26 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use arrow::array::{ArrayRef, FixedSizeListArray, Float32Array, Int64Array, RecordBatch, StringArray};
-use arrow::datatypes::{DataType, Field, Schema};
+use arrow::datatypes::{DataType, Field};
 use candle_core::Device;
-use serde::{Deserialize, Serialize};
 use tailforge_core::config::{IdInit, TrainConfig, Variant, WarmStartFrom};
 use tailforge_core::parquet_io::ParquetSink;
+use tailforge_core::schema::{item_embeddings_schema, recommendations_schema, train_outputs};
 use tailforge_core::storage::SUCCESS_MARKER;
 use tailforge_core::{Error, Location, Result};
 
 use crate::dataset::{Dataset, Ids, Phase};
-use crate::eval::{EvalReport, top_k};
+use crate::eval::top_k;
 use crate::item_text::{ItemTexts, load_item_texts};
 use crate::load::load_dataset;
-use crate::scoring::{RuledScorer, ScoringRule, Signals, TunedRule, UnitText};
+use crate::scoring::{RuledScorer, ScoringRule, Signals, UnitText};
 use crate::text::{EmbeddingCache, TextEncoder};
 use crate::trainer::{
-    Checkpoints, EpochRecord, ModelCard, TrainInputs, Trained, WarmStart, evaluate_ruled, explain, fit,
-    nearest_tail_items, safetensors_bytes, vector_scorer,
+    Checkpoints, ModelCard, TrainInputs, Trained, WarmStart, evaluate_ruled, explain, fit, nearest_tail_items,
+    safetensors_bytes, vector_scorer,
 };
+
+pub use tailforge_core::records::{BaselineMetrics, ScoringChoice, TextStats, TrainMetrics, WarmStartItems};
 
 /// What to train and where.
 pub struct TrainRequest {
@@ -45,104 +47,6 @@ pub struct TrainRequest {
     pub seed: u64,
     /// Text embedding cache directory.
     pub embedding_cache: Location,
-}
-
-/// Text statistics of a run.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TextStats {
-    /// The encoder's fingerprint: SHA-256 of its weights and the token limit.
-    pub encoder: String,
-    pub items_with_generated_text: usize,
-    /// Distinct texts encoded by this run (items with identical text share one).
-    pub encoded_now: usize,
-    /// Items whose embedding the cache already held.
-    pub from_cache: usize,
-    pub encode_seconds: f64,
-}
-
-/// The scoring rule a run used (see [`crate::scoring`]).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ScoringChoice {
-    pub rule: ScoringRule,
-    /// Whether `rule` was chosen on validation (`train.tune_scoring`).
-    pub tuned: bool,
-    /// Validation NDCG@10 of the model's plain scores and of the chosen rule (when tuned).
-    pub plain_valid_ndcg: Option<f64>,
-    pub rule_valid_ndcg: Option<f64>,
-    /// Every rule tried, with its validation NDCG@10 (when tuned).
-    pub candidates: Vec<TunedRule>,
-    /// The test figures of the model's plain scores (when tuned and the rule
-    /// is not the plain one): what the rule added, measured on the same weights.
-    pub plain_test: Option<EvalReport>,
-}
-
-/// How a warm start met this run's catalog.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-pub struct WarmStartItems {
-    pub carried: usize,
-    pub new: usize,
-}
-
-/// A baseline's `metrics.json` (`tailforge evaluate --out`, the run's
-/// `evaluate/` stage): its eval-v1 report on both phases; written with
-/// [`BaselineMetrics::to_json`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct BaselineMetrics {
-    pub test: EvalReport,
-    pub valid: EvalReport,
-    /// The baseline's name, e.g. `mostpop` ([`Baseline::as_str`]).
-    pub variant: String,
-}
-
-impl BaselineMetrics {
-    /// The file's bytes: pretty JSON with every object's keys in sorted order,
-    /// as the file has always been written (through `serde_json::Value`,
-    /// whose maps sort), so that the struct's field order does not matter.
-    pub fn to_json(&self) -> Result<Vec<u8>> {
-        let value = serde_json::to_value(self).map_err(|e| Error::internal(e.to_string()))?;
-        serde_json::to_vec_pretty(&value).map_err(|e| Error::internal(e.to_string()))
-    }
-}
-
-/// A trained model's `metrics.json`: written by [`train`], read back by the
-/// run (manifest metrics, report curves) as this type.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TrainMetrics {
-    pub variant: Variant,
-    /// Epochs trained (including those before a resume).
-    pub epochs: usize,
-    pub best_epoch: usize,
-    pub test: EvalReport,
-    pub valid: EvalReport,
-    #[serde(rename = "coverage@10")]
-    pub coverage: f64,
-    #[serde(rename = "tail_share@10")]
-    pub tail_share: f64,
-    pub seconds_per_epoch: f64,
-    pub seconds: f64,
-    pub parameters: usize,
-    pub resumed_after_epoch: Option<usize>,
-    pub warm_started: bool,
-    /// With a warm start: items whose ID embedding came from the previous run, and items new to this run.
-    pub warm_start_items: Option<WarmStartItems>,
-    pub text: Option<TextStats>,
-    pub scoring: ScoringChoice,
-    pub history: Vec<EpochRecord>,
-    pub config: TrainConfig,
-}
-
-impl TrainMetrics {
-    pub fn to_markdown(&self) -> String {
-        format!(
-            "## {} (best epoch {} of {}, {:.2} s/epoch)\n\n### test\n\n{}\n### valid\n\n{}",
-            self.variant.as_str(),
-            self.best_epoch,
-            self.epochs,
-            self.seconds_per_epoch,
-            self.test.to_markdown(),
-            self.valid.to_markdown()
-        )
-    }
 }
 
 fn device(spec: &str) -> Result<Device> {
@@ -240,14 +144,15 @@ impl Baseline {
     }
 }
 
-/// eval-v1 (validation, test) of a baseline on an analyze output. The text
-/// kNN encodes the catalog text with `cfg`'s encoder, through `embedding_cache`.
+/// eval-v1 (validation and test) of a baseline on an analyze output. The
+/// text kNN encodes the catalog text with `cfg`'s encoder, through
+/// `embedding_cache`.
 pub async fn evaluate_baseline(
     baseline: Baseline,
     analyze_out: &Location,
     cfg: &TrainConfig,
     embedding_cache: &Location,
-) -> Result<(EvalReport, EvalReport)> {
+) -> Result<BaselineMetrics> {
     use crate::baselines::{ItemKnn, KnnBlend, MostPop, TextKnn};
     use crate::eval::{EvalOptions, Scorer, evaluate};
     let dataset = load_dataset(analyze_out).await?;
@@ -270,8 +175,14 @@ pub async fn evaluate_baseline(
     tokio::task::block_in_place(|| {
         let valid = evaluate(&dataset, scorer.as_ref(), Phase::Valid, &options)?;
         let test = evaluate(&dataset, scorer.as_ref(), Phase::Test, &options)?;
-        Ok((valid, test))
+        Ok(BaselineMetrics { test, valid, variant: baseline.as_str().to_string() })
     })
+}
+
+/// Writes a baseline's `metrics.json` and `metrics.md` under `out`.
+pub async fn write_baseline_metrics(out: &Location, metrics: &BaselineMetrics) -> Result<()> {
+    out.join(train_outputs::METRICS).put(metrics.to_json()?).await?;
+    out.join(train_outputs::METRICS_MARKDOWN).put(metrics.to_markdown().into_bytes()).await
 }
 
 /// Reads a warm-start checkpoint (`<dir>/checkpoints/best.safetensors`) when
@@ -363,10 +274,6 @@ fn ids_array(ids: &Ids, indices: &[usize]) -> ArrayRef {
     }
 }
 
-fn id_type(ids: &Ids) -> DataType {
-    ids.kind().data_type()
-}
-
 async fn write_batch(target: &Location, batch: RecordBatch) -> Result<()> {
     let mut sink = ParquetSink::create(target, batch.schema())?;
     sink.write(&batch).await?;
@@ -378,21 +285,17 @@ async fn write_batch(target: &Location, batch: RecordBatch) -> Result<()> {
 /// system scores users' vectors against.
 async fn write_item_embeddings(out: &Location, dataset: &Dataset, items: &[f32], hidden: usize) -> Result<()> {
     let n = dataset.n_items();
+    let schema = Arc::new(item_embeddings_schema(dataset.item_ids.kind(), hidden));
     let element = Arc::new(Field::new("item", DataType::Float32, false));
     let vectors =
-        FixedSizeListArray::try_new(element.clone(), hidden as i32, Arc::new(Float32Array::from(items.to_vec())), None)
+        FixedSizeListArray::try_new(element, hidden as i32, Arc::new(Float32Array::from(items.to_vec())), None)
             .map_err(|e| Error::internal(format!("item embeddings: {e}")))?;
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("item_id", id_type(&dataset.item_ids), false),
-        Field::new("eval_group", DataType::Utf8, false),
-        Field::new("vector", DataType::FixedSizeList(element, hidden as i32), false),
-    ]));
     let all: Vec<usize> = (0..n).collect();
     let groups = StringArray::from_iter_values(dataset.groups.iter().map(|g| g.as_str()));
     let batch =
         RecordBatch::try_new(schema, vec![ids_array(&dataset.item_ids, &all), Arc::new(groups), Arc::new(vectors)])
             .map_err(|e| Error::internal(format!("item embeddings: {e}")))?;
-    write_batch(&out.join("item_embeddings.parquet"), batch).await
+    write_batch(&out.join(train_outputs::ITEM_EMBEDDINGS), batch).await
 }
 
 /// One recommended item: dense index, score, explanation.
@@ -411,20 +314,31 @@ fn recommendations(
     let users: Vec<(usize, &[u32])> = (0..dataset.n_users()).map(|u| (u, dataset.users[u].items.as_slice())).collect();
     let vectors = vector_scorer(&trained.model, dataset, &users)?;
     let scorer = RuledScorer::new(dataset, trained.model.shape.variant, vectors, rule, signals);
+    // Users in blocks, so a large item table is streamed once per block
+    // (`Scorer::score_block`), not once per user.
     let rows: Vec<(usize, Vec<Recommendation>)> = {
-        use crate::eval::Scorer;
+        use crate::eval::{Scorer, USER_BLOCK};
         use rayon::prelude::*;
+        let n = dataset.n_items();
         users
-            .par_iter()
-            .map(|&(u, history)| {
-                let n = dataset.n_items();
-                let mut scores = vec![0.0f32; n];
-                scorer.score(u, history, &mut scores);
+            .par_chunks(USER_BLOCK)
+            .flat_map_iter(|block| {
+                let mut scores = vec![vec![0.0f32; n]; block.len()];
+                let mut out: Vec<&mut [f32]> = scores.iter_mut().map(Vec::as_mut_slice).collect();
+                scorer.score_block(block, &mut out);
                 let mut excluded = vec![false; n];
-                history.iter().for_each(|&i| excluded[i as usize] = true);
-                let recent = &history[history.len().saturating_sub(cfg.why_recent)..];
-                let top = top_k(&scores, &excluded, cfg.top_k);
-                (u, top.into_iter().map(|i| (i, scores[i as usize], explain(texts, recent, i))).collect())
+                let rows: Vec<(usize, Vec<Recommendation>)> = block
+                    .iter()
+                    .zip(&scores)
+                    .map(|(&(u, history), scores)| {
+                        history.iter().for_each(|&i| excluded[i as usize] = true);
+                        let recent = &history[history.len().saturating_sub(cfg.why_recent)..];
+                        let top = top_k(scores, &excluded, cfg.top_k);
+                        history.iter().for_each(|&i| excluded[i as usize] = false);
+                        (u, top.into_iter().map(|i| (i, scores[i as usize], explain(texts, recent, i))).collect())
+                    })
+                    .collect();
+                rows
             })
             .collect()
     };
@@ -442,13 +356,7 @@ fn recommendations(
             whys.push(why);
         }
     }
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("user_id", id_type(&dataset.user_ids), false),
-        Field::new("rank", DataType::Int64, false),
-        Field::new("item_id", id_type(&dataset.item_ids), false),
-        Field::new("score", DataType::Float32, false),
-        Field::new("why", DataType::Utf8, false),
-    ]));
+    let schema = Arc::new(recommendations_schema(dataset.user_ids.kind(), dataset.item_ids.kind()));
     RecordBatch::try_new(
         schema,
         vec![
@@ -613,7 +521,7 @@ pub async fn train(req: &TrainRequest) -> Result<TrainMetrics> {
     let all: Vec<f32> = table.flatten_all().and_then(|t| t.to_vec1()).map_err(|e| Error::internal(format!("{e}")))?;
     write_item_embeddings(&out, &dataset, &all[h..], h).await?;
     let n_recs = recs.num_rows();
-    write_batch(&out.join("recommendations.parquet"), recs).await?;
+    write_batch(&out.join(train_outputs::RECOMMENDATIONS), recs).await?;
     let best = trained.params.snapshot().map_err(|e| Error::internal(format!("{e}")))?;
     out.join("checkpoints/best.safetensors").put(safetensors_bytes(&best)?).await?;
     let card = ModelCard {
@@ -655,8 +563,8 @@ pub async fn train(req: &TrainRequest) -> Result<TrainMetrics> {
         config: cfg.clone(),
     };
     let json = serde_json::to_vec_pretty(&metrics).map_err(|e| Error::internal(format!("metrics: {e}")))?;
-    out.join("metrics.json").put(json).await?;
-    out.join("metrics.md").put(metrics.to_markdown().into_bytes()).await?;
+    out.join(train_outputs::METRICS).put(json).await?;
+    out.join(train_outputs::METRICS_MARKDOWN).put(metrics.to_markdown().into_bytes()).await?;
     out.join(SUCCESS_MARKER).put(Vec::new()).await?;
     tracing::info!(
         variant = req.variant.as_str(),

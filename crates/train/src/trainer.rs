@@ -24,19 +24,10 @@ use crate::params::{Adam, ParamStore};
 use crate::sasrec::{ITEM_EMBEDDING, SasRec, SasRecShape, SeqBatch, bce_loss, features_tensor, sampled_softmax_loss};
 use crate::scoring::{RuledScorer, ScoringRule, Signals, dot};
 
+pub use tailforge_core::records::EpochRecord;
+
 /// Name of the byte tensor that carries [`CheckpointState`] inside `last.safetensors`.
 const STATE_TENSOR: &str = "checkpoint.state";
-
-/// One line of the training curve.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EpochRecord {
-    pub epoch: usize,
-    pub loss: f64,
-    pub seconds: f64,
-    /// Validation NDCG@10 (full ranking), on the epochs that were evaluated.
-    #[serde(rename = "valid_ndcg@10", skip_serializing_if = "Option::is_none")]
-    pub valid_ndcg: Option<f64>,
-}
 
 /// What `checkpoints/last.json` records next to `last.safetensors`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
