@@ -8,7 +8,9 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tailforge_core::error::{EXIT_INTERNAL, EXIT_USAGE};
-use tailforge_core::schema::train_outputs;
+use tailforge_core::layout::StageDirs;
+use tailforge_core::schema::{outputs, train_outputs};
+use tailforge_core::storage::SUCCESS_MARKER;
 use tailforge_core::{Error, Location, PipelineConfig, Result};
 
 #[derive(Parser)]
@@ -332,8 +334,16 @@ fn init_logging(cli: &Cli) {
     }
 }
 
-fn output_root(config: &PipelineConfig) -> Result<&str> {
-    config.output.as_deref().ok_or_else(|| Error::usage("no output in the pipeline"))
+/// The location a flag names, else its default under the pipeline's output
+/// root ([`StageDirs`]), else a usage error saying how to give one.
+fn flag_or_default(flag: Option<String>, default: Option<Location>, what: &str, name: &str) -> Result<Location> {
+    match (flag, default) {
+        (Some(given), _) => Location::parse(&given),
+        (None, Some(default)) => Ok(default),
+        (None, None) => Err(Error::usage(format!(
+            "no {what}: pass {name}, or --pipeline with output = \"…\" to default under it (see docs/config.md)"
+        ))),
+    }
 }
 
 /// Loads the layered configuration and installs its `[storage]` settings
@@ -412,8 +422,9 @@ async fn run(cli: Cli) -> Result<()> {
                     );
                 }
             }
-            let root = Location::parse(output_root(&request.config)?)?.as_dir();
-            println!("  report: {}", root.join(&format!("runs/{}/report.md", m.run_id)).display());
+            if let Some(dirs) = StageDirs::of_output(&request.config)? {
+                println!("  report: {}", dirs.run(&m.run_id).root().join("report.md").display());
+            }
             Ok(())
         }
         Command::Generate(a) => {
@@ -485,29 +496,18 @@ async fn run(cli: Cli) -> Result<()> {
                 return Ok(());
             }
             let variant = config.train.variant;
-            let root = config.output.as_deref().map(Location::parse).transpose()?.map(|l| l.as_dir());
-            let under_root = |sub: &str, flag: &str| -> Result<Location> {
-                root.as_ref().map(|r| r.join(sub)).ok_or_else(|| {
-                    Error::usage(format!("pass {flag}, or a pipeline with output = \"…\" to default to <output>/{sub}"))
-                })
+            let dirs = StageDirs::of_output(&config)?;
+            let analyze_out =
+                flag_or_default(a.input, dirs.as_ref().map(StageDirs::analyze), "input", "--input ANALYZE_OUT")?
+                    .as_dir();
+            let generate_out = match (a.augment, &dirs) {
+                (Some(g), _) => Some(Location::parse(&g)?.as_dir()),
+                (None, Some(d)) if d.generate().join(SUCCESS_MARKER).exists().await? => Some(d.generate()),
+                (None, _) => None,
             };
-            let analyze_out = match a.input {
-                Some(i) => Location::parse(&i)?.as_dir(),
-                None => under_root("analyze/", "--input ANALYZE_OUT")?,
-            };
-            let generate_out = match a.augment {
-                Some(g) => Some(Location::parse(&g)?.as_dir()),
-                None => match &root {
-                    Some(r) if r.join("generate/_SUCCESS").exists().await? => Some(r.join("generate/")),
-                    _ => None,
-                },
-            };
-            let out = match a.out {
-                Some(o) => Location::parse(&o)?.as_dir(),
-                None => under_root(&format!("train/{}/", variant.as_str()), "--out URL")?,
-            };
+            let out = flag_or_default(a.out, dirs.as_ref().map(|d| d.train(variant)), "output", "--out URL")?.as_dir();
             out.check_output_dir("--out")?;
-            let embedding_cache = config.train.embedding_cache_under(root.as_ref().unwrap_or(&out))?;
+            let embedding_cache = config.train.embedding_cache_under(dirs.as_ref().map_or(&out, StageDirs::root))?;
             let request = tailforge_train::TrainRequest {
                 analyze_out,
                 generate_out,
@@ -546,11 +546,8 @@ async fn run(cli: Cli) -> Result<()> {
             )?;
             let items =
                 Location::parse(config.inputs.items.as_deref().ok_or_else(|| missing("items input", "--items URL"))?)?;
-            let out = match (a.out, &config.output) {
-                (Some(o), _) => Location::parse(&o)?,
-                (None, Some(root)) => Location::parse(root)?.as_dir().join("analyze/"),
-                (None, None) => return Err(missing("output", "--out URL (or output = \"…\")")),
-            };
+            let dirs = StageDirs::of_output(&config)?;
+            let out = flag_or_default(a.out, dirs.as_ref().map(StageDirs::analyze), "output", "--out URL")?;
             out.check_output_dir("--out")?;
             let request = tailforge_analyze::AnalyzeRequest { events, items, out: out.clone(), config };
             let s = tailforge_analyze::analyze(&request).await?;
@@ -580,15 +577,8 @@ async fn generate_command(
     out: Option<String>,
     merge: bool,
 ) -> Result<()> {
-    let missing = |what: &str, flag: &str| {
-        Error::usage(format!("no {what}: pass {flag}, or --pipeline with output = \"…\" (see docs/config.md)"))
-    };
-    let root = config.output.as_deref().map(Location::parse).transpose()?.map(|l| l.as_dir());
-    let out = match (out, &root) {
-        (Some(o), _) => Location::parse(&o)?,
-        (None, Some(r)) => r.join("generate/"),
-        (None, None) => return Err(missing("output", "--out URL")),
-    };
+    let dirs = StageDirs::of_output(&config)?;
+    let out = flag_or_default(out, dirs.as_ref().map(StageDirs::generate), "output", "--out URL")?;
     out.check_output_dir("--out")?;
     if merge {
         let s = tailforge_generate::merge(&out).await?;
@@ -596,11 +586,12 @@ async fn generate_command(
         print_generate_summary(&s, &out);
         return Ok(());
     }
-    let input = match (input, &root) {
-        (Some(i), _) if i.ends_with(".parquet") => Location::parse(&i)?,
-        (Some(i), _) => Location::parse(&i)?.as_dir().join("tail_items.parquet"),
-        (None, Some(r)) => r.join("analyze/tail_items.parquet"),
-        (None, None) => return Err(missing("input", "--input ANALYZE_OUT")),
+    let tail_items = format!("{}.parquet", outputs::TAIL_ITEMS);
+    let input = match input {
+        Some(i) if i.ends_with(".parquet") => Location::parse(&i)?,
+        i => flag_or_default(i, dirs.as_ref().map(StageDirs::analyze), "input", "--input ANALYZE_OUT")?
+            .as_dir()
+            .join(&tail_items),
     };
     let mut cfg = config.generate.clone();
     cfg.cache = cfg.cache_location(config.output.as_deref());

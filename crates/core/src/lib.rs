@@ -9,6 +9,7 @@
 pub mod config;
 pub mod error;
 pub mod hash;
+pub mod layout;
 pub mod parquet_io;
 pub mod records;
 pub mod rng;

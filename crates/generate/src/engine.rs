@@ -316,6 +316,97 @@ pub(crate) struct TemplateHead {
     pub user: String,
 }
 
+/// Loads the GGUF model with `generate.n_gpu_layers` of it on the GPU.
+fn load_model(backend: &LlamaBackend, cfg: &GenerateConfig) -> Result<LlamaModel> {
+    let model_params = LlamaModelParams::default().with_n_gpu_layers(gpu_layers(cfg));
+    LlamaModel::load_from_file(backend, &cfg.model, &model_params).map_err(|e| {
+        model_error(
+            &cfg.model,
+            format!("llama.cpp cannot load this model ({e}); is the file a complete GGUF? {NOT_GGUF_HINT}"),
+        )
+    })
+}
+
+/// A context of `n_seq_max` sequences of `n_ctx` tokens each; a batch holds
+/// up to `n_ctx` tokens (a whole prompt).
+fn new_context<'m>(
+    model: &'m LlamaModel,
+    backend: &LlamaBackend,
+    cfg: &GenerateConfig,
+    n_seq_max: u32,
+) -> Result<llama_cpp_2::context::LlamaContext<'m>> {
+    let n_ctx_total = cfg
+        .n_ctx
+        .checked_mul(n_seq_max)
+        .ok_or_else(|| Error::config("generate", "generate.n_ctx", "n_ctx * parallel is too large"))?;
+    let threads = cfg.threads();
+    let params = LlamaContextParams::default()
+        .with_n_ctx(NonZeroU32::new(n_ctx_total))
+        .with_n_batch(cfg.n_ctx)
+        .with_n_ubatch(cfg.n_ctx.min(512))
+        .with_n_seq_max(n_seq_max)
+        .with_n_threads(threads)
+        .with_n_threads_batch(threads);
+    model.new_context(backend, params).map_err(|e| {
+        Error::internal(format!(
+            "llama.cpp cannot create a context (n_ctx {n_ctx_total}, parallel {}): {e}",
+            cfg.parallel
+        ))
+    })
+}
+
+/// The verdict on one finished answer: the contract (an answer cut off at
+/// `max_new_tokens` may still be complete JSON, else it is `forced`'s
+/// reason), then near-duplicates of accepted descriptions (resumed and
+/// cached ones included), then grounding in the item's own text. An
+/// accepted description joins `dups`.
+fn judge(
+    text: &str,
+    forced: Option<Reject>,
+    item: &WorkItem,
+    validator: &Validator,
+    dups: &mut NearDuplicates,
+    min_grounding: f64,
+) -> std::result::Result<(Answer, Grounding), Reject> {
+    let answer = match (validator.check(text), forced) {
+        (Err(Reject::InvalidJson), Some(r)) => return Err(r),
+        (v, _) => v?,
+    };
+    if let Some(similarity) = dups.check(&answer.description) {
+        tracing::debug!(item_id = item.key, similarity, "near-duplicate description");
+        return Err(Reject::NearDuplicate);
+    }
+    let grounding = item.source.score(&answer.description, &answer.keywords);
+    if grounding.keywords < min_grounding {
+        return Err(Reject::Ungrounded);
+    }
+    dups.insert(&answer.description);
+    Ok((answer, grounding))
+}
+
+/// Decodes the shared prompt prefix `tokens` once, into sequence `seq`,
+/// from which each item's sequence starts (a KV-cache copy).
+fn decode_prefix(
+    ctx: &mut llama_cpp_2::context::LlamaContext<'_>,
+    batch: &mut LlamaBatch,
+    tokens: &[LlamaToken],
+    seq: i32,
+    stats: &mut EngineStats,
+    live: &Live,
+) -> Result<()> {
+    for (i, t) in tokens.iter().enumerate() {
+        batch.add(*t, i as i32, &[seq], false).map_err(|e| Error::internal(format!("batch: {e}")))?;
+    }
+    let t = Instant::now();
+    ctx.decode(batch).map_err(|e| Error::internal(format!("llama.cpp decode failed: {e}")))?;
+    stats.decode_seconds += t.elapsed().as_secs_f64();
+    stats.prompt_tokens += tokens.len() as u64;
+    stats.shared_prefix_tokens = tokens.len() as u64;
+    live.prompt_tokens.fetch_add(tokens.len() as u64, Ordering::Relaxed);
+    tracing::debug!(tokens = tokens.len(), "shared prompt prefix decoded");
+    Ok(())
+}
+
 /// Generates for every item; blocks. Stops early (Ok) if the receiver is gone.
 pub(crate) fn run(
     cfg: &GenerateConfig,
@@ -331,13 +422,7 @@ pub(crate) fn run(
         return Ok(stats);
     }
     let backend = backend()?;
-    let model_params = LlamaModelParams::default().with_n_gpu_layers(gpu_layers(cfg));
-    let model = LlamaModel::load_from_file(backend, &cfg.model, &model_params).map_err(|e| {
-        model_error(
-            &cfg.model,
-            format!("llama.cpp cannot load this model ({e}); is the file a complete GGUF? {NOT_GGUF_HINT}"),
-        )
-    })?;
+    let model = load_model(backend, cfg)?;
     let n_seq = cfg.parallel;
     let template = model.chat_template(None).ok();
     if template.is_none() {
@@ -369,36 +454,12 @@ pub(crate) fn run(
     // The prefix lives in a sequence of its own, after the item slots.
     let prefix_seq = n_seq as i32;
     let n_seq_max = if prefix > 0 { n_seq + 1 } else { n_seq };
-    let n_ctx_total = cfg
-        .n_ctx
-        .checked_mul(n_seq_max)
-        .ok_or_else(|| Error::config("generate", "generate.n_ctx", "n_ctx * parallel is too large"))?;
-    let threads = cfg.threads();
-    let params = LlamaContextParams::default()
-        .with_n_ctx(NonZeroU32::new(n_ctx_total))
-        .with_n_batch(cfg.n_ctx)
-        .with_n_ubatch(cfg.n_ctx.min(512))
-        .with_n_seq_max(n_seq_max)
-        .with_n_threads(threads)
-        .with_n_threads_batch(threads);
-    let mut ctx = model.new_context(backend, params).map_err(|e| {
-        Error::internal(format!("llama.cpp cannot create a context (n_ctx {n_ctx_total}, parallel {n_seq}): {e}"))
-    })?;
+    let mut ctx = new_context(&model, backend, cfg, n_seq_max)?;
     let mut batch = LlamaBatch::new(capacity, 1);
     let mut trace = Trace::from_env();
     if prefix > 0 {
         trace.line(|| format!("D {prefix} {prefix_seq}:0:{prefix}"));
-        let tokens = &prompts[0].0[..prefix];
-        for (i, t) in tokens.iter().enumerate() {
-            batch.add(*t, i as i32, &[prefix_seq], false).map_err(|e| Error::internal(format!("batch: {e}")))?;
-        }
-        let t = Instant::now();
-        ctx.decode(&mut batch).map_err(|e| Error::internal(format!("llama.cpp decode failed: {e}")))?;
-        stats.decode_seconds += t.elapsed().as_secs_f64();
-        stats.prompt_tokens += prefix as u64;
-        stats.shared_prefix_tokens = prefix as u64;
-        live.prompt_tokens.fetch_add(prefix as u64, Ordering::Relaxed);
-        tracing::debug!(tokens = prefix, "shared prompt prefix decoded");
+        decode_prefix(&mut ctx, &mut batch, &prompts[0].0[..prefix], prefix_seq, &mut stats, live)?;
     }
 
     let mut queue: VecDeque<(usize, u32)> = (0..items.len()).map(|i| (i, 0)).collect();
@@ -533,27 +594,7 @@ pub(crate) fn run(
                 .map_err(|e| Error::internal(format!("KV cache: {e}")))?;
             trace.line(|| format!("C {s}"));
             let text = String::from_utf8_lossy(&a.out);
-            // An answer cut off at max_new_tokens may still be complete JSON.
-            let verdict = match (validator.check(&text), forced) {
-                (Err(Reject::InvalidJson), Some(r)) => Err(r),
-                (v, _) => v,
-            };
-            // Near-duplicates of accepted descriptions (resumed and cached ones included).
-            let verdict = verdict.and_then(|answer| match dups.check(&answer.description) {
-                Some(similarity) => {
-                    tracing::debug!(item_id = items[a.index].key, similarity, "near-duplicate description");
-                    Err(Reject::NearDuplicate)
-                }
-                None => Ok(answer),
-            });
-            let verdict = verdict.and_then(|answer| {
-                let grounding = items[a.index].source.score(&answer.description, &answer.keywords);
-                if grounding.keywords < cfg.min_grounding { Err(Reject::Ungrounded) } else { Ok((answer, grounding)) }
-            });
-            if let Ok((answer, _)) = &verdict {
-                dups.insert(&answer.description);
-            }
-            let event = match verdict {
+            let event = match judge(&text, forced, &items[a.index], validator, dups, cfg.min_grounding) {
                 Ok((answer, grounding)) => Event::Accepted {
                     index: a.index,
                     answer,

@@ -277,51 +277,11 @@ pub async fn generate_with(
     let params_hash = params_hash(cfg, &template);
     let fingerprint = cache::fingerprint(&model_sha256, &params_hash, cfg.seed);
 
-    let (kind, mut items) = output::read_items(input_tail_items).await?;
-    if cfg.priority == Priority::LeastText {
-        // Stable: equal amounts of text keep analyze's rank order.
-        items.sort_by_key(output::Item::attribute_chars);
-    }
-    if let Some(limit) = cfg.limit {
-        items.truncate(limit);
-    }
-    // A worker of a sharded generation: its part of the items `limit` kept, in its own directory.
-    let out = match cfg.shard {
-        Some(shard) => {
-            items.retain(|item| shard.holds(&item.id.key()));
-            out.as_dir().join(&shard.dir_name()).as_dir()
-        }
-        None => out.as_dir(),
-    };
+    let (kind, items, out) = select_items(input_tail_items, out, cfg).await?;
     let gen_dir = out.join(output::GENERATED_DIR);
     let rej_dir = out.join(output::REJECTS_DIR);
     out.join(tailforge_core::storage::SUCCESS_MARKER).delete_if_exists().await?;
-    // Resume only rows generated the same way: another model, prompt, sampling or seed starts over.
-    let fp_loc = out.join(FINGERPRINT_FILE);
-    if fp_loc.exists().await? {
-        let before = fp_loc.get().await?;
-        let before = String::from_utf8_lossy(&before).trim().to_string();
-        if before != fingerprint {
-            match on_stale {
-                OnStale::Fail => {
-                    return Err(Error::usage(format!(
-                        "{}: holds rows generated with another model, prompt template, sampling parameters or seed \
-                         (fingerprint {before:.12}…, now {fingerprint:.12}…): use another output location, or delete it to start over",
-                        out.display()
-                    )));
-                }
-                OnStale::Replace => {
-                    tracing::warn!(
-                        out = out.display(),
-                        "generation settings changed: deleting the rows of the earlier settings"
-                    );
-                    delete_all(&gen_dir).await?;
-                    delete_all(&rej_dir).await?;
-                }
-            }
-        }
-    }
-    fp_loc.put(fingerprint.clone().into_bytes()).await?;
+    check_fingerprint(&out, &fingerprint, on_stale).await?;
     let done_gen = output::existing_shards(&gen_dir).await?;
     let done_rej = output::existing_shards(&rej_dir).await?;
     let cache = match (cfg.use_cache, &cfg.cache) {
@@ -358,143 +318,33 @@ pub async fn generate_with(
         params_hash: &params_hash,
         shard_size: cfg.shard_size,
     };
-    let mut seen = HashSet::new();
-    let mut pending = Vec::new();
-    for item in items {
-        let key = item.id.key();
-        if done_gen.keys.contains(&key) || done_rej.keys.contains(&key) {
-            summary.skipped += 1;
-            continue;
-        }
-        if !seen.insert(key.clone()) {
-            tracing::warn!(item_id = key, "duplicate item_id in the input, generating once");
-            continue;
-        }
-        pending.push(item);
-    }
-    let prepared = {
-        let (cfg, template) = (cfg.clone(), template.clone());
-        tokio::task::spawn_blocking(move || prepare(&cfg, &template, pending))
-            .await
-            .map_err(|e| Error::internal(format!("prompt task: {e}")))??
-    };
-    let mut todo = Vec::new();
-    let mut work = Vec::new();
-    let mut scored = Vec::new();
-    for (item, p) in prepared {
-        let key = item.id.key();
-        summary.free_keyword_items += u64::from(p.free_keywords);
-        let (system, user) = (p.system, p.user);
-        let input_hash = cache::input_hash(&system, &user);
-        if let Some(row) = cache.as_ref().and_then(|c| c.get(&key, &input_hash)) {
-            summary.reused_from_cache += 1;
-            scored.push((row.keywords.len(), row.grounding));
-            dups.insert(&row.description);
-            writer.accepted.push((GeneratedRow { id: item.id.clone(), ..row.clone() }, None));
-            writer.flush(false).await?;
-            continue;
-        }
-        if let Some((reason, attempts)) = cache.as_ref().and_then(|c| c.get_reject(&key, &input_hash)) {
-            summary.reused_from_cache += 1;
-            let row = RejectRow { id: item.id.clone(), reason: reason.to_string(), attempts };
-            writer.rejected.push((row, None));
-            continue;
-        }
-        todo.push((item, input_hash));
-        work.push(WorkItem { key, system, user, grammar: p.grammar, source: p.source });
-    }
+    let pending = not_done(items, &done_gen, &done_rej, &mut summary);
+    let mut plan = plan(pending, cfg, &template, cache.as_ref(), &mut summary, &mut dups, &mut writer).await?;
     tracing::info!(
         items = summary.items,
         skipped = summary.skipped,
         reused_from_cache = summary.reused_from_cache,
-        todo = work.len(),
+        todo = plan.work.len(),
         parallel = cfg.parallel,
         "generate"
     );
 
     let validator = contract::Validator::new(&template.instruction_text());
     let live = Arc::new(progress::Live::default());
-    let work_len = work.len();
-    let mut progress = progress::Progress::new(work_len as u64, cfg.progress_interval_s, live.clone());
-    let (tx, mut rx) = mpsc::channel::<Event>(1024);
-    let engine_cfg = cfg.clone();
-    let engine_live = live.clone();
+    let progress = progress::Progress::new(plan.work.len() as u64, cfg.progress_interval_s, live.clone());
+    let (tx, rx) = mpsc::channel::<Event>(1024);
+    let (engine_cfg, engine_live, work) = (cfg.clone(), live.clone(), std::mem::take(&mut plan.work));
     let head = engine::TemplateHead {
         system: template.system.clone(),
         user: template.user.split('{').next().unwrap_or_default().to_string(),
     };
+    let work_len = work.len();
     let engine = tokio::task::spawn_blocking(move || {
         let mut dups = dups;
         engine::run(&engine_cfg, &work, &head, &validator, &mut dups, &engine_live, tx)
     });
-
-    let (total, every) = (work_len, progress_every(work_len));
-    let mut items_done = 0usize;
-    let sample = |items_done: usize| ProgressPoint {
-        seconds: started.elapsed().as_secs_f64(),
-        items_done: items_done as u64,
-        generated_tokens: live.generated_tokens.load(std::sync::atomic::Ordering::Relaxed),
-    };
-    summary.progress.push(sample(0));
-    let mut ticker = tokio::time::interval(progress.tick_every());
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut write_error = None;
-    loop {
-        let ev = tokio::select! {
-            ev = rx.recv() => ev,
-            _ = ticker.tick() => {
-                progress.tick();
-                continue;
-            }
-        };
-        let Some(ev) = ev else { break };
-        match ev {
-            Event::Accepted {
-                index,
-                answer,
-                seed,
-                prompt_hash,
-                prompt_tokens,
-                generated_tokens,
-                generation_ms,
-                grounding,
-            } => {
-                summary.accepted += 1;
-                scored.push((answer.keywords.len(), grounding));
-                progress.item(true);
-                let (item, input_hash) = &todo[index];
-                let row = GeneratedRow {
-                    id: item.id.clone(),
-                    description: answer.description,
-                    keywords: answer.keywords,
-                    prompt_hash,
-                    seed,
-                    prompt_tokens,
-                    generated_tokens,
-                    generation_ms,
-                    grounding,
-                };
-                writer.accepted.push((row, Some(input_hash.clone())));
-            }
-            Event::Rejected { index, reason, attempts } => {
-                progress.item(false);
-                *summary.rejected.entry(reason.as_str().to_string()).or_default() += 1;
-                let (item, input_hash) = &todo[index];
-                let row = RejectRow { id: item.id.clone(), reason: reason.as_str().to_string(), attempts };
-                writer.rejected.push((row, Some(input_hash.clone())));
-            }
-        }
-        items_done += 1;
-        if items_done.is_multiple_of(every) || items_done == total {
-            summary.progress.push(sample(items_done));
-        }
-        if let Err(e) = writer.flush(false).await {
-            write_error = Some(e);
-            break;
-        }
-    }
-    drop(rx);
-    progress.finish();
+    let clock = Clock { started, live: &live };
+    let write_error = collect(rx, &mut plan, work_len, &mut writer, &mut summary, progress, &clock).await.err();
     let stats = engine.await.map_err(|e| Error::internal(format!("generation task: {e}")))?;
     if let Some(e) = write_error {
         return Err(e);
@@ -510,7 +360,7 @@ pub async fn generate_with(
     summary.shared_prefix_tokens = stats.shared_prefix_tokens;
     summary.generated_tokens = stats.generated_tokens;
     summary.seconds = seconds;
-    summary.grounding = grounding::summarize(&scored);
+    summary.grounding = grounding::summarize(&plan.scored);
     summary.decode_seconds = stats.decode_seconds;
     summary.sample_seconds = stats.sample_seconds;
     if seconds > 0.0 {
@@ -532,4 +382,230 @@ pub async fn generate_with(
         "generate done"
     );
     Ok(summary)
+}
+
+/// The items this run is asked for, in generation order (`priority`, then
+/// `limit`), and the directory it writes: with `shard`, this worker's part
+/// of them in its own directory under `out`.
+async fn select_items(
+    input: &Location,
+    out: &Location,
+    cfg: &GenerateConfig,
+) -> Result<(IdKind, Vec<output::Item>, Location)> {
+    let (kind, mut items) = output::read_items(input).await?;
+    if cfg.priority == Priority::LeastText {
+        // Stable: equal amounts of text keep analyze's rank order.
+        items.sort_by_key(output::Item::attribute_chars);
+    }
+    if let Some(limit) = cfg.limit {
+        items.truncate(limit);
+    }
+    let out = match cfg.shard {
+        Some(shard) => {
+            items.retain(|item| shard.holds(&item.id.key()));
+            out.as_dir().join(&shard.dir_name()).as_dir()
+        }
+        None => out.as_dir(),
+    };
+    Ok((kind, items, out))
+}
+
+/// Resumes only rows generated the same way: when `out` holds rows of
+/// another model, prompt, sampling or seed, fails or deletes them
+/// (`on_stale`); then records `fingerprint` as the output's.
+async fn check_fingerprint(out: &Location, fingerprint: &str, on_stale: OnStale) -> Result<()> {
+    let fp_loc = out.join(FINGERPRINT_FILE);
+    if fp_loc.exists().await? {
+        let before = fp_loc.get().await?;
+        let before = String::from_utf8_lossy(&before).trim().to_string();
+        if before != fingerprint {
+            match on_stale {
+                OnStale::Fail => {
+                    return Err(Error::usage(format!(
+                        "{}: holds rows generated with another model, prompt template, sampling parameters or seed \
+                         (fingerprint {before:.12}…, now {fingerprint:.12}…): use another output location, or delete it to start over",
+                        out.display()
+                    )));
+                }
+                OnStale::Replace => {
+                    tracing::warn!(
+                        out = out.display(),
+                        "generation settings changed: deleting the rows of the earlier settings"
+                    );
+                    delete_all(&out.join(output::GENERATED_DIR)).await?;
+                    delete_all(&out.join(output::REJECTS_DIR)).await?;
+                }
+            }
+        }
+    }
+    fp_loc.put(fingerprint.to_string().into_bytes()).await
+}
+
+/// The items without a row in the output yet (counted as skipped), each once.
+fn not_done(
+    items: Vec<output::Item>,
+    done_gen: &output::Existing,
+    done_rej: &output::Existing,
+    summary: &mut GenerateSummary,
+) -> Vec<output::Item> {
+    let mut seen = HashSet::new();
+    let mut pending = Vec::new();
+    for item in items {
+        let key = item.id.key();
+        if done_gen.keys.contains(&key) || done_rej.keys.contains(&key) {
+            summary.skipped += 1;
+            continue;
+        }
+        if !seen.insert(key.clone()) {
+            tracing::warn!(item_id = key, "duplicate item_id in the input, generating once");
+            continue;
+        }
+        pending.push(item);
+    }
+    pending
+}
+
+/// What is left for the engine once the cache has answered.
+struct Plan {
+    /// By engine index: the item and its prompt's input hash (the cache key).
+    todo: Vec<(output::Item, String)>,
+    work: Vec<WorkItem>,
+    /// (keywords, grounding) of every accepted row of this run, for the summary.
+    scored: Vec<(usize, grounding::Grounding)>,
+}
+
+/// Renders the prompts of `pending`, takes the cache's rows and rejects for
+/// the prompts it has seen (written at once), and leaves the rest as work.
+async fn plan(
+    pending: Vec<output::Item>,
+    cfg: &GenerateConfig,
+    template: &prompt::PromptTemplate,
+    cache: Option<&Cache>,
+    summary: &mut GenerateSummary,
+    dups: &mut dedup::NearDuplicates,
+    writer: &mut Writer<'_>,
+) -> Result<Plan> {
+    let prepared = {
+        let (cfg, template) = (cfg.clone(), template.clone());
+        tokio::task::spawn_blocking(move || prepare(&cfg, &template, pending))
+            .await
+            .map_err(|e| Error::internal(format!("prompt task: {e}")))??
+    };
+    let mut plan = Plan { todo: Vec::new(), work: Vec::new(), scored: Vec::new() };
+    for (item, p) in prepared {
+        let key = item.id.key();
+        summary.free_keyword_items += u64::from(p.free_keywords);
+        let (system, user) = (p.system, p.user);
+        let input_hash = cache::input_hash(&system, &user);
+        if let Some(row) = cache.and_then(|c| c.get(&key, &input_hash)) {
+            summary.reused_from_cache += 1;
+            plan.scored.push((row.keywords.len(), row.grounding));
+            dups.insert(&row.description);
+            writer.accepted.push((GeneratedRow { id: item.id.clone(), ..row.clone() }, None));
+            writer.flush(false).await?;
+            continue;
+        }
+        if let Some((reason, attempts)) = cache.and_then(|c| c.get_reject(&key, &input_hash)) {
+            summary.reused_from_cache += 1;
+            let row = RejectRow { id: item.id.clone(), reason: reason.to_string(), attempts };
+            writer.rejected.push((row, None));
+            continue;
+        }
+        plan.todo.push((item, input_hash));
+        plan.work.push(WorkItem { key, system, user, grammar: p.grammar, source: p.source });
+    }
+    Ok(plan)
+}
+
+/// When the generation started and its live token count: what a
+/// [`ProgressPoint`] samples.
+struct Clock<'a> {
+    started: Instant,
+    live: &'a progress::Live,
+}
+
+impl Clock<'_> {
+    fn sample(&self, items_done: usize) -> ProgressPoint {
+        ProgressPoint {
+            seconds: self.started.elapsed().as_secs_f64(),
+            items_done: items_done as u64,
+            generated_tokens: self.live.generated_tokens.load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+}
+
+/// Takes the engine's verdicts as they come: rows to the writer (which
+/// writes a shard when one is full), counts and progress points to the
+/// summary, the progress line on its timer. Stops at the first write error
+/// (dropping the receiver stops the engine).
+async fn collect(
+    mut rx: mpsc::Receiver<Event>,
+    plan: &mut Plan,
+    total: usize,
+    writer: &mut Writer<'_>,
+    summary: &mut GenerateSummary,
+    mut progress: progress::Progress,
+    clock: &Clock<'_>,
+) -> Result<()> {
+    let every = progress_every(total);
+    let mut items_done = 0usize;
+    summary.progress.push(clock.sample(0));
+    let mut ticker = tokio::time::interval(progress.tick_every());
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let result = loop {
+        let ev = tokio::select! {
+            ev = rx.recv() => ev,
+            _ = ticker.tick() => {
+                progress.tick();
+                continue;
+            }
+        };
+        let Some(ev) = ev else { break Ok(()) };
+        match ev {
+            Event::Accepted {
+                index,
+                answer,
+                seed,
+                prompt_hash,
+                prompt_tokens,
+                generated_tokens,
+                generation_ms,
+                grounding,
+            } => {
+                summary.accepted += 1;
+                plan.scored.push((answer.keywords.len(), grounding));
+                progress.item(true);
+                let (item, input_hash) = &plan.todo[index];
+                let row = GeneratedRow {
+                    id: item.id.clone(),
+                    description: answer.description,
+                    keywords: answer.keywords,
+                    prompt_hash,
+                    seed,
+                    prompt_tokens,
+                    generated_tokens,
+                    generation_ms,
+                    grounding,
+                };
+                writer.accepted.push((row, Some(input_hash.clone())));
+            }
+            Event::Rejected { index, reason, attempts } => {
+                progress.item(false);
+                *summary.rejected.entry(reason.as_str().to_string()).or_default() += 1;
+                let (item, input_hash) = &plan.todo[index];
+                let row = RejectRow { id: item.id.clone(), reason: reason.as_str().to_string(), attempts };
+                writer.rejected.push((row, Some(input_hash.clone())));
+            }
+        }
+        items_done += 1;
+        if items_done.is_multiple_of(every) || items_done == total {
+            summary.progress.push(clock.sample(items_done));
+        }
+        if let Err(e) = writer.flush(false).await {
+            break Err(e);
+        }
+    };
+    drop(rx);
+    progress.finish();
+    result
 }

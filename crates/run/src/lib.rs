@@ -54,6 +54,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use tailforge_core::hash::sha256_hex;
+use tailforge_core::layout::StageDirs;
 use tailforge_core::records::{BaselineMetrics, StageStatus, test_ndcg_key};
 use tailforge_core::schema::train_outputs;
 use tailforge_core::{Error, Location, PipelineConfig, Result};
@@ -102,7 +103,7 @@ pub async fn run(req: &RunRequest) -> Result<Manifest> {
              (docs/scaling.md)"
         )));
     }
-    let run_dir = root.join(&format!("runs/{run_id}/"));
+    let run_dir = StageDirs::under(&root).run(&run_id).root().clone();
     let config_toml = config.to_redacted_toml();
     // The hash behind every stage's fingerprint leaves out `[storage]`:
     // retries and timeouts do not change outputs, and a rerun over a flaky
@@ -166,7 +167,7 @@ async fn run_stages(
     };
 
     // analyze
-    let analyze_dir = run_dir.join("analyze/");
+    let analyze_dir = StageDirs::under(run_dir).analyze();
     let fp = fingerprint("analyze");
     let summary_loc = analyze_dir.join(tailforge_core::schema::outputs::SUMMARY);
     let out = analyze_dir.clone();
@@ -205,7 +206,7 @@ async fn run_stages(
     }
 
     if config.train.enabled {
-        let generate_dir = config.generate.enabled.then(|| run_dir.join("generate/"));
+        let generate_dir = config.generate.enabled.then(|| StageDirs::under(run_dir).generate());
         let run_id = manifest.run_id.clone();
         let (stages, metrics, models) = (&mut manifest.stages, &mut manifest.metrics, &mut manifest.models);
         train_stage::run_train(
@@ -225,7 +226,7 @@ async fn run_stages(
     }
 
     // evaluate: the eval-v1 MostPop reference
-    let eval_dir = run_dir.join("evaluate/");
+    let eval_dir = StageDirs::under(run_dir).evaluate();
     let fp = fingerprint("evaluate");
     let (input, out) = (analyze_dir.clone(), eval_dir.clone());
     let record = stage("evaluate", &fp, &eval_dir, req.force, || async move {
@@ -267,7 +268,7 @@ async fn run_generate(
     stages: &mut Vec<StageRecord>,
     metrics: &mut BTreeMap<String, f64>,
 ) -> Result<String> {
-    let gen_dir = run_dir.join("generate/");
+    let gen_dir = StageDirs::under(run_dir).generate();
     let input = analyze_dir.join(&format!("{}.parquet", tailforge_core::schema::outputs::TAIL_ITEMS));
     let mut cfg = config.generate.clone();
     cfg.cache = cfg.cache_location(config.output.as_deref());

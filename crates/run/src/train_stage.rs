@@ -5,7 +5,8 @@
 
 use std::collections::BTreeMap;
 
-use tailforge_core::config::WarmStartFrom;
+use tailforge_core::config::{Variant, WarmStartFrom};
+use tailforge_core::layout::StageDirs;
 use tailforge_core::records::{EpochRecord, TrainMetrics, test_ndcg_key};
 use tailforge_core::{Error, Location, PipelineConfig, Result};
 use tracing::info;
@@ -15,7 +16,7 @@ use crate::stage::stage;
 use crate::{RunRequest, read_metrics};
 
 /// The previous successful run's train directory of `variant`, from the root's `latest` pointer.
-async fn previous_run_dir(root: &Location, current_run: &str, variant: &str) -> Result<Option<String>> {
+async fn previous_run_dir(root: &Location, current_run: &str, variant: Variant) -> Result<Option<String>> {
     let latest = root.join("latest");
     if !latest.exists().await? {
         return Ok(None);
@@ -23,7 +24,7 @@ async fn previous_run_dir(root: &Location, current_run: &str, variant: &str) -> 
     let pointer: serde_json::Value = serde_json::from_slice(&latest.get().await?)
         .map_err(|e| Error::internal(format!("{}: {e}", latest.display())))?;
     let Some(run_id) = pointer["run_id"].as_str().filter(|r| *r != current_run) else { return Ok(None) };
-    Ok(Some(root.join(&format!("runs/{run_id}/train/{variant}/")).url().to_string()))
+    Ok(Some(StageDirs::under(root).run(run_id).train(variant).url().to_string()))
 }
 
 /// Trains every variant of `train.variants` into `runs/<id>/train/<variant>/`.
@@ -45,11 +46,11 @@ pub(crate) async fn run_train(
     for &variant in &config.train.variants {
         let v = variant.as_str();
         let name = format!("train_{v}");
-        let dir = run_dir.join(&format!("train/{v}/"));
+        let dir = StageDirs::under(run_dir).train(variant);
         let mut train_config = config.train.clone();
         if train_config.warm_start == WarmStartFrom::Previous {
             train_config.warm_start =
-                previous_run_dir(&root, run_id, v).await?.map(WarmStartFrom::Dir).unwrap_or_default();
+                previous_run_dir(&root, run_id, variant).await?.map(WarmStartFrom::Dir).unwrap_or_default();
             if let WarmStartFrom::Dir(from) = &train_config.warm_start {
                 info!(variant = v, from = %from, "warm start from the previous run");
             }

@@ -45,6 +45,23 @@ pub struct CheckpointState {
     pub history: Vec<EpochRecord>,
 }
 
+impl CheckpointState {
+    /// Before the first epoch.
+    fn start(fingerprint: String, variant: Variant) -> CheckpointState {
+        CheckpointState {
+            format: 1,
+            fingerprint,
+            variant,
+            epoch: 0,
+            adam_step: 0,
+            best_epoch: 0,
+            best_valid_ndcg: f64::NEG_INFINITY,
+            evals_since_best: 0,
+            history: Vec::new(),
+        }
+    }
+}
+
 /// What `checkpoints/best.json` records: enough to serve or warm-start from `best.safetensors`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ModelCard {
@@ -509,62 +526,16 @@ pub fn fit(inputs: &TrainInputs, checkpoints: &Checkpoints, warm_start: Option<&
     let mut adam = Adam::new(&params, cfg.lr, cfg.beta2, cfg.weight_decay).map_err(candle("optimizer"))?;
     let fingerprint = inputs.fingerprint();
 
-    let examples: Vec<Example> = dataset
-        .users
-        .iter()
-        .filter(|u| u.train_len >= 2)
-        .map(|u| {
-            let mut seen = u.train().to_vec();
-            seen.sort_unstable();
-            seen.dedup();
-            Example { train: u.train(), seen }
-        })
-        .collect();
-    if examples.is_empty() {
-        return Err(Error::usage("no user has 2 or more training interactions: nothing to train on"));
-    }
+    let examples = training_examples(dataset)?;
 
-    let mut state = CheckpointState {
-        format: 1,
-        fingerprint: fingerprint.clone(),
-        variant: inputs.variant,
-        epoch: 0,
-        adam_step: 0,
-        best_epoch: 0,
-        best_valid_ndcg: f64::NEG_INFINITY,
-        evals_since_best: 0,
-        history: Vec::new(),
-    };
-    let mut best: Option<HashMap<String, Tensor>> = None;
-    let mut resumed_after = None;
-    let mut warm_started = false;
-
-    // Resume: the last checkpoint of this output, if it is this run's.
-    if let Some(tensors) = checkpoints.load_tensors("last.safetensors", &inputs.device)? {
-        let saved = tensors
-            .get(STATE_TENSOR)
-            .and_then(|t| t.to_vec1::<u8>().ok())
-            .and_then(|bytes| serde_json::from_slice::<CheckpointState>(&bytes).ok());
-        match saved {
-            Some(saved) if saved.fingerprint == fingerprint => {
-                params.load(&tensors).map_err(candle("resuming parameters"))?;
-                adam.load_state(&tensors, saved.adam_step).map_err(candle("resuming optimizer state"))?;
-                best = checkpoints.load_tensors("best.safetensors", &inputs.device)?;
-                tracing::info!(epoch = saved.epoch, best_epoch = saved.best_epoch, "resuming from checkpoint");
-                resumed_after = Some(saved.epoch);
-                state = saved;
-            }
-            Some(saved) => tracing::warn!(
-                checkpoint = %checkpoints.dir.display(),
-                saved = %saved.fingerprint,
-                current = %fingerprint,
-                "checkpoint belongs to other data or settings; training from the start"
-            ),
-            None => {
-                tracing::warn!(checkpoint = %checkpoints.dir.display(), "checkpoint without a readable state; training from the start")
-            }
+    let (mut state, mut best, resumed_after) = match resume(checkpoints, inputs, &params, &mut adam, &fingerprint)? {
+        Some((saved, best)) => {
+            let after = saved.epoch;
+            (saved, best, Some(after))
         }
-    }
+        None => (CheckpointState::start(fingerprint.clone(), inputs.variant), None, None),
+    };
+    let mut warm_started = false;
     if resumed_after.is_none()
         && let Some(warm) = warm_start
     {
@@ -615,21 +586,7 @@ pub fn fit(inputs: &TrainInputs, checkpoints: &Checkpoints, warm_start: Option<&
         state.epoch = epoch;
         state.adam_step = adam.step;
         state.history.push(record);
-        // One object holds weights, optimizer moments and the loop's state
-        // (as a byte tensor), so a kill at any point leaves either the
-        // previous epoch's checkpoint or this one, never a mix.
-        let state_json =
-            serde_json::to_vec_pretty(&state).map_err(|e| Error::internal(format!("checkpoint state: {e}")))?;
-        let mut tensors = params.snapshot().map_err(candle("checkpoint"))?;
-        tensors.extend(adam.state_tensors());
-        let n = state_json.len();
-        tensors.insert(
-            STATE_TENSOR.into(),
-            Tensor::from_vec(state_json.clone(), n, &Device::Cpu).map_err(candle("checkpoint"))?,
-        );
-        checkpoints.save_tensors("last.safetensors", &tensors)?;
-        // A readable copy for people and tools; resuming reads the tensor.
-        checkpoints.put("last.json", state_json)?;
+        save_last(checkpoints, &state, &params, &adam)?;
     }
 
     // Keep the best epoch's weights (the last, if validation never ran).
@@ -657,6 +614,87 @@ pub fn fit(inputs: &TrainInputs, checkpoints: &Checkpoints, warm_start: Option<&
             warm_started,
         },
     })
+}
+
+/// One training example per user with at least 2 training interactions.
+fn training_examples(dataset: &Dataset) -> Result<Vec<Example<'_>>> {
+    let examples: Vec<Example> = dataset
+        .users
+        .iter()
+        .filter(|u| u.train_len >= 2)
+        .map(|u| {
+            let mut seen = u.train().to_vec();
+            seen.sort_unstable();
+            seen.dedup();
+            Example { train: u.train(), seen }
+        })
+        .collect();
+    if examples.is_empty() {
+        return Err(Error::usage("no user has 2 or more training interactions: nothing to train on"));
+    }
+    Ok(examples)
+}
+
+/// The best epoch's weights so far, by tensor name.
+type Snapshot = HashMap<String, Tensor>;
+
+/// Resumes from the last checkpoint of this output when it is this run's
+/// (same `fingerprint`): loads weights and optimizer moments, and returns
+/// the loop's state and the best epoch's weights so far. Another run's
+/// checkpoint, or one without a readable state, is ignored (training starts
+/// over).
+fn resume(
+    checkpoints: &Checkpoints,
+    inputs: &TrainInputs,
+    params: &ParamStore,
+    adam: &mut Adam,
+    fingerprint: &str,
+) -> Result<Option<(CheckpointState, Option<Snapshot>)>> {
+    let Some(tensors) = checkpoints.load_tensors("last.safetensors", &inputs.device)? else { return Ok(None) };
+    let saved = tensors
+        .get(STATE_TENSOR)
+        .and_then(|t| t.to_vec1::<u8>().ok())
+        .and_then(|bytes| serde_json::from_slice::<CheckpointState>(&bytes).ok());
+    match saved {
+        Some(saved) if saved.fingerprint == fingerprint => {
+            params.load(&tensors).map_err(candle("resuming parameters"))?;
+            adam.load_state(&tensors, saved.adam_step).map_err(candle("resuming optimizer state"))?;
+            let best = checkpoints.load_tensors("best.safetensors", &inputs.device)?;
+            tracing::info!(epoch = saved.epoch, best_epoch = saved.best_epoch, "resuming from checkpoint");
+            Ok(Some((saved, best)))
+        }
+        Some(saved) => {
+            tracing::warn!(
+                checkpoint = %checkpoints.dir.display(),
+                saved = %saved.fingerprint,
+                current = %fingerprint,
+                "checkpoint belongs to other data or settings; training from the start"
+            );
+            Ok(None)
+        }
+        None => {
+            tracing::warn!(checkpoint = %checkpoints.dir.display(), "checkpoint without a readable state; training from the start");
+            Ok(None)
+        }
+    }
+}
+
+/// Writes `last.safetensors`: weights, optimizer moments and the loop's
+/// state (as a byte tensor) in one object, so a kill at any point leaves
+/// either the previous epoch's checkpoint or this one, never a mix; then
+/// `last.json`, a readable copy of the state for people and tools
+/// (resuming reads the tensor).
+fn save_last(checkpoints: &Checkpoints, state: &CheckpointState, params: &ParamStore, adam: &Adam) -> Result<()> {
+    let state_json = serde_json::to_vec_pretty(state).map_err(|e| Error::internal(format!("checkpoint state: {e}")))?;
+    let mut tensors = params.snapshot().map_err(candle("checkpoint"))?;
+    tensors.extend(adam.state_tensors());
+    let n = state_json.len();
+    tensors.insert(
+        STATE_TENSOR.into(),
+        Tensor::from_vec(state_json.clone(), n, &Device::Cpu).map_err(candle("checkpoint"))?,
+    );
+    checkpoints.save_tensors("last.safetensors", &tensors)?;
+    checkpoints.put("last.json", state_json)
 }
 
 /// For each item, the most text-similar tail item other than itself (cosine
