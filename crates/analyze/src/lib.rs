@@ -80,96 +80,30 @@ pub async fn analyze(req: &AnalyzeRequest) -> Result<AnalyzeSummary> {
 
     // 1. Inputs: list, check footers and columns, register normalized views.
     let step = Instant::now();
-    let events_in = inputs::open_input(&ctx, "events", &req.events).await?;
-    let items_in = inputs::open_input(&ctx, "items", &req.items).await?;
-    let events_shape = inputs::events_shape(&events_in, &req.config.inputs.events_columns, req.config.inputs.ts_unit)?;
-    let items_shape = inputs::items_shape(&items_in, &req.config.inputs.items_columns)?;
-    let item_kind = if events_shape.item == items_shape.item {
-        events_shape.item
-    } else {
-        warn!(
-            events = ?events_shape.item,
-            items = ?items_shape.item,
-            "item ids are integers in one input and strings in the other; comparing them as strings"
-        );
-        IdKind::Utf8
-    };
-    let events_df = events_shape.normalize(inputs::read_table(&ctx, &events_in).await?, item_kind)?;
-    let catalog_df = items_shape.normalize(inputs::read_table(&ctx, &items_in).await?, item_kind)?;
-    register(&ctx, "events", events_df)?;
-    register(&ctx, "catalog", catalog_df)?;
-    info!(
-        events_files = events_in.files.len(),
-        items_files = items_in.files.len(),
-        engine = cfg.engine.as_str(),
-        "inputs listed"
-    );
+    let inputs = open_inputs(&ctx, req).await?;
 
     // 2. The data contract, checked before any output is written.
     let checker = validate::Checker { ctx: &ctx, cfg: &req.config };
     let events_read = checker
-        .events(&events_in, &events_shape, item_kind)
+        .events(&inputs.events, &inputs.events_shape, inputs.item_kind)
         .await
         .map_err(|e| session::on_engine(cfg, "validate_events.sql", e))?;
     checker
-        .items(&items_in, &items_shape, item_kind)
+        .items(&inputs.items, &inputs.items_shape, inputs.item_kind)
         .await
         .map_err(|e| session::on_engine(cfg, "validate_items.sql", e))?;
     timings.insert("validate".to_string(), secs(step));
     info!(events = events_read, seconds = secs(step), "inputs validated");
 
-    // 3. Interactions, then each output in dependency order. Outputs are read
-    //    back from their files by the queries after them, not recomputed.
-    let dedup = cfg.dedup.as_str();
-    let interactions =
-        run_sql(&ctx, "interactions.sql", sql::INTERACTIONS, &[("dedup", ScalarValue::from(dedup))]).await?;
-    register(&ctx, "interactions", interactions)?;
-
-    let lt = &cfg.long_tail;
-    let item_stats_params = [
-        ("rule", ScalarValue::from(lt.rule.as_str())),
-        ("share", ScalarValue::from(lt.share)),
-        ("pareto_share", ScalarValue::from(lt.pareto_share)),
-        ("min_count", ScalarValue::from(lt.min_count as i64)),
-        ("percentile", ScalarValue::from(lt.percentile)),
-    ];
-    let neighbors_params = [("k", ScalarValue::from(cfg.neighbors as i64))];
-    let steps: [(&str, &str, &[Param]); 6] = [
-        (outputs::SEQUENCES, sql::SEQUENCES, &[]),
-        (outputs::SPLIT, sql::SPLIT, &[]),
-        (outputs::ITEM_STATS, sql::ITEM_STATS, &item_stats_params),
-        (outputs::NEIGHBORS, sql::NEIGHBORS, &neighbors_params),
-        (outputs::TAIL_ITEMS, sql::TAIL_ITEMS, &[]),
-        (outputs::ITEM_TEXT, sql::ITEM_TEXT, &[]),
-    ];
-    let mut rows = BTreeMap::new();
-    let memory_limited = cfg.memory_limit.bytes() > 0;
-    for (name, text, params) in steps {
-        let step = Instant::now();
-        let df = run_sql(&ctx, &format!("{name}.sql"), text, params).await?;
-        check_output(name, &df, events_shape.user, item_kind)?;
-        let target = out.join(&format!("{name}.parquet"));
-        let n = if name == outputs::SEQUENCES && memory_limited {
-            let sorted = run_sql(&ctx, "sequences_sorted.sql", sql::SEQUENCES_SORTED, &[]).await?;
-            sequences::write_sorted(sorted, Arc::new(df.schema().as_arrow().clone()), &target)
-                .await
-                .map_err(|e| session::on_engine(cfg, "sequences_sorted.sql", e))?
-        } else {
-            write_parquet(df, &target).await.map_err(|e| session::on_engine(cfg, &format!("{name}.sql"), e))?
-        };
-        ctx.register_parquet(name, target.url().as_str(), ParquetReadOptions::default())
-            .await
-            .map_err(|e| Error::storage(target.display(), e))?;
-        rows.insert(name.to_string(), n);
-        timings.insert(name.to_string(), secs(step));
-        info!(output = name, rows = n, seconds = secs(step), "written");
-    }
+    // 3. Interactions, then each output in dependency order.
+    let rows = write_outputs(&ctx, &req.config, &out, &inputs, &mut timings).await?;
 
     // 4. summary.json, then _SUCCESS last.
     let s = collect_one(run_sql(&ctx, "summary.sql", sql::SUMMARY, &[]).await?, "summary.sql")
         .await
         .map_err(|e| session::on_engine(cfg, "summary.sql", classify(e)))?;
     timings.insert("total".to_string(), secs(started));
+    let lt = &cfg.long_tail;
     let summary = AnalyzeSummary {
         events: s.i64("events")? as u64,
         events_read,
@@ -189,13 +123,13 @@ pub async fn analyze(req: &AnalyzeRequest) -> Result<AnalyzeSummary> {
             tailforge_core::config::LongTailRule::MinCount => lt.min_count as f64,
             tailforge_core::config::LongTailRule::Percentile => lt.percentile,
         },
-        dedup: dedup.to_string(),
-        user_id_kind: events_shape.user,
-        item_id_kind: item_kind,
+        dedup: cfg.dedup.as_str().to_string(),
+        user_id_kind: inputs.events_shape.user,
+        item_id_kind: inputs.item_kind,
         train_interactions: s.i64("train_interactions")? as u64,
         evaluated_users: s.i64("evaluated_users")? as u64,
         rows,
-        input_files: events_in.files.iter().chain(items_in.files.iter()).cloned().collect(),
+        input_files: inputs.events.files.iter().chain(inputs.items.files.iter()).cloned().collect(),
         timings,
     };
     if summary.items_missing_from_catalog > 0 {
@@ -218,6 +152,105 @@ pub async fn analyze(req: &AnalyzeRequest) -> Result<AnalyzeSummary> {
         "analyze done"
     );
     Ok(summary)
+}
+
+/// The two inputs, opened and registered as the normalized views `events`
+/// and `catalog` the SQL reads.
+struct Inputs {
+    events: inputs::InputTable,
+    items: inputs::InputTable,
+    events_shape: inputs::EventsShape,
+    items_shape: inputs::ItemsShape,
+    /// The item id kind both views share.
+    item_kind: IdKind,
+}
+
+/// Lists the inputs, checks their footers and columns, and registers the
+/// normalized `events` and `catalog` views.
+async fn open_inputs(ctx: &SessionContext, req: &AnalyzeRequest) -> Result<Inputs> {
+    let events = inputs::open_input(ctx, "events", &req.events).await?;
+    let items = inputs::open_input(ctx, "items", &req.items).await?;
+    let events_shape = inputs::events_shape(&events, &req.config.inputs.events_columns, req.config.inputs.ts_unit)?;
+    let items_shape = inputs::items_shape(&items, &req.config.inputs.items_columns)?;
+    let item_kind = if events_shape.item == items_shape.item {
+        events_shape.item
+    } else {
+        warn!(
+            events = ?events_shape.item,
+            items = ?items_shape.item,
+            "item ids are integers in one input and strings in the other; comparing them as strings"
+        );
+        IdKind::Utf8
+    };
+    let events_df = events_shape.normalize(inputs::read_table(ctx, &events).await?, item_kind)?;
+    let catalog_df = items_shape.normalize(inputs::read_table(ctx, &items).await?, item_kind)?;
+    register(ctx, "events", events_df)?;
+    register(ctx, "catalog", catalog_df)?;
+    info!(
+        events_files = events.files.len(),
+        items_files = items.files.len(),
+        engine = req.config.analyze.engine.as_str(),
+        "inputs listed"
+    );
+    Ok(Inputs { events, items, events_shape, items_shape, item_kind })
+}
+
+/// Runs `interactions.sql`, then writes each output in dependency order;
+/// returns the rows of each. Outputs are read back from their files by the
+/// queries after them, not recomputed.
+async fn write_outputs(
+    ctx: &SessionContext,
+    config: &PipelineConfig,
+    out: &Location,
+    inputs: &Inputs,
+    timings: &mut BTreeMap<String, f64>,
+) -> Result<BTreeMap<String, u64>> {
+    let cfg = &config.analyze;
+    let dedup = cfg.dedup.as_str();
+    let interactions =
+        run_sql(ctx, "interactions.sql", sql::INTERACTIONS, &[("dedup", ScalarValue::from(dedup))]).await?;
+    register(ctx, "interactions", interactions)?;
+
+    let lt = &cfg.long_tail;
+    let item_stats_params = [
+        ("rule", ScalarValue::from(lt.rule.as_str())),
+        ("share", ScalarValue::from(lt.share)),
+        ("pareto_share", ScalarValue::from(lt.pareto_share)),
+        ("min_count", ScalarValue::from(lt.min_count as i64)),
+        ("percentile", ScalarValue::from(lt.percentile)),
+    ];
+    let neighbors_params = [("k", ScalarValue::from(cfg.neighbors as i64))];
+    let steps: [(&str, &str, &[Param]); 6] = [
+        (outputs::SEQUENCES, sql::SEQUENCES, &[]),
+        (outputs::SPLIT, sql::SPLIT, &[]),
+        (outputs::ITEM_STATS, sql::ITEM_STATS, &item_stats_params),
+        (outputs::NEIGHBORS, sql::NEIGHBORS, &neighbors_params),
+        (outputs::TAIL_ITEMS, sql::TAIL_ITEMS, &[]),
+        (outputs::ITEM_TEXT, sql::ITEM_TEXT, &[]),
+    ];
+    let mut rows = BTreeMap::new();
+    let memory_limited = cfg.memory_limit.bytes() > 0;
+    for (name, text, params) in steps {
+        let step = Instant::now();
+        let df = run_sql(ctx, &format!("{name}.sql"), text, params).await?;
+        check_output(name, &df, inputs.events_shape.user, inputs.item_kind)?;
+        let target = out.join(&format!("{name}.parquet"));
+        let n = if name == outputs::SEQUENCES && memory_limited {
+            let sorted = run_sql(ctx, "sequences_sorted.sql", sql::SEQUENCES_SORTED, &[]).await?;
+            sequences::write_sorted(sorted, Arc::new(df.schema().as_arrow().clone()), &target)
+                .await
+                .map_err(|e| session::on_engine(cfg, "sequences_sorted.sql", e))?
+        } else {
+            write_parquet(df, &target).await.map_err(|e| session::on_engine(cfg, &format!("{name}.sql"), e))?
+        };
+        ctx.register_parquet(name, target.url().as_str(), ParquetReadOptions::default())
+            .await
+            .map_err(|e| Error::storage(target.display(), e))?;
+        rows.insert(name.to_string(), n);
+        timings.insert(name.to_string(), secs(step));
+        info!(output = name, rows = n, seconds = secs(step), "written");
+    }
+    Ok(rows)
 }
 
 fn secs(since: Instant) -> f64 {

@@ -424,6 +424,47 @@ fn choose_scoring(trained: &Trained, dataset: &Dataset, cfg: &TrainConfig, signa
     })
 }
 
+/// The pool the training loop runs in (on the calling, blocking thread):
+/// candle's matrix products and the evaluator use it.
+fn training_pool(cfg: &TrainConfig, dev: &Device) -> Result<rayon::ThreadPool> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(cfg.threads())
+        .build()
+        .map_err(|e| Error::internal(format!("thread pool: {e}")))?;
+    // candle's element-wise CPU kernels run on a pool of their own, sized
+    // once per process by CANDLE_NUM_THREADS (default: physical cores), not
+    // by this pool: say so when the two differ.
+    let elementwise_threads = candle_core::utils::barrier_pool().n_workers() + 1;
+    if dev.is_cpu() && elementwise_threads != cfg.threads() {
+        tracing::info!(
+            "candle's element-wise kernels use {elementwise_threads} threads; set CANDLE_NUM_THREADS={} to match train.threads",
+            cfg.threads()
+        );
+    }
+    Ok(pool)
+}
+
+/// What a serving system reads: the item table, every user's
+/// recommendations, and the best epoch's weights with their model card.
+async fn write_serving_artefacts(
+    out: &Location,
+    trained: &Trained,
+    dataset: &Dataset,
+    recs: RecordBatch,
+    card: &ModelCard,
+) -> Result<()> {
+    let table = trained.model.item_table().map_err(|e| Error::internal(format!("item table: {e}")))?;
+    let h = trained.model.table_width();
+    let all: Vec<f32> = table.flatten_all().and_then(|t| t.to_vec1()).map_err(|e| Error::internal(format!("{e}")))?;
+    write_item_embeddings(out, dataset, &all[h..], h).await?;
+    write_batch(&out.join(train_outputs::RECOMMENDATIONS), recs).await?;
+    let best = trained.params.snapshot().map_err(|e| Error::internal(format!("{e}")))?;
+    out.join("checkpoints/best.safetensors").put(safetensors_bytes(&best)?).await?;
+    out.join("checkpoints/best.json")
+        .put(serde_json::to_vec(card).map_err(|e| Error::internal(format!("model card: {e}")))?)
+        .await
+}
+
 /// Trains, evaluates and writes one variant. See the module docs for the layout.
 pub async fn train(req: &TrainRequest) -> Result<TrainMetrics> {
     let start = Instant::now();
@@ -468,22 +509,7 @@ pub async fn train(req: &TrainRequest) -> Result<TrainMetrics> {
     let warm = warm_start_tensors(&cfg.warm_start, &inputs).await?;
     let checkpoints = Checkpoints { dir: out.join("checkpoints/"), runtime: tokio::runtime::Handle::current() };
 
-    // The loop is CPU-bound: it runs on this (blocking) thread inside its own
-    // rayon pool, which candle's matrix products and the evaluator use.
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(cfg.threads())
-        .build()
-        .map_err(|e| Error::internal(format!("thread pool: {e}")))?;
-    // candle's element-wise CPU kernels run on a pool of their own, sized
-    // once per process by CANDLE_NUM_THREADS (default: physical cores), not
-    // by this pool: say so when the two differ.
-    let elementwise_threads = candle_core::utils::barrier_pool().n_workers() + 1;
-    if dev.is_cpu() && elementwise_threads != cfg.threads() {
-        tracing::info!(
-            "candle's element-wise kernels use {elementwise_threads} threads; set CANDLE_NUM_THREADS={} to match train.threads",
-            cfg.threads()
-        );
-    }
+    let pool = training_pool(cfg, &dev)?;
     tracing::info!(
         variant = req.variant.as_str(),
         users = dataset.n_users(),
@@ -515,15 +541,7 @@ pub async fn train(req: &TrainRequest) -> Result<TrainMetrics> {
         })
     })?;
 
-    // Serving artefacts.
-    let table = trained.model.item_table().map_err(|e| Error::internal(format!("item table: {e}")))?;
-    let h = trained.model.table_width();
-    let all: Vec<f32> = table.flatten_all().and_then(|t| t.to_vec1()).map_err(|e| Error::internal(format!("{e}")))?;
-    write_item_embeddings(&out, &dataset, &all[h..], h).await?;
     let n_recs = recs.num_rows();
-    write_batch(&out.join(train_outputs::RECOMMENDATIONS), recs).await?;
-    let best = trained.params.snapshot().map_err(|e| Error::internal(format!("{e}")))?;
-    out.join("checkpoints/best.safetensors").put(safetensors_bytes(&best)?).await?;
     let card = ModelCard {
         format: 1,
         variant: req.variant,
@@ -535,9 +553,7 @@ pub async fn train(req: &TrainRequest) -> Result<TrainMetrics> {
         maxlen: cfg.maxlen,
         items: ids_json(&dataset.item_ids),
     };
-    out.join("checkpoints/best.json")
-        .put(serde_json::to_vec(&card).map_err(|e| Error::internal(format!("model card: {e}")))?)
-        .await?;
+    write_serving_artefacts(&out, &trained, &dataset, recs, &card).await?;
 
     let s = &trained.summary;
     let metrics = TrainMetrics {
