@@ -13,6 +13,9 @@
 //! Loading is "parse raw, then validate": the layers are merged as TOML
 //! values, deserialized with the key path of any error, then
 //! [`PipelineConfig::validate`] checks ranges and combinations.
+//!
+//! docs/config.md is rendered from these declarations ([`reference`]):
+//! `make config-docs` rewrites it, and a test fails while it is stale.
 
 use std::path::Path;
 
@@ -26,6 +29,7 @@ mod generate;
 pub use generate::{GenerateConfig, KeywordMode, Priority, Shard, TruncateRule};
 mod storage;
 pub use storage::StorageConfig;
+pub mod reference;
 
 /// Settings of `tailforge run` as a whole.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
