@@ -11,7 +11,7 @@ DEMO_DIR ?= data/demo
 FEATURES ?=
 FEATURE_FLAGS := $(if $(FEATURES),--features $(FEATURES))
 
-.PHONY: all setup build test test-ballista report-check reliability demo bench bench-analyze bench-train bench-train-amazon bench-train-speed bench-generate bench-generate-ablation bench-generate-ideal bench-scale fmt lint clean-data
+.PHONY: all setup build test test-ballista report-check reliability demo bench bench-analyze bench-train bench-train-amazon bench-train-speed bench-generate bench-generate-ablation bench-generate-ideal bench-scale config-docs fmt lint clean-data
 
 all: build
 
@@ -85,6 +85,12 @@ bench-scale: setup build
 ## bench-generate: tailforge generate tok/s at parallel 1/4/8/16 vs a bare llama_decode replay (C++ driver).
 bench-generate: setup build
 	bash benches/generate.sh
+
+## config-docs: docs/config.md from the config structs' doc comments and defaults
+## (crates/core/src/config*); a core test fails while the committed page is stale.
+config-docs:
+	$(CARGO) run --release --quiet -p tailforge-core --example config_docs > docs/config.md.tmp
+	mv docs/config.md.tmp docs/config.md
 
 fmt:
 	$(CARGO) fmt --all

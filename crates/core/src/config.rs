@@ -13,6 +13,9 @@
 //! Loading is "parse raw, then validate": the layers are merged as TOML
 //! values, deserialized with the key path of any error, then
 //! [`PipelineConfig::validate`] checks ranges and combinations.
+//!
+//! docs/config.md is rendered from these declarations ([`reference`]):
+//! `make config-docs` rewrites it, and a test fails while it is stale.
 
 use std::path::Path;
 
@@ -26,16 +29,20 @@ mod generate;
 pub use generate::{GenerateConfig, KeywordMode, Priority, Shard, TruncateRule};
 mod storage;
 pub use storage::StorageConfig;
+pub mod reference;
 
-/// The `[run]` section: settings of `tailforge run` as a whole.
+/// Settings of `tailforge run` as a whole.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RunConfig {
-    /// Prometheus Pushgateway base URL (e.g. `http://pushgateway:9091`); when
-    /// set, each run pushes its metrics.prom there (success or failure),
-    /// best effort: a failed push is a warning, not a failed run.
+    /// Prometheus Pushgateway base URL, e.g. `http://pushgateway:9091`. When set, every run PUTs
+    /// its `metrics.prom` to `<url>/metrics/job/<job>` (replacing the group), on success and on
+    /// failure; a push that fails is logged as a warning and does not fail the run. For a textfile
+    /// collector instead, read `<output>/metrics.prom`.
     pub pushgateway: Option<String>,
-    /// Job label of the pushed group; unset: `tailforge`.
+    /// The `job` label of the pushed group (one group per job: use one job per pipeline).
+    ///
+    /// Default: `"tailforge"`
     pub pushgateway_job: Option<String>,
 }
 
@@ -43,9 +50,10 @@ pub struct RunConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PipelineConfig {
-    /// Output root (local path or object store URL). Stages write under it.
+    /// Output root (local path or object store URL); stages write under it. `analyze --pipeline`
+    /// writes to `<output>/analyze/`.
     pub output: Option<String>,
-    /// Run seed: every random choice of every stage derives from it.
+    /// Run seed; every random choice of every stage derives from it.
     pub seed: u64,
     /// Where the input data lives and what its columns are called.
     pub inputs: InputsConfig,
@@ -76,27 +84,30 @@ impl Default for PipelineConfig {
     }
 }
 
-/// Input locations. Each is a file, a directory of Parquet files, a glob or a
-/// Hive-partitioned prefix, on a local path or an object store URL.
+/// Where the input data lives and what its columns are called.
+///
+/// Each location is a Parquet file, a directory of Parquet files, a glob (`events/*.parquet`,
+/// `s3://b/logs/dt=2026-11-*/*.parquet`) or a Hive-partitioned prefix (every `dt=…/` directory
+/// below it is read), on a local path or a `file://`, `s3://`, `gs://` or `az://` URL.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct InputsConfig {
-    /// Behavior logs (Parquet): one row per event.
+    /// Behavior logs (Parquet), one row per event.
     pub events: Option<String>,
-    /// Item catalog (Parquet): one row per item.
+    /// Item catalog (Parquet), one row per item.
     pub items: Option<String>,
-    /// A MovieLens directory to read instead of `events` and `items` (a local
-    /// path: MovieLens-100k's u.data + u.item, or MovieLens latest's
-    /// ratings.csv + movies.csv). Each run imports it into
-    /// `<output>/import/movielens/` (a second or two; the source is read in
-    /// place, never copied elsewhere) and analyzes that.
+    /// A MovieLens directory (local path; MovieLens-100k's `u.data` + `u.item`, or MovieLens
+    /// latest's `ratings.csv` + `movies.csv`) to read instead of `events` and `items`, which must
+    /// then be unset: `tailforge run` and `tailforge analyze --pipeline` import it into
+    /// `<output>/import/movielens/` first (a second or two, every run; the source is read in place)
+    /// and analyze that. `pipelines/movielens-100k.toml` uses it.
     pub movielens: Option<String>,
     /// Column names of the events input.
     pub events_columns: EventColumns,
     /// Column names of the items input.
     pub items_columns: ItemColumns,
-    /// Unit of an integer `ts` column: "s", "ms", "us" or "ns". Timestamp-typed
-    /// columns carry their own unit and ignore this.
+    /// Unit of an integer `ts` column: `"s"`, `"ms"`, `"us"`, `"ns"`. Timestamp-typed columns carry
+    /// their own unit and ignore this.
     pub ts_unit: TsUnit,
 }
 
@@ -108,7 +119,7 @@ pub struct EventColumns {
     pub user_id: String,
     /// Item id column (integer or string).
     pub item_id: String,
-    /// Event time column (timestamp, or integer time in `inputs.ts_unit`).
+    /// Event time column (timestamp, or integer Unix time in `inputs.ts_unit`).
     pub ts: String,
     /// Optional event type column (string); used when present.
     pub event_type: String,
@@ -175,38 +186,39 @@ impl TsUnit {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AnalyzeConfig {
-    /// Where the SQL runs: "local" (DataFusion in this process) or
-    /// "ballista" (a Ballista cluster at `scheduler`; needs a binary built
-    /// with `--features ballista`, docs/ballista.md).
+    /// Where the SQL runs: `local` (DataFusion in this process) or `ballista` (the Ballista cluster
+    /// at `analyze.scheduler`; needs a tailforge built with `--features ballista`,
+    /// `make build FEATURES=ballista` — otherwise a config error, exit 2). See
+    /// [ballista.md](ballista.md).
     pub engine: AnalyzeEngine,
-    /// The Ballista scheduler for `engine = "ballista"`, e.g. "df://host:50050".
+    /// The Ballista scheduler for `engine = "ballista"`: `"df://host:50050"` (port 50050 when left
+    /// out). Checked for reachability before the first query.
     pub scheduler: String,
-    /// DataFusion partitions (parallelism); 0 = number of cores.
+    /// DataFusion parallelism (partitions); 0 = number of cores.
     pub target_partitions: usize,
     /// Rows per Arrow record batch inside DataFusion.
     pub batch_size: usize,
-    /// Memory limit of the query pool, e.g. "4GiB"; "0" = unlimited. Operators
-    /// that can spill (sorts, aggregations) spill to `spill_dir` beyond it.
+    /// Query memory pool, e.g. `"4GiB"`; `"0"` = unlimited. With a limit, sorts and aggregations
+    /// spill to disk (`spill_dir`) beyond it (FairSpillPool).
     pub memory_limit: ByteSize,
-    /// Directory for spill files; empty = the system temp directory.
+    /// Spill directory; empty = the system temp directory.
     pub spill_dir: String,
-    /// Cap on the total size of spill files, e.g. "100GiB".
+    /// Cap on the spill files' total size.
     pub max_temp_size: ByteSize,
-    /// What to do with repeated events: "keep_all" (every event is an
-    /// interaction, as eval-v1 counts), "drop_exact" (drop rows repeating
-    /// user, item and ts), "first_per_pair" (keep only a user's first event
-    /// per item).
+    /// Repeated events: `keep_all` (every event is an interaction, as eval-v1), `drop_exact` (drop
+    /// rows repeating user, item and ts), `first_per_pair` (a user's first event per item only).
     pub dedup: DedupPolicy,
     /// Which items form the long tail.
     pub long_tail: LongTailConfig,
-    /// Co-interaction neighbours kept per tail item (`neighbors.parquet`,
-    /// and the `{neighbors}` of generate's prompt); 0 turns them off.
+    /// Co-interaction neighbours kept per tail item (`neighbors.parquet`: the items most often in
+    /// the same users' *training* sequences, `sql/neighbors.sql`); their titles fill `{neighbors}`
+    /// in generate's prompt. `0` turns them off.
     pub neighbors: usize,
     /// Plausibility bounds checked on the input.
     pub validation: ValidationConfig,
-    /// Extra DataFusion settings by their DataFusion key, for tuning, e.g.
-    /// `"datafusion.execution.sort_spill_reservation_bytes" = "67108864"`.
-    /// Applied after the settings above; an unknown key is an error.
+    /// Extra DataFusion settings by DataFusion key, for tuning:
+    /// `analyze.datafusion = { "datafusion.execution.sort_spill_reservation_bytes" = "67108864" }`.
+    /// Applied after the settings above; unknown keys are errors.
     pub datafusion: std::collections::BTreeMap<String, String>,
 }
 
@@ -291,18 +303,18 @@ impl DedupPolicy {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LongTailConfig {
-    /// "top_share": head = the first ceil(`share` × catalog size) items (eval-v1's rule);
-    /// "pareto": head = the fewest top items holding `pareto_share` of interactions;
-    /// "min_count": tail = items with fewer than `min_count` interactions;
-    /// "percentile": tail = items whose count is at or below the `percentile` quantile of counts.
+    /// `top_share`: head = first ceil(`share` × items) (eval-v1's rule). `pareto`: head = the
+    /// fewest top items holding `pareto_share` of interactions. `min_count`: tail = fewer than
+    /// `min_count` interactions. `percentile`: tail = items whose count is at or below the
+    /// `percentile` quantile of counts.
     pub rule: LongTailRule,
-    /// Head share of the catalog for "top_share" (eval-v1: 0.2).
+    /// Head share of the catalog for `top_share` (eval-v1: 0.2).
     pub share: f64,
-    /// Share of interactions the head holds for "pareto".
+    /// Interaction share the head holds for `pareto`.
     pub pareto_share: f64,
-    /// Interaction count below which an item is tail, for "min_count".
+    /// Threshold for `min_count`: items with fewer interactions are tail.
     pub min_count: u64,
-    /// Quantile (0..1) of item counts at or below which an item is tail, for "percentile".
+    /// Quantile (0..1) of item counts for `percentile`: items at or below it are tail.
     pub percentile: f64,
 }
 
@@ -337,10 +349,10 @@ impl LongTailRule {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ValidationConfig {
-    /// Earliest plausible event time, Unix seconds (default 1970-01-01).
+    /// Earliest plausible event time (Unix seconds; 0 = 1970-01-01).
     pub min_ts: i64,
-    /// Latest plausible event time, Unix seconds (default 2100-01-01). A
-    /// millisecond column read as seconds lands far beyond it.
+    /// Latest plausible event time (Unix seconds; the default is 2100-01-01). A millisecond column
+    /// read as seconds lands far beyond it, and the error says to set `inputs.ts_unit`.
     pub max_ts: i64,
 }
 
@@ -726,9 +738,10 @@ mod tests {
         assert!(e.to_string().contains("analyze.long_tail.share"), "{e}");
     }
 
-    /// docs/config.md is the user-facing reference: every key must be in it.
+    /// docs/config.md is generated from the declarations above (`reference`):
+    /// it must be the page they render today, with a row for every key.
     #[test]
-    fn every_key_is_documented() {
+    fn docs_config_md_is_current() {
         fn keys(prefix: &str, v: &toml::Value, out: &mut Vec<String>) {
             if let toml::Value::Table(t) = v {
                 for (k, v) in t {
@@ -739,20 +752,43 @@ mod tests {
                 out.push(prefix.to_string());
             }
         }
+        // Keys unset by default are not in the default config's TOML: named by hand.
         let mut all = vec![
             "output".to_string(),
             "inputs.events".to_string(),
             "inputs.items".to_string(),
+            "inputs.movielens".to_string(),
             "analyze.datafusion".to_string(),
+            "generate.prompt".to_string(),
+            "generate.n_gpu_layers".to_string(),
+            "generate.limit".to_string(),
+            "generate.shard".to_string(),
+            "generate.cache".to_string(),
             "storage.connect_timeout_secs".to_string(),
             "storage.request_timeout_secs".to_string(),
             "run.pushgateway".to_string(),
             "run.pushgateway_job".to_string(),
         ];
         keys("", &toml::Value::try_from(PipelineConfig::default()).unwrap(), &mut all);
-        let doc = include_str!("../../../docs/config.md");
-        for k in all {
-            assert!(doc.contains(&format!("`{k}`")), "docs/config.md lacks `{k}`");
+        let rows: Vec<String> = reference::rows().into_iter().map(|r| r.key).collect();
+        for k in &all {
+            assert!(rows.contains(k), "the config reference has no row for `{k}`");
+        }
+        let page = reference::markdown();
+        for k in &all {
+            assert!(page.contains(&format!("| `{k}` |")), "the rendered page has no row for `{k}`");
+        }
+        let committed = include_str!("../../../docs/config.md");
+        if committed != page {
+            let line = committed.lines().zip(page.lines()).position(|(a, b)| a != b);
+            let line = line.unwrap_or_else(|| committed.lines().count().min(page.lines().count()));
+            panic!(
+                "docs/config.md is out of date with the config's doc comments and defaults: run `make config-docs` \
+                 (first difference at line {}:\n  committed: {:?}\n  generated: {:?})",
+                line + 1,
+                committed.lines().nth(line).unwrap_or("(end of file)"),
+                page.lines().nth(line).unwrap_or("(end of file)"),
+            );
         }
     }
 

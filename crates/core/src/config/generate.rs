@@ -7,93 +7,108 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 
-/// Settings of `tailforge generate` and of the generate stage of `tailforge run`.
-/// Every field has a default, so a partial table deserializes.
+/// Settings of `tailforge generate` and of the generate stage of `tailforge run`: llama.cpp writes
+/// a description and keywords for each tail item (see `crates/generate/README.md`).
+/// `tailforge generate --pipeline P` reads `<output>/analyze/tail_items.parquet` and writes
+/// `<output>/generate/`; `tailforge run` reads and writes them under `runs/<run_id>/`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GenerateConfig {
     /// Whether `tailforge run` runs the generate stage.
     pub enabled: bool,
-    /// GGUF model file (a local path, relative to the working directory).
+    /// GGUF model file (local path, relative to the working directory); installed and checked by
+    /// `make setup`.
     pub model: PathBuf,
-    /// Prompt template file; `None` uses the built-in copy of
-    /// `pipelines/prompts/describe.txt`.
+    /// Prompt template file with `### system` / `### user` sections and `{title}`, `{attributes}`
+    /// placeholders; unset = the built-in copy of `pipelines/prompts/describe.txt`.
+    ///
+    /// Default: built-in
     pub prompt: Option<PathBuf>,
-    /// CPU threads for llama.cpp; 0 = all available cores.
+    /// llama.cpp CPU threads; 0 = all cores. On a machine shared with other work use fewer threads
+    /// than cores: llama.cpp's threads wait for each other by spinning.
     pub n_threads: u32,
-    /// Model layers offloaded to the GPU. Unset: all layers in a build with
-    /// the `cuda` feature, 0 otherwise.
+    /// Model layers offloaded to the GPU (needs a build with `--features cuda`).
+    ///
+    /// Default: all with `cuda`, else 0
     pub n_gpu_layers: Option<u32>,
-    /// Context window (tokens) of each sequence: prompt + generated tokens.
-    /// The KV cache holds `n_ctx * parallel` tokens.
+    /// Context window of one sequence (prompt + answer), tokens; the KV cache holds
+    /// `n_ctx × parallel`.
     pub n_ctx: u32,
     /// Sequences decoded together in one batch (continuous batching).
     pub parallel: u32,
-    /// Most tokens generated for one item (an answer cut off here is rejected as `truncated`).
+    /// Most tokens of one answer; a longer one is rejected as `truncated`.
     pub max_new_tokens: u32,
-    /// Sampling temperature; 0 or less samples greedily.
+    /// Sampling temperature; 0 or less = greedy.
     pub temperature: f32,
     /// Nucleus sampling threshold.
     pub top_p: f32,
-    /// Penalty on tokens among the last `repeat_last_n` generated (llama.cpp's
-    /// repeat penalty; 1.0 = off): a small model otherwise loops ("a 12-inch
-    /// wheel, a 12-inch wheel, …") until `max_new_tokens` cuts it off.
+    /// Penalty on tokens among the last `repeat_last_n` generated (llama.cpp's repeat penalty;
+    /// `1.0` = off). Without it SmolLM2-135M loops ("a 12-inch wheel, a 12-inch wheel, …") until
+    /// `max_new_tokens` cuts it off, on 1 in 2 Amazon items (BENCHMARKS.md).
     pub repeat_penalty: f32,
     /// Window of the repeat penalty, in tokens.
     pub repeat_last_n: u32,
-    /// Decode the prompt tokens every item shares (system message, the
-    /// template's instructions) once per context, and start each item's
-    /// sequence from a copy of them.
+    /// Decode the prompt tokens that every item's prompt starts with (the system message and the
+    /// template's text before the first placeholder) once per run, and start each attempt from a
+    /// copy of their KV cache (`llama_memory_seq_cp`) instead of decoding them again. The prompt
+    /// tokens decoded and the shared prefix are in `summary.json` (`prompt_tokens`,
+    /// `shared_prefix_tokens`). Put a custom template's item-specific part last to share more.
     pub share_prefix: bool,
-    /// Run seed of generation; each item's sampler is seeded from (seed, item_id, attempt).
+    /// Generation seed; each item's sampler seed derives from (seed, item_id, attempt), so a seed
+    /// gives identical rows.
     pub seed: u64,
-    /// Retries (each with a new seed) after an invalid answer, before the item is rejected.
+    /// Retries with a new seed after an invalid or filtered answer, before the item goes to
+    /// `rejects/`.
     pub max_retries: u32,
-    /// Accepted items per output Parquet shard (also the most lost when a run is killed).
+    /// Accepted rows per output Parquet shard; a killed run loses at most the unwritten shard.
     pub shard_size: usize,
-    /// Only the first `limit` input items (in input order, i.e. tail rank) are considered.
+    /// Only the first `limit` tail items, in the order `priority` gives (by default tail rank).
+    /// `--set generate.limit=16` for a quick run.
     pub limit: Option<usize>,
-    /// This worker's part of a sharded generation, "K/N" (K from 0 to N-1,
-    /// e.g. a Kubernetes Indexed Job's `JOB_COMPLETION_INDEX`): only the
-    /// items (of those `limit` keeps) whose stable hash of item_id falls in
-    /// part K of N, written under `<out>/shard-K-of-N/`. Unset: every item.
+    /// This worker's part of a sharded generation, `"K/N"` (K from 0 to N−1; `--shard K/N`, e.g. a
+    /// Kubernetes Indexed Job's `JOB_COMPLETION_INDEX`): only the items (of those `limit` keeps)
+    /// whose SHA-256 of item_id, modulo N, is K, written under `<out>/shard-K-of-N/` with its own
+    /// resume state. `tailforge generate --merge` joins the N parts; `tailforge run` refuses it
+    /// (its generate stage reuses the workers' rows from the shared cache). See docs/scaling.md.
     pub shard: Option<Shard>,
     /// Longest title, in characters, put into a prompt; longer ones are cut with a warning.
     pub max_title_chars: usize,
-    /// Token budget (the model's tokens) of each catalog attribute value in
-    /// the prompt: a long marketing description is cut to it by `truncate`.
+    /// Token budget (the model's own tokenizer) of each catalog attribute value in the prompt; a
+    /// long marketing description is cut to it by `truncate`.
     pub max_attribute_tokens: usize,
-    /// How a value over `max_attribute_tokens` is cut: "sentences" keeps
-    /// whole sentences from the start (the first one cut if it alone is too
-    /// long), "head" keeps the first tokens up to a word boundary.
+    /// How a value over its budget is cut: `sentences` keeps whole sentences from the start (the
+    /// first one cut at a word if it alone is too long), `head` keeps the first words. A cut value
+    /// ends in ` …`.
     pub truncate: TruncateRule,
-    /// Keywords the grammar allows: "extractive" (each keyword is a phrase of
-    /// the item's own text or its neighbours' titles: grounded by
-    /// construction) or "free" (any short string).
+    /// `extractive`: each item's grammar allows only keyword phrases (1–3 words) taken from its own
+    /// text and its neighbours' titles, so keywords are grounded by construction; an item whose
+    /// text gives fewer than 3 phrases falls back to free keywords (counted in `summary.json`
+    /// `free_keyword_items`). `free`: any short string.
     pub keywords: KeywordMode,
-    /// Accepted answers whose keyword grounding (the share of keywords found
-    /// in the item's text or its neighbours' titles) is below this are
-    /// retried, then rejected as `ungrounded`; 0 turns the filter off.
+    /// Answers whose keyword grounding (share of keywords found in the item's text or its
+    /// neighbours' titles) is below this are retried, then rejected as `ungrounded`; `0` = off.
     pub min_grounding: f64,
-    /// Which items a `limit` keeps: "rank" (the most popular tail items
-    /// first, analyze's order) or "least_text" (the items with the least
-    /// catalog text besides their title first: where generated text has the
+    /// Which tail items a `limit` keeps: `rank` (most popular tail items first) or `least_text`
+    /// (the items with the least catalog text besides the title first: where generated text has the
     /// most to add).
     pub priority: Priority,
-    /// A description whose word-shingle Jaccard similarity to an accepted
-    /// description (of this output, resumed and cached rows included) is at or
-    /// above this is rejected as `near_duplicate`; 1.0 rejects only identical
-    /// shingle sets.
+    /// Word-shingle Jaccard similarity to an already accepted description (this output's, resumed
+    /// and cached rows included) at or above which an answer is rejected as `near_duplicate`; 1.0
+    /// rejects only identical shingle sets.
     pub near_duplicate_threshold: f64,
-    /// Words per shingle of the near-duplicate filter.
+    /// Words per shingle for the near-duplicate filter.
     pub near_duplicate_shingle: usize,
-    /// Cross-run cache of accepted rows (local path or URL), keyed by a
-    /// fingerprint of model, prompt template and sampling parameters. Unset:
-    /// `<output>/cache/generate` when the pipeline has an `output`, else none.
+    /// Cross-run cache of accepted rows (path or URL), one directory per fingerprint (model sha256,
+    /// prompt template, sampling parameters, seed). A later run, e.g. the next night into another
+    /// run directory, reuses the rows of unchanged items and generates only new ones. Without a
+    /// pipeline `output` (ad hoc `--out`), no cache unless set.
+    ///
+    /// Default: `<output>/cache/generate`
     pub cache: Option<String>,
-    /// Whether to read and fill the cache.
+    /// Read and fill the cache; `false` turns it off.
     pub use_cache: bool,
-    /// Seconds between progress log lines when stderr is not a terminal.
+    /// Seconds between progress log lines when stderr is not a terminal (on a terminal a progress
+    /// bar is drawn).
     pub progress_interval_s: u64,
 }
 

@@ -8,18 +8,19 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
-/// Retry and timeout settings of the object store clients, applied to every
-/// `s3://`, `gs://` and `az://` location the process opens.
+/// How the object store clients (`s3://`, `gs://`, `az://`) ride out an unreliable network; local
+/// paths ignore it.
 ///
-/// A request that fails to connect, or a safe/idempotent one whose connection
-/// drops, is retried until `max_retries` or `retry_timeout_secs` is reached;
-/// then the stage fails and a rerun of the same run id resumes. Backoffs are
-/// object_store's "decorrelated jitter": each is drawn from
-/// `[init_backoff, previous × backoff_base]`, capped at `max_backoff_secs`,
-/// so an outage shorter than `max_retries × init_backoff` is always ridden
-/// out. object_store's own defaults (0.1 s, base 2) give up after as little
-/// as 1–2 s of refused connections, too little for a nightly job; the
-/// defaults here ride out at least 10 s and typically about two minutes.
+/// A request that cannot connect, or a read or overwrite whose connection drops, is retried until
+/// `max_retries` or `retry_timeout_secs` runs out; then the stage fails (exit 1) and rerunning the
+/// same run id resumes it (finished stages are skipped, generation keeps its written shards,
+/// training its last checkpoint). Each backoff is drawn from
+/// `[init_backoff, previous × backoff_base]` (object_store's decorrelated jitter), capped at
+/// `max_backoff_secs`, so an outage shorter than `max_retries × init_backoff_ms` is always ridden
+/// out — 10 s with the defaults, typically about two minutes. (object_store's own defaults, 0.1 s
+/// and base 2, gave up after 1–2 s of refused connections in our fault test.) Conditional writes
+/// (the run lock) are not retried after a dropped connection, since their outcome is unknown.
+/// Imports and `demo-data` take these from `TAILFORGE_STORAGE__*` variables.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StorageConfig {
@@ -29,15 +30,19 @@ pub struct StorageConfig {
     pub retry_timeout_secs: f64,
     /// Shortest backoff before a retry, in milliseconds.
     pub init_backoff_ms: u64,
-    /// Growth factor of the backoff range from one retry to the next.
+    /// Growth factor of the backoff range from one retry to the next (> 1).
     pub backoff_base: f64,
     /// Longest backoff between two retries, in seconds.
     pub max_backoff_secs: f64,
-    /// Seconds to establish a connection before the attempt counts as failed.
-    /// Unset: the client's default (5 s) or `AWS_CONNECT_TIMEOUT` & co.
+    /// Seconds to establish a connection before the attempt counts as failed; unset keeps
+    /// `AWS_CONNECT_TIMEOUT` & co. or the client's default.
+    ///
+    /// Default: client default (5 s)
     pub connect_timeout_secs: Option<f64>,
-    /// Seconds one request may take in all (large uploads are split into parts).
-    /// Unset: the client's default (30 s) or `AWS_TIMEOUT` & co.
+    /// Seconds one request may take in all (large uploads are split into parts); unset keeps
+    /// `AWS_TIMEOUT` & co. or the client's default.
+    ///
+    /// Default: client default (30 s)
     pub request_timeout_secs: Option<f64>,
 }
 

@@ -113,96 +113,120 @@ pub enum ContentPool {
     Mean,
 }
 
-/// Settings of the train stage. Every field has a default.
+/// Settings of the train stage: the sequential recommender (SASRec, Kang & McAuley 2018) and its
+/// training loop; see `crates/train/README.md` for the model. Defaults are the paper's MovieLens
+/// settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TrainConfig {
     /// Whether `tailforge run` runs the train stage.
     pub enabled: bool,
-    /// Variants `tailforge run` trains (each evaluated under eval-v1); `tailforge train` trains `variant`.
+    /// Variants `tailforge run` trains, each evaluated under eval-v1: `id` (plain SASRec), `text`
+    /// (frozen MiniLM text embedding → linear), `fused` (ID + projected text with a learned gate),
+    /// `dual` (LLM-ESR's dual view: an ID-view and a text-view encoder, scores summed).
     pub variants: Vec<Variant>,
-    /// The variant `tailforge train` trains when `--variant` is not given.
+    /// Variant `tailforge train` trains when `--variant` is not given.
     pub variant: Variant,
-    /// Hidden size of item embeddings and attention blocks.
+    /// Embedding and attention width (hidden size).
     pub hidden: usize,
     /// Self-attention blocks.
     pub blocks: usize,
-    /// Attention heads (must divide `hidden`).
+    /// Attention heads; must divide `hidden`.
     pub heads: usize,
     /// Most recent items of a sequence the model sees.
     pub maxlen: usize,
-    /// Dropout rate of embeddings, attention weights and feed-forward layers.
+    /// Dropout of embeddings, attention weights and feed-forward layers.
     pub dropout: f64,
     /// Adam learning rate.
     pub lr: f64,
-    /// Adam β2 (β1 is 0.9); SASRec uses 0.98.
+    /// Adam β2 (β1 = 0.9), as SASRec.
     pub beta2: f64,
     /// L2 weight decay on all parameters (0 = plain Adam).
     pub weight_decay: f64,
-    /// Users per training batch.
+    /// Users per batch.
     pub batch_size: usize,
-    /// Batches are cut from pools of this many batches' worth of shuffled
-    /// users sorted by sequence length, so a batch pads less; 1 = plain
-    /// random batches (SASRec.pytorch's sampling).
+    /// Batches are cut from pools of this many batches' worth of shuffled users, sorted by sequence
+    /// length, so a batch pads less (a batch is as wide as its longest sequence). `1` = random
+    /// batches, as SASRec.pytorch samples them. Every training position is still seen once per
+    /// epoch; see BENCHMARKS.md for speed and quality at 4.
     pub length_buckets: usize,
     /// Most epochs (passes over the users).
     pub epochs: usize,
-    /// Evaluate on the validation targets every this many epochs.
+    /// Validation NDCG@10 (eval-v1, full ranking) every this many epochs; the best epoch's weights
+    /// are kept.
     pub eval_every: usize,
-    /// Stop after this many evaluations without a better validation NDCG@10.
+    /// Early stop after this many validations without a better validation NDCG@10.
     pub patience: usize,
-    /// Training objective.
+    /// `bce`: the paper's binary cross-entropy with one sampled negative per position.
+    /// `sampled_softmax`: cross-entropy against `negatives` sampled items.
     pub loss: Loss,
-    /// Sampled negatives per position for `loss = "sampled_softmax"`.
+    /// Negatives per position for `sampled_softmax`.
     pub negatives: usize,
-    /// CPU threads for training; 0 = all cores.
+    /// CPU threads; 0 = all cores. candle's element-wise kernels use a pool of their own sized by
+    /// the environment variable `CANDLE_NUM_THREADS` (default: physical cores): set it too to bound
+    /// training to N cores.
     pub threads: usize,
-    /// "cpu", or "cuda" / "cuda:N" when built with the `cuda` feature.
+    /// `cpu`, or `cuda` / `cuda:N` in a build with `--features cuda`.
     pub device: String,
-    /// Directory with the MiniLM encoder (`model.safetensors`, `config.json`, `tokenizer.json`).
+    /// MiniLM directory (`model.safetensors`, `config.json`, `tokenizer.json`), installed by
+    /// `make setup`.
     pub encoder: String,
-    /// Longest item text in encoder tokens (MiniLM was trained with 256; 512 is its maximum).
+    /// Item text is cut to this many encoder tokens (MiniLM was trained with 256; 512 is its
+    /// maximum).
     pub max_text_tokens: usize,
-    /// Texts per encoder batch.
+    /// Texts per encoder forward pass.
     pub encode_batch: usize,
-    /// Text embedding cache location; empty = `<output>/cache/text-embeddings`.
+    /// Text embedding cache (keyed by the text's SHA-256); empty =
+    /// `<output>/cache/text-embeddings`.
     pub embedding_cache: String,
-    /// How the ID embeddings of the `id` and `fused` variants start.
+    /// How the ID embeddings of `id` and `fused` start: `random` (Xavier normal, as SASRec) or
+    /// `text_pca` (each item's MiniLM text embedding on the texts' top `hidden` principal
+    /// directions, scaled to the random init's spread — LLM-ESR's initialisation: rare items start
+    /// near the items their text resembles).
     pub id_init: IdInit,
-    /// Whether tail items' generated descriptions and keywords are added to their text.
+    /// Add generated descriptions and keywords to tail items' text (`false` = catalog text only,
+    /// the ablation).
     pub use_generated: bool,
-    /// Fraction of training input positions replaced by the most text-similar
-    /// tail item (interaction augmentation); 0 = off.
+    /// Interaction augmentation: fraction of training input positions replaced by the most
+    /// text-similar tail item; 0 = off.
     pub substitute_rate: f64,
     /// Recommendations written per user.
     pub top_k: usize,
-    /// Recent items of a user whose keywords explain a recommendation.
+    /// Recent items whose keywords explain a recommendation.
     pub why_recent: usize,
-    /// Start from the checkpoint of this directory (a previous run's train
-    /// output) instead of random weights, when its model shape matches;
-    /// items are matched by id (new items start as `id_init` says).
-    /// `"previous"`: `tailforge run`'s latest successful run; `""`: none.
+    /// `""`: random initial weights. `"previous"`: the same variant's train output in the latest
+    /// successful run of `tailforge run` (`tailforge train` alone has none and starts from
+    /// scratch). Otherwise a previous train output directory to start from (its
+    /// `checkpoints/best`), used when its variant and model shape match. Items are matched by id:
+    /// known items keep their learned ID rows, new items start as `train.id_init` says, items gone
+    /// are dropped; `metrics.json` → `warm_start_items` (and the run manifest's
+    /// `<variant>_warm_start_{carried,new}_items`) say how many.
     pub warm_start: WarmStartFrom,
-    /// Choose the scoring rule (`cold_threshold`, `cold_id_scale`,
-    /// `content_weight`, `content_recent`, `content_pool`, `cooccurrence_weight`)
-    /// on the validation targets after training, from a fixed grid; false =
-    /// use the values below as they are.
+    /// After training, choose the scoring rule below (`cold_threshold`, `cold_id_scale`,
+    /// `content_weight`, `content_recent`, `content_pool`, `cooccurrence_weight`) on the validation
+    /// targets from a fixed grid (`crates/train/src/scoring.rs`); the choice and every candidate's
+    /// validation NDCG@10 are in `metrics.json` under `scoring`. `false` = use the values as set.
     pub tune_scoring: bool,
-    /// Candidates with at most this many training interactions have their
-    /// ID-view score (`id`, `fused`: the model score) scaled by `cold_id_scale`.
+    /// Candidates with at most this many training interactions are *routed*: their ID-view score
+    /// (for `id` and `fused` the whole model score; `text` is never routed) is scaled by
+    /// `cold_id_scale`.
     pub cold_threshold: u32,
-    /// Scale of a cold candidate's ID-view score (0 = text view only; 1 = no routing).
+    /// Scale of a routed candidate's ID-view score: 0 = its text view alone scores it, 1 = no
+    /// routing.
     pub cold_id_scale: f64,
-    /// Weight of the content term: the highest cosine between a candidate's
-    /// text embedding and those of the user's `content_recent` latest items (0 = off).
+    /// Weight of the content term added to every score: the highest cosine between the candidate's
+    /// text embedding and those of the user's `content_recent` latest items (a text-kNN signal that
+    /// needs no interactions); 0 = off.
     pub content_weight: f64,
-    /// Latest items of a user the content term compares candidates with.
+    /// Latest items of a user the content term compares with.
     pub content_recent: usize,
-    /// How the content term pools those items: `max` or `mean`.
+    /// How the content term pools them: `max` (the highest cosine to any of them) or `mean` (the
+    /// cosine to their mean embedding, as the text-kNN baseline).
     pub content_pool: ContentPool,
-    /// Weight of the co-occurrence term: the sum of a candidate's cosine
-    /// co-occurrence with the user's `cooccurrence_recent` latest items in
-    /// the training sequences (ItemKNN; 0 = off).
+    /// Weight of the co-occurrence term added to every score: the sum of the candidate's cosine
+    /// co-occurrence with each of the user's `cooccurrence_recent` latest items, counted over the
+    /// training sequences (EVAL.md's ItemKNN); 0 = off. Tuned with the content weight when
+    /// `tune_scoring` is on.
     pub cooccurrence_weight: f64,
     /// Latest items of a user the co-occurrence term sums over.
     pub cooccurrence_recent: usize,
