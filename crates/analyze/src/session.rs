@@ -46,8 +46,8 @@ pub fn build_session(cfg: &AnalyzeConfig) -> Result<SessionContext> {
     // Merging many spill files at once holds a batch per file in memory; cap
     // the fan-in so a long external sort merges in several bounded passes.
     let mut disk = DiskManagerBuilder::default().with_max_temp_directory_size(max_temp).with_max_spill_merge_fan_in(16);
-    if !cfg.spill_dir.is_empty() {
-        disk = disk.with_mode(DiskManagerMode::Directories(vec![cfg.spill_dir.clone().into()]));
+    if let Some(dir) = &cfg.spill_dir {
+        disk = disk.with_mode(DiskManagerMode::Directories(vec![dir.into()]));
     }
     let mut runtime = RuntimeEnvBuilder::new().with_disk_manager_builder(disk);
     if limit > 0 {
@@ -79,7 +79,9 @@ pub async fn build_engine_session(cfg: &AnalyzeConfig) -> Result<SessionContext>
 #[cfg(feature = "ballista")]
 async fn remote(cfg: &AnalyzeConfig, local: SessionContext) -> Result<SessionContext> {
     use ballista::prelude::SessionContextExt;
-    let (host, port) = tailforge_core::config::parse_scheduler(&cfg.scheduler)
+    // `PipelineConfig::validate` has checked that a Ballista engine has one.
+    let scheduler = cfg.scheduler.as_deref().unwrap_or_default();
+    let (host, port) = tailforge_core::config::parse_scheduler(scheduler)
         .map_err(|m| Error::config("(config)", "analyze.scheduler", m))?;
     // The client connects only when the first query runs; say plainly now
     // when nothing listens there.
@@ -106,12 +108,8 @@ async fn remote(cfg: &AnalyzeConfig, local: SessionContext) -> Result<SessionCon
             ));
         }
     }
-    SessionContext::remote_with_state(&cfg.scheduler, local.state()).await.map_err(|e| {
-        Error::config(
-            "(config)",
-            "analyze.scheduler",
-            format!("cannot open a Ballista session at {}: {e}", cfg.scheduler),
-        )
+    SessionContext::remote_with_state(scheduler, local.state()).await.map_err(|e| {
+        Error::config("(config)", "analyze.scheduler", format!("cannot open a Ballista session at {scheduler}: {e}"))
     })
 }
 
@@ -136,7 +134,7 @@ pub fn on_engine(cfg: &AnalyzeConfig, file: &str, e: Error) -> Error {
             };
             Error::internal(format!(
                 "sql/{file} failed on the Ballista cluster (analyze.scheduler = {:?}): {m}{hint}",
-                cfg.scheduler
+                cfg.scheduler.as_deref().unwrap_or_default()
             ))
         }
         (_, e) => e,

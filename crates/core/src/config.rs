@@ -193,7 +193,8 @@ pub struct AnalyzeConfig {
     pub engine: AnalyzeEngine,
     /// The Ballista scheduler for `engine = "ballista"`: `"df://host:50050"` (port 50050 when left
     /// out). Checked for reachability before the first query.
-    pub scheduler: String,
+    #[serde(deserialize_with = "empty_as_none")]
+    pub scheduler: Option<String>,
     /// DataFusion parallelism (partitions); 0 = number of cores.
     pub target_partitions: usize,
     /// Rows per Arrow record batch inside DataFusion.
@@ -201,8 +202,11 @@ pub struct AnalyzeConfig {
     /// Query memory pool, e.g. `"4GiB"`; `"0"` = unlimited. With a limit, sorts and aggregations
     /// spill to disk (`spill_dir`) beyond it (FairSpillPool).
     pub memory_limit: ByteSize,
-    /// Spill directory; empty = the system temp directory.
-    pub spill_dir: String,
+    /// Spill directory.
+    ///
+    /// Default: the system temp directory
+    #[serde(deserialize_with = "empty_as_none")]
+    pub spill_dir: Option<String>,
     /// Cap on the spill files' total size.
     pub max_temp_size: ByteSize,
     /// Repeated events: `keep_all` (every event is an interaction, as eval-v1), `drop_exact` (drop
@@ -226,11 +230,11 @@ impl Default for AnalyzeConfig {
     fn default() -> Self {
         AnalyzeConfig {
             engine: AnalyzeEngine::Local,
-            scheduler: String::new(),
+            scheduler: None,
             target_partitions: 0,
             batch_size: 8192,
             memory_limit: ByteSize::from_bytes(0),
-            spill_dir: String::new(),
+            spill_dir: None,
             max_temp_size: ByteSize::gib(100),
             dedup: DedupPolicy::KeepAll,
             long_tail: LongTailConfig::default(),
@@ -259,6 +263,13 @@ impl AnalyzeEngine {
             AnalyzeEngine::Ballista => "ballista",
         }
     }
+}
+
+/// An optional text key read as unset when empty: `spill_dir = ""`, or an
+/// empty `TAILFORGE_ANALYZE__SPILL_DIR=`, means the default, as it did when
+/// these keys were plain strings.
+fn empty_as_none<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<String>, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.filter(|s| !s.is_empty()))
 }
 
 /// Checks a Ballista scheduler address, `df://host[:port]` (port 50050 when
@@ -458,18 +469,18 @@ impl PipelineConfig {
                 ),
             ));
         }
-        match self.analyze.engine {
-            AnalyzeEngine::Ballista if self.analyze.scheduler.is_empty() => {
+        match (self.analyze.engine, &self.analyze.scheduler) {
+            (AnalyzeEngine::Ballista, None) => {
                 return Err(Error::config(
                     source,
                     "analyze.scheduler",
                     "analyze.engine = \"ballista\" needs the scheduler's address, e.g. analyze.scheduler = \"df://host:50050\"",
                 ));
             }
-            AnalyzeEngine::Ballista => {
-                parse_scheduler(&self.analyze.scheduler).map_err(|m| Error::config(source, "analyze.scheduler", m))?;
+            (AnalyzeEngine::Ballista, Some(scheduler)) => {
+                parse_scheduler(scheduler).map_err(|m| Error::config(source, "analyze.scheduler", m))?;
             }
-            AnalyzeEngine::Local => {}
+            (AnalyzeEngine::Local, _) => {}
         }
         if self.analyze.batch_size == 0 {
             return Err(Error::config(source, "analyze.batch_size", "must be at least 1"));
@@ -721,7 +732,7 @@ mod tests {
         assert!(e.to_string().contains("ballista"), "{e}");
         let c = load("", &[], &["analyze.engine=ballista", "analyze.scheduler=df://sched:50051"]).unwrap();
         assert_eq!(c.analyze.engine, AnalyzeEngine::Ballista);
-        assert_eq!(parse_scheduler(&c.analyze.scheduler), Ok(("sched".to_string(), 50051)));
+        assert_eq!(parse_scheduler(c.analyze.scheduler.as_deref().unwrap()), Ok(("sched".to_string(), 50051)));
         assert_eq!(parse_scheduler("df://sched"), Ok(("sched".to_string(), 50050)));
     }
 
@@ -807,6 +818,15 @@ mod tests {
         assert!(e.to_string().contains("storage.retry_timeout_secs"), "{e}");
         let e = load("", &[], &["storage.backoff_base=1"]).unwrap_err();
         assert!(e.to_string().contains("storage.backoff_base"), "{e}");
+    }
+
+    #[test]
+    fn an_empty_optional_text_key_is_unset() {
+        let c = load("[analyze]\nspill_dir = \"\"\n", &[], &["train.embedding_cache="]).unwrap();
+        assert_eq!((c.analyze.spill_dir, c.train.embedding_cache), (None, None));
+        let c = load("", &[], &["analyze.spill_dir=/tmp/spill"]).unwrap();
+        assert_eq!(c.analyze.spill_dir.as_deref(), Some("/tmp/spill"));
+        assert!(!c.to_toml().contains("embedding_cache"), "unset keys are not printed");
     }
 
     #[test]

@@ -176,9 +176,11 @@ pub struct TrainConfig {
     pub max_text_tokens: usize,
     /// Texts per encoder forward pass.
     pub encode_batch: usize,
-    /// Text embedding cache (keyed by the text's SHA-256); empty =
-    /// `<output>/cache/text-embeddings`.
-    pub embedding_cache: String,
+    /// Text embedding cache (keyed by the text's SHA-256).
+    ///
+    /// Default: `<output>/cache/text-embeddings`
+    #[serde(deserialize_with = "super::empty_as_none")]
+    pub embedding_cache: Option<String>,
     /// How the ID embeddings of `id` and `fused` start: `random` (Xavier normal, as SASRec) or
     /// `text_pca` (each item's MiniLM text embedding on the texts' top `hidden` principal
     /// directions, scaled to the random init's spread — LLM-ESR's initialisation: rare items start
@@ -258,7 +260,7 @@ impl Default for TrainConfig {
             encoder: "models/all-MiniLM-L6-v2".into(),
             max_text_tokens: 256,
             encode_batch: 32,
-            embedding_cache: String::new(),
+            embedding_cache: None,
             id_init: IdInit::Random,
             use_generated: true,
             substitute_rate: 0.0,
@@ -282,10 +284,9 @@ impl TrainConfig {
     /// `cache/text-embeddings/` under `root` — the pipeline's output root, so
     /// that `tailforge run`, `train` and `evaluate` share one cache.
     pub fn embedding_cache_under(&self, root: &crate::Location) -> Result<crate::Location> {
-        if self.embedding_cache.is_empty() {
-            Ok(root.as_dir().join("cache/text-embeddings/"))
-        } else {
-            Ok(crate::Location::parse(&self.embedding_cache)?.as_dir())
+        match &self.embedding_cache {
+            None => Ok(root.as_dir().join("cache/text-embeddings/")),
+            Some(dir) => Ok(crate::Location::parse(dir)?.as_dir()),
         }
     }
 
