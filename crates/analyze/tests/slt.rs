@@ -1,7 +1,14 @@
 //! The files in sql/ tested in SQL: each `tests/slt/*.slt` file holds a
-//! fixture, the query and the table it must return, side by side, run by the
-//! `sqllogictest` crate as DataFusion tests its own SQL
+//! fixture, the query and the table it must return, side by side, in the
+//! sqllogictest format DataFusion tests its own SQL with
 //! (`datafusion/sqllogictest`). See tests/slt/README.md for the format.
+//!
+//! The reader is this file's own, for the records the files use: `#`
+//! comments, `include <file>`, `statement ok` and `query <type letters>`
+//! with its `----` block of expected rows (a blank line ends a record).
+//! A crate for the format would bring `std` features of two small crates
+//! under ring and object_store, and with them a second build of arrow,
+//! parquet and DataFusion for the tests: more than the whole CI's time.
 //!
 //! Besides plain SQL, a record may run one of the stage's files:
 //!
@@ -16,146 +23,192 @@
 //! (Utf8), `true`/`false`, an integer (Int64), a number with `.` or `e`
 //! (Float64) — the types the stage binds.
 //!
-//! Each .slt file is one trial with its own session (files are isolated);
-//! `cargo test --release -p tailforge-analyze --test slt -- <filter>` runs the
-//! files whose name contains the filter. `TAILFORGE_SLT_COMPLETE=1` rewrites
-//! every expected result with the actual one (DataFusion's `--complete`).
+//! Each .slt file runs in its own session (files are isolated); every file
+//! runs and all failures are reported together. `TAILFORGE_SLT_COMPLETE=1`
+//! rewrites every expected result with the actual one (DataFusion's
+//! `--complete`).
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Float32Type, Float64Type, Schema};
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 use datafusion::scalar::ScalarValue;
-use sqllogictest::harness::{Arguments, Failed, Trial};
-use sqllogictest::{AsyncDB, ColumnType, DBOutput, Runner, default_normalizer, default_validator};
 use tailforge_analyze::{run_sql, udf};
 
-/// Where the .slt files are, relative to the crate (the test's working directory).
+/// Where the .slt files are, relative to the crate.
 const SLT_DIR: &str = "tests/slt";
 /// Set to 1 to rewrite the expected results instead of checking them.
 const COMPLETE_ENV: &str = "TAILFORGE_SLT_COMPLETE";
 
-fn main() {
-    let args = Arguments::from_args();
-    // cargo runs tests in the crate directory; make sure of it so locations
-    // in failures read `tests/slt/<file>.slt:<line>`.
-    std::env::set_current_dir(env!("CARGO_MANIFEST_DIR")).expect("cannot enter the crate directory");
+#[tokio::test]
+async fn every_sql_file_returns_the_table_its_slt_file_expects() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(SLT_DIR);
     let complete = std::env::var(COMPLETE_ENV).is_ok_and(|v| v == "1");
-    let mut files: Vec<PathBuf> = glob::glob(&format!("{SLT_DIR}/*.slt"))
-        .expect("valid glob")
-        .collect::<Result<_, _>>()
-        .expect("cannot list tests/slt");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("cannot list tests/slt")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "slt"))
+        .collect();
     files.sort();
     assert!(!files.is_empty(), "no .slt files in {SLT_DIR}");
-    let trials = files
-        .into_iter()
-        .map(|path| {
-            let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
-            Trial::test(name, move || run_file(&path, complete))
-        })
-        .collect();
-    sqllogictest::harness::run(&args, trials).exit();
+    let mut failures = Vec::new();
+    for path in &files {
+        if let Err(e) = run_file(path, complete).await {
+            failures.push(e);
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} .slt files failed:\n\n{}",
+        failures.len(),
+        files.len(),
+        failures.join("\n\n")
+    );
+}
+
+/// One record of a file, with where it starts.
+#[derive(Debug)]
+struct Record {
+    /// `file:line` of the record's first line.
+    at: String,
+    kind: Kind,
+    sql: String,
+}
+
+#[derive(Debug)]
+enum Kind {
+    Statement,
+    Query {
+        types: String,
+        expected: Vec<String>,
+        /// Line range (0-based, end exclusive) of the expected rows in the
+        /// file itself, for complete mode; `None` for an included record.
+        rows: Option<(usize, usize)>,
+    },
+}
+
+/// The records of `path`, `include`s expanded in place.
+fn parse(path: &Path, top: bool) -> Result<Vec<Record>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let lines: Vec<&str> = text.lines().collect();
+    let name = path.strip_prefix(env!("CARGO_MANIFEST_DIR")).unwrap_or(path).display().to_string();
+    let mut records = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let line = lines[i].trim_end();
+        let at = format!("{name}:{}", i + 1);
+        if line.is_empty() || line.starts_with('#') {
+            i += 1;
+            continue;
+        }
+        if let Some(file) = line.strip_prefix("include ") {
+            let base = path.parent().unwrap_or(Path::new("."));
+            records.extend(parse(&base.join(file.trim()), false)?);
+            i += 1;
+            continue;
+        }
+        let header: Vec<&str> = line.split_whitespace().collect();
+        i += 1;
+        let mut sql = Vec::new();
+        while i < lines.len() && !lines[i].trim().is_empty() && lines[i].trim_end() != "----" {
+            sql.push(lines[i]);
+            i += 1;
+        }
+        let sql = sql.join("\n");
+        let kind = match header.as_slice() {
+            ["statement", "ok"] => Kind::Statement,
+            ["query", types] => {
+                if i >= lines.len() || lines[i].trim_end() != "----" {
+                    return Err(format!("{at}: a query record needs a `----` line before its expected rows"));
+                }
+                i += 1;
+                let start = i;
+                while i < lines.len() && !lines[i].trim().is_empty() {
+                    i += 1;
+                }
+                let expected = lines[start..i].iter().map(|l| l.to_string()).collect();
+                Kind::Query { types: types.to_string(), expected, rows: top.then_some((start, i)) }
+            }
+            _ => {
+                return Err(format!(
+                    "{at}: expected `statement ok`, `query <types>`, `include <file>` or a comment, got `{line}`"
+                ));
+            }
+        };
+        if sql.trim().is_empty() {
+            return Err(format!("{at}: the record has no SQL"));
+        }
+        records.push(Record { at, kind, sql });
+    }
+    Ok(records)
 }
 
 /// Runs (or, in complete mode, rewrites) one .slt file in a fresh session.
-fn run_file(path: &Path, complete: bool) -> Result<(), Failed> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    rt.block_on(async {
-        let mut runner = Runner::new(|| async { Ok(Tailforge::new()) });
-        runner.with_column_validator(sqllogictest::strict_column_validator);
+async fn run_file(path: &Path, complete: bool) -> Result<(), String> {
+    let records = parse(path, true)?;
+    let db = Tailforge::new();
+    // Complete mode: (line range, new rows) of each query of the file itself.
+    let mut rewrites: Vec<((usize, usize), Vec<String>)> = Vec::new();
+    for record in records {
+        let result = db.run(&record.sql).await.map_err(|e| format!("{}: {e}\n    {}", record.at, record.sql))?;
+        let Kind::Query { types, expected, rows } = record.kind else { continue };
+        let (actual_types, actual) =
+            result.ok_or_else(|| format!("{}: a query record, but the SQL returns no table", record.at))?;
         if complete {
-            runner
-                .update_test_file(
-                    path,
-                    " ",
-                    default_validator,
-                    default_normalizer,
-                    sqllogictest::strict_column_validator,
-                )
-                .await
-                .map_err(|e| Failed::from(format!("{}: {e}", path.display())))?;
-        } else {
-            runner
-                .run_file_async(path)
-                .await
-                .map_err(|e| Failed::from(e.display(std::io::stdout().is_terminal()).to_string()))?;
+            if let Some(range) = rows {
+                rewrites.push((range, actual));
+            }
+            continue;
         }
-        runner.shutdown_async().await;
-        Ok(())
-    })
-}
-
-/// A column's type letter in a `query` record: DataFusion's letters for the
-/// types the sql/ files return.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Column {
-    /// `B`: boolean
-    Bool,
-    /// `I`: any integer
-    Int,
-    /// `R`: float or decimal
-    Float,
-    /// `T`: string
-    Text,
-    /// `?`: anything else (lists, structs…)
-    Other,
-}
-
-impl ColumnType for Column {
-    fn from_char(value: char) -> Option<Self> {
-        Some(match value {
-            'B' => Self::Bool,
-            'I' => Self::Int,
-            'R' => Self::Float,
-            'T' => Self::Text,
-            '?' => Self::Other,
-            _ => return None,
-        })
-    }
-
-    fn to_char(&self) -> char {
-        match self {
-            Self::Bool => 'B',
-            Self::Int => 'I',
-            Self::Float => 'R',
-            Self::Text => 'T',
-            Self::Other => '?',
+        if actual_types != types {
+            return Err(format!("{}: column types {types} expected, the result has {actual_types}", record.at));
+        }
+        let normalized = |rows: &[String]| -> Vec<String> {
+            rows.iter().map(|r| r.split_whitespace().collect::<Vec<_>>().join(" ")).collect()
+        };
+        if normalized(&expected) != normalized(&actual) {
+            return Err(format!(
+                "{}: the result differs (- expected, + actual)\n{}",
+                record.at,
+                diff(&expected, &actual)
+            ));
         }
     }
+    if complete && !rewrites.is_empty() {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+        // From the last query up, so earlier line numbers stay valid.
+        for ((start, end), rows) in rewrites.into_iter().rev() {
+            lines.splice(start..end, rows);
+        }
+        let tmp = path.with_extension("slt.tmp");
+        std::fs::write(&tmp, lines.join("\n") + "\n").map_err(|e| format!("{}: {e}", tmp.display()))?;
+        std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(())
 }
 
-impl Column {
-    fn of(dt: &DataType) -> Self {
-        match dt {
-            DataType::Boolean => Self::Bool,
-            t if t.is_integer() => Self::Int,
-            t if t.is_floating() || t.is_decimal() => Self::Float,
-            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Self::Text,
-            _ => Self::Other,
+/// Expected and actual rows, line by line.
+fn diff(expected: &[String], actual: &[String]) -> String {
+    let mut out = String::new();
+    for k in 0..expected.len().max(actual.len()) {
+        match (expected.get(k), actual.get(k)) {
+            (Some(e), Some(a)) if e.split_whitespace().eq(a.split_whitespace()) => out.push_str(&format!("    {e}\n")),
+            (e, a) => {
+                if let Some(e) = e {
+                    out.push_str(&format!("-   {e}\n"));
+                }
+                if let Some(a) = a {
+                    out.push_str(&format!("+   {a}\n"));
+                }
+            }
         }
     }
-}
-
-/// An error of a record, shown in the failure (or matched by `statement error`).
-#[derive(Debug)]
-struct SltError(String);
-
-impl std::fmt::Display for SltError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for SltError {}
-
-fn err(e: impl std::fmt::Display) -> SltError {
-    SltError(e.to_string())
+    out
 }
 
 /// The database under test: a session with the stage's UDFs.
@@ -170,7 +223,22 @@ impl Tailforge {
         Tailforge { ctx }
     }
 
-    async fn run_sql_file(&self, run: RunFile) -> Result<DBOutput<Column>, SltError> {
+    /// Runs a record's SQL (or `RUN` line): its column letters and rows, or
+    /// `None` for a statement without a result table (DDL).
+    async fn run(&self, sql: &str) -> Result<Option<(String, Vec<String>)>, String> {
+        if let Some(run) = RunFile::parse(sql)? {
+            return self.run_sql_file(run).await.map(Some);
+        }
+        let df = self.ctx.sql(sql).await.map_err(err)?;
+        let schema = Arc::new(df.schema().as_arrow().clone());
+        let batches = df.collect().await.map_err(err)?;
+        if schema.fields().is_empty() {
+            return Ok(None);
+        }
+        rows(&schema, &batches).map(Some)
+    }
+
+    async fn run_sql_file(&self, run: RunFile) -> Result<(String, Vec<String>), String> {
         // The workspace root: RUN paths are written as in the repository.
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
         let text = std::fs::read_to_string(root.join(&run.path)).map_err(|e| err(format!("{}: {e}", run.path)))?;
@@ -189,37 +257,28 @@ impl Tailforge {
     }
 }
 
-#[async_trait]
-impl AsyncDB for Tailforge {
-    type Error = SltError;
-    type ColumnType = Column;
+fn err(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
 
-    async fn run(&mut self, sql: &str) -> Result<DBOutput<Column>, SltError> {
-        if let Some(run) = RunFile::parse(sql)? {
-            return self.run_sql_file(run).await;
-        }
-        let df = self.ctx.sql(sql).await.map_err(err)?;
-        let schema = Arc::new(df.schema().as_arrow().clone());
-        let batches = df.collect().await.map_err(err)?;
-        if schema.fields().is_empty() {
-            // DDL (CREATE TABLE …) returns no columns
-            return Ok(DBOutput::StatementComplete(0));
-        }
-        rows(&schema, &batches)
-    }
-
-    async fn shutdown(&mut self) {}
-
-    fn engine_name(&self) -> &str {
-        "tailforge"
+/// A column's type letter in a `query` record, DataFusion's: `B` boolean,
+/// `I` any integer, `R` float or decimal, `T` string, `?` anything else
+/// (lists, structs…).
+fn type_letter(dt: &DataType) -> char {
+    match dt {
+        DataType::Boolean => 'B',
+        t if t.is_integer() => 'I',
+        t if t.is_floating() || t.is_decimal() => 'R',
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => 'T',
+        _ => '?',
     }
 }
 
 /// The result as text: `NULL` for null, `(empty)` for an empty string (as
 /// DataFusion's runner writes them), floats rounded to 12 decimals so a
 /// last-bit difference does not fail a test, the rest as Arrow displays it.
-fn rows(schema: &Schema, batches: &[RecordBatch]) -> Result<DBOutput<Column>, SltError> {
-    let types = schema.fields().iter().map(|f| Column::of(f.data_type())).collect();
+fn rows(schema: &Schema, batches: &[RecordBatch]) -> Result<(String, Vec<String>), String> {
+    let types = schema.fields().iter().map(|f| type_letter(f.data_type())).collect();
     let options = FormatOptions::default().with_null("NULL");
     let mut rows = Vec::new();
     for batch in batches {
@@ -231,10 +290,10 @@ fn rows(schema: &Schema, batches: &[RecordBatch]) -> Result<DBOutput<Column>, Sl
         let formatters = formatters.map_err(err)?;
         for row in 0..batch.num_rows() {
             let cells = batch.columns().iter().zip(&formatters).map(|(column, f)| cell(column.as_ref(), f, row));
-            rows.push(cells.collect());
+            rows.push(cells.collect::<Vec<_>>().join(" "));
         }
     }
-    Ok(DBOutput::Rows { types, rows })
+    Ok((types, rows))
 }
 
 fn cell(column: &dyn Array, formatter: &ArrayFormatter, row: usize) -> String {
@@ -271,7 +330,7 @@ struct RunFile {
 
 impl RunFile {
     /// `None` when `sql` is not a RUN record (plain SQL).
-    fn parse(sql: &str) -> Result<Option<Self>, SltError> {
+    fn parse(sql: &str) -> Result<Option<Self>, String> {
         let tokens = tokens(sql)?;
         let mut it = tokens.iter().map(String::as_str).peekable();
         if !it.peek().is_some_and(|t| t.eq_ignore_ascii_case("RUN")) {
@@ -307,7 +366,7 @@ impl RunFile {
 }
 
 /// Words, `=`, `,` and quoted strings (kept with their quotes).
-fn tokens(sql: &str) -> Result<Vec<String>, SltError> {
+fn tokens(sql: &str) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
     let mut chars = sql.chars().peekable();
     while let Some(&c) = chars.peek() {
@@ -349,7 +408,7 @@ fn tokens(sql: &str) -> Result<Vec<String>, SltError> {
 }
 
 /// A parameter value, typed as the stage binds it.
-fn literal(s: &str) -> Result<ScalarValue, SltError> {
+fn literal(s: &str) -> Result<ScalarValue, String> {
     if let Some(text) = s.strip_prefix('\'').and_then(|t| t.strip_suffix('\'')) {
         return Ok(ScalarValue::from(text.replace("''", "'").as_str()));
     }
