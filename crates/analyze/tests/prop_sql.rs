@@ -1,6 +1,6 @@
 //! Property test of the SQL in sql/ (docs/reliability.md, "Property tests"):
 //! interactions → sequences → split → item_stats → neighbors, run by
-//! DataFusion on random small event logs as in tests/sql_files.rs, against a
+//! DataFusion on random small event logs as in tests/slt/, against a
 //! plain-Rust model of each output written from the files' headers and
 //! ../shared/EVAL.md, not from the SQL.
 
