@@ -360,223 +360,223 @@ async fn run(cli: Cli) -> Result<()> {
         load_config(None, &[])?;
     }
     match cli.command {
-        Command::Import(ImportCommand::Movielens { src, out }) => {
-            let out = Location::parse(&out)?;
-            let s = tailforge_ingest::movielens::import(&src, &out).await?;
-            println!("imported {} ({} events, {} items)", s.format, s.events, s.items);
-            println!("  events: {}", s.events_url);
-            println!("  items:  {}", s.items_url);
-            Ok(())
-        }
-        Command::DemoData(a) => {
-            let out = Location::parse(&a.out)?;
-            let params = tailforge_ingest::demo::DemoParams {
-                users: a.users,
-                items: a.items,
-                events: a.events,
-                seed: a.seed,
-                zipf_exponent: a.zipf,
-                events_per_file: a.events_per_file,
-            };
-            let s = tailforge_ingest::demo::generate(&params, &out).await?;
-            println!(
-                "wrote demo data: {} users, {} items, {} events in {} files",
-                s.users,
-                s.items,
-                s.events,
-                s.files.len()
-            );
-            println!("  events: {}", out.as_dir().join("events/").display());
-            println!("  items:  {}", out.as_dir().join("items/").display());
-            Ok(())
-        }
-        Command::Run(a) => {
-            let config = load_config(Some(&a.pipeline), &a.sets)?;
-            if config.analyze.memory_limit.bytes() == 0 {
-                keep_freed_memory();
-            }
-            let request = tailforge_run::RunRequest {
-                config,
-                date: a.date.unwrap_or_else(tailforge_run::today_utc),
-                run_id: a.run_id,
-                force: a.force,
-                stale_lock_after_s: a.stale_lock_after,
-            };
-            let m = tailforge_run::run(&request).await?;
-            println!("run {} {}", m.run_id, m.status);
-            for s in &m.stages {
-                println!("  {:<12} {:<9} {:>7.2}s", s.name, s.status, s.seconds);
-            }
-            // Test NDCG@10 (eval-v1, full ranking) per model: the baseline, then each trained variant.
-            let ndcg = |prefix: &str, group: &str| {
-                m.metrics.get(&tailforge_core::records::test_ndcg_key(prefix, group)).copied()
-            };
-            let variants = m.stages.iter().filter_map(|s| s.name.strip_prefix("train_"));
-            for (label, prefix) in std::iter::once(("MostPop", "mostpop")).chain(variants.map(|v| (v, v))) {
-                if let (Some(all), Some(head), Some(tail)) =
-                    (ndcg(prefix, "overall"), ndcg(prefix, "head"), ndcg(prefix, "tail"))
-                {
-                    let cold = ndcg(prefix, "cold").unwrap_or(0.0);
-                    println!(
-                        "  {label:<9} test NDCG@10 overall {all:.4}  head {head:.4}  tail {tail:.4}  cold {cold:.4}"
-                    );
-                }
-            }
-            if let Some(dirs) = StageDirs::of_output(&request.config)? {
-                println!("  report: {}", dirs.run(&m.run_id).root().join("report.md").display());
-            }
-            Ok(())
-        }
-        Command::Generate(a) => {
-            let mut config = load_config(a.config.pipeline.as_deref(), &a.config.sets)?;
-            let g = &mut config.generate;
-            g.limit = a.limit.or(g.limit);
-            g.parallel = a.parallel.unwrap_or(g.parallel);
-            g.model = a.model.unwrap_or(g.model.clone());
-            g.n_threads = a.threads.unwrap_or(g.n_threads);
-            g.seed = a.seed.unwrap_or(g.seed);
-            g.shard = a.shard.or(g.shard);
-            config.validate("command line")?;
-            if a.config.print_config {
-                print!("{}", config.to_toml());
-                return Ok(());
-            }
-            generate_command(config, a.input, a.out, a.merge).await
-        }
-        Command::Evaluate(a) => {
-            let config = load_config(a.config.pipeline.as_deref(), &a.config.sets)?;
-            config.validate("command line")?;
-            if a.config.print_config {
-                print!("{}", config.to_toml());
-                return Ok(());
-            }
-            let input = Location::parse(&a.input)?.as_dir();
-            let baseline = match a.model {
-                Baseline::Mostpop => tailforge_train::Baseline::MostPop,
-                Baseline::ItemKnn => tailforge_train::Baseline::ItemKnn,
-                Baseline::TextKnn => tailforge_train::Baseline::TextKnn,
-                Baseline::KnnBlend => tailforge_train::Baseline::KnnBlend,
-            };
-            // The analyze output's parent is the pipeline's output root.
-            let cache = config.train.embedding_cache_under(&input.join("../"))?;
-            let metrics = tailforge_train::evaluate_baseline(baseline, &input, &config.train, &cache).await?;
-            print!("{}", metrics.to_markdown());
-            if let Some(out) = a.out {
-                let out = Location::parse(&out)?;
-                out.check_output_dir("--out")?;
-                let out = out.as_dir();
-                tailforge_train::write_baseline_metrics(&out, &metrics).await?;
-                println!("metrics: {}", out.join(train_outputs::METRICS).display());
-            }
-            Ok(())
-        }
-        Command::Train(a) => {
-            use tailforge_core::config::Variant;
-            keep_freed_memory();
-            let mut config = load_config(a.config.pipeline.as_deref(), &a.config.sets)?;
-            if let Some(v) = a.variant {
-                config.train.variant = match v {
-                    VariantArg::Id => Variant::Id,
-                    VariantArg::Text => Variant::Text,
-                    VariantArg::Fused => Variant::Fused,
-                    VariantArg::Dual => Variant::Dual,
-                };
-            }
-            if let Some(e) = a.epochs {
-                config.train.epochs = e;
-            }
-            if let Some(t) = a.threads {
-                config.train.threads = t;
-            }
-            config.validate(
-                a.config.pipeline.as_ref().map(|p| p.display().to_string()).as_deref().unwrap_or("(flags)"),
-            )?;
-            if a.config.print_config {
-                print!("{}", config.to_toml());
-                return Ok(());
-            }
-            let variant = config.train.variant;
-            let dirs = StageDirs::of_output(&config)?;
-            let analyze_out =
-                flag_or_default(a.input, dirs.as_ref().map(StageDirs::analyze), "input", "--input ANALYZE_OUT")?
-                    .as_dir();
-            let generate_out = match (a.augment, &dirs) {
-                (Some(g), _) => Some(Location::parse(&g)?.as_dir()),
-                (None, Some(d)) if d.generate().join(SUCCESS_MARKER).exists().await? => Some(d.generate()),
-                (None, _) => None,
-            };
-            let out = flag_or_default(a.out, dirs.as_ref().map(|d| d.train(variant)), "output", "--out URL")?.as_dir();
-            out.check_output_dir("--out")?;
-            let embedding_cache = config.train.embedding_cache_under(dirs.as_ref().map_or(&out, StageDirs::root))?;
-            let request = tailforge_train::TrainRequest {
-                analyze_out,
-                generate_out,
-                out: out.clone(),
-                config: config.train.clone(),
-                variant,
-                seed: config.seed,
-                embedding_cache,
-            };
-            let m = tailforge_train::train(&request).await?;
-            print!("{}", m.to_markdown());
-            println!("outputs: {}", out.display());
-            Ok(())
-        }
-        Command::Analyze(a) => {
-            let mut config = load_config(a.config.pipeline.as_deref(), &a.config.sets)?;
-            if a.events.is_some() || a.items.is_some() {
-                // Inputs on the command line replace the pipeline's, a MovieLens directory included.
-                config.inputs.movielens = None;
-            }
-            if let Some(e) = a.events {
-                config.inputs.events = Some(e);
-            }
-            if let Some(i) = a.items {
-                config.inputs.items = Some(i);
-            }
-            if a.config.print_config {
-                print!("{}", config.to_toml());
-                return Ok(());
-            }
-            tailforge_ingest::import_pipeline_inputs(&mut config).await?;
-            let missing =
-                |what: &str, flag: &str| Error::usage(format!("no {what}: pass {flag} or set it in the pipeline file"));
-            let events = Location::parse(
-                config.inputs.events.as_deref().ok_or_else(|| missing("events input", "--events URL"))?,
-            )?;
-            let items =
-                Location::parse(config.inputs.items.as_deref().ok_or_else(|| missing("items input", "--items URL"))?)?;
-            let dirs = StageDirs::of_output(&config)?;
-            let out = flag_or_default(a.out, dirs.as_ref().map(StageDirs::analyze), "output", "--out URL")?;
-            out.check_output_dir("--out")?;
-            let request = tailforge_analyze::AnalyzeRequest { events, items, out: out.clone(), config };
-            let s = tailforge_analyze::analyze(&request).await?;
-            println!(
-                "analyzed {} events of {} users over {} catalog items ({} rule)",
-                s.events, s.users, s.catalog_items, s.long_tail_rule
-            );
-            println!(
-                "  head {} items hold {:.1}% of interactions; tail {} items; {} never interacted with; gini {:.3}",
-                s.head_items,
-                s.head_share * 100.0,
-                s.tail_items,
-                s.cold_items,
-                s.gini
-            );
-            println!("  outputs: {}", out.as_dir().display());
-            Ok(())
+        Command::Import(cmd) => import_command(cmd).await,
+        Command::DemoData(a) => demo_data_command(a).await,
+        Command::Analyze(a) => analyze_command(a).await,
+        Command::Generate(a) => generate_command(a).await,
+        Command::Train(a) => train_command(a).await,
+        Command::Evaluate(a) => evaluate_command(a).await,
+        Command::Run(a) => run_command(a).await,
+    }
+}
+
+/// `tailforge import`: a public dataset into the events/items Parquet contract.
+async fn import_command(cmd: ImportCommand) -> Result<()> {
+    let ImportCommand::Movielens { src, out } = cmd;
+    let out = Location::parse(&out)?;
+    let s = tailforge_ingest::movielens::import(&src, &out).await?;
+    println!("imported {} ({} events, {} items)", s.format, s.events, s.items);
+    println!("  events: {}", s.events_url);
+    println!("  items:  {}", s.items_url);
+    Ok(())
+}
+
+/// `tailforge demo-data`: the synthetic shop.
+async fn demo_data_command(a: DemoDataArgs) -> Result<()> {
+    let out = Location::parse(&a.out)?;
+    let params = tailforge_ingest::demo::DemoParams {
+        users: a.users,
+        items: a.items,
+        events: a.events,
+        seed: a.seed,
+        zipf_exponent: a.zipf,
+        events_per_file: a.events_per_file,
+    };
+    let s = tailforge_ingest::demo::generate(&params, &out).await?;
+    println!("wrote demo data: {} users, {} items, {} events in {} files", s.users, s.items, s.events, s.files.len());
+    println!("  events: {}", out.as_dir().join("events/").display());
+    println!("  items:  {}", out.as_dir().join("items/").display());
+    Ok(())
+}
+
+/// `tailforge analyze`: the SQL stage, its outputs under `--out` or `<output>/analyze/`.
+async fn analyze_command(a: AnalyzeArgs) -> Result<()> {
+    let mut config = load_config(a.config.pipeline.as_deref(), &a.config.sets)?;
+    if a.events.is_some() || a.items.is_some() {
+        // Inputs on the command line replace the pipeline's, a MovieLens directory included.
+        config.inputs.movielens = None;
+    }
+    if let Some(e) = a.events {
+        config.inputs.events = Some(e);
+    }
+    if let Some(i) = a.items {
+        config.inputs.items = Some(i);
+    }
+    if a.config.print_config {
+        print!("{}", config.to_toml());
+        return Ok(());
+    }
+    tailforge_ingest::import_pipeline_inputs(&mut config).await?;
+    let missing =
+        |what: &str, flag: &str| Error::usage(format!("no {what}: pass {flag} or set it in the pipeline file"));
+    let events =
+        Location::parse(config.inputs.events.as_deref().ok_or_else(|| missing("events input", "--events URL"))?)?;
+    let items = Location::parse(config.inputs.items.as_deref().ok_or_else(|| missing("items input", "--items URL"))?)?;
+    let dirs = StageDirs::of_output(&config)?;
+    let out = flag_or_default(a.out, dirs.as_ref().map(StageDirs::analyze), "output", "--out URL")?;
+    out.check_output_dir("--out")?;
+    let request = tailforge_analyze::AnalyzeRequest { events, items, out: out.clone(), config };
+    let s = tailforge_analyze::analyze(&request).await?;
+    println!(
+        "analyzed {} events of {} users over {} catalog items ({} rule)",
+        s.events, s.users, s.catalog_items, s.long_tail_rule
+    );
+    println!(
+        "  head {} items hold {:.1}% of interactions; tail {} items; {} never interacted with; gini {:.3}",
+        s.head_items,
+        s.head_share * 100.0,
+        s.tail_items,
+        s.cold_items,
+        s.gini
+    );
+    println!("  outputs: {}", out.as_dir().display());
+    Ok(())
+}
+
+/// `tailforge train`: one variant, its outputs under `--out` or `<output>/train/<variant>/`.
+async fn train_command(a: TrainArgs) -> Result<()> {
+    use tailforge_core::config::Variant;
+    keep_freed_memory();
+    let mut config = load_config(a.config.pipeline.as_deref(), &a.config.sets)?;
+    if let Some(v) = a.variant {
+        config.train.variant = match v {
+            VariantArg::Id => Variant::Id,
+            VariantArg::Text => Variant::Text,
+            VariantArg::Fused => Variant::Fused,
+            VariantArg::Dual => Variant::Dual,
+        };
+    }
+    if let Some(e) = a.epochs {
+        config.train.epochs = e;
+    }
+    if let Some(t) = a.threads {
+        config.train.threads = t;
+    }
+    config.validate(a.config.pipeline.as_ref().map(|p| p.display().to_string()).as_deref().unwrap_or("(flags)"))?;
+    if a.config.print_config {
+        print!("{}", config.to_toml());
+        return Ok(());
+    }
+    let variant = config.train.variant;
+    let dirs = StageDirs::of_output(&config)?;
+    let analyze_out =
+        flag_or_default(a.input, dirs.as_ref().map(StageDirs::analyze), "input", "--input ANALYZE_OUT")?.as_dir();
+    let generate_out = match (a.augment, &dirs) {
+        (Some(g), _) => Some(Location::parse(&g)?.as_dir()),
+        (None, Some(d)) if d.generate().join(SUCCESS_MARKER).exists().await? => Some(d.generate()),
+        (None, _) => None,
+    };
+    let out = flag_or_default(a.out, dirs.as_ref().map(|d| d.train(variant)), "output", "--out URL")?.as_dir();
+    out.check_output_dir("--out")?;
+    let embedding_cache = config.train.embedding_cache_under(dirs.as_ref().map_or(&out, StageDirs::root))?;
+    let request = tailforge_train::TrainRequest {
+        analyze_out,
+        generate_out,
+        out: out.clone(),
+        config: config.train.clone(),
+        variant,
+        seed: config.seed,
+        embedding_cache,
+    };
+    let m = tailforge_train::train(&request).await?;
+    print!("{}", m.to_markdown());
+    println!("outputs: {}", out.display());
+    Ok(())
+}
+
+/// `tailforge evaluate`: a reference scorer under eval-v1.
+async fn evaluate_command(a: EvaluateArgs) -> Result<()> {
+    let config = load_config(a.config.pipeline.as_deref(), &a.config.sets)?;
+    config.validate("command line")?;
+    if a.config.print_config {
+        print!("{}", config.to_toml());
+        return Ok(());
+    }
+    let input = Location::parse(&a.input)?.as_dir();
+    let baseline = match a.model {
+        Baseline::Mostpop => tailforge_train::Baseline::MostPop,
+        Baseline::ItemKnn => tailforge_train::Baseline::ItemKnn,
+        Baseline::TextKnn => tailforge_train::Baseline::TextKnn,
+        Baseline::KnnBlend => tailforge_train::Baseline::KnnBlend,
+    };
+    // The cache of the pipeline's output root; without one, of the analyze output's parent.
+    let root = StageDirs::of_output(&config)?.map_or_else(|| input.join("../"), |d| d.root().clone());
+    let cache = config.train.embedding_cache_under(&root)?;
+    let metrics = tailforge_train::evaluate_baseline(baseline, &input, &config.train, &cache).await?;
+    print!("{}", metrics.to_markdown());
+    if let Some(out) = a.out {
+        let out = Location::parse(&out)?;
+        out.check_output_dir("--out")?;
+        let out = out.as_dir();
+        tailforge_train::write_baseline_metrics(&out, &metrics).await?;
+        println!("metrics: {}", out.join(train_outputs::METRICS).display());
+    }
+    Ok(())
+}
+
+/// `tailforge run`: the pipeline as one job, then a summary of what it did.
+async fn run_command(a: RunArgs) -> Result<()> {
+    let config = load_config(Some(&a.pipeline), &a.sets)?;
+    if config.analyze.memory_limit.bytes() == 0 {
+        keep_freed_memory();
+    }
+    let request = tailforge_run::RunRequest {
+        config,
+        date: a.date.unwrap_or_else(tailforge_run::today_utc),
+        run_id: a.run_id,
+        force: a.force,
+        stale_lock_after_s: a.stale_lock_after,
+    };
+    let m = tailforge_run::run(&request).await?;
+    println!("run {} {}", m.run_id, m.status);
+    for s in &m.stages {
+        println!("  {:<12} {:<9} {:>7.2}s", s.name, s.status, s.seconds);
+    }
+    // Test NDCG@10 (eval-v1, full ranking) per model: the baseline, then each trained variant.
+    let ndcg =
+        |prefix: &str, group: &str| m.metrics.get(&tailforge_core::records::test_ndcg_key(prefix, group)).copied();
+    let variants = m.trained_variants().into_iter().map(|v| (v.as_str(), v.as_str()));
+    for (label, prefix) in std::iter::once(("MostPop", "mostpop")).chain(variants) {
+        if let (Some(all), Some(head), Some(tail)) =
+            (ndcg(prefix, "overall"), ndcg(prefix, "head"), ndcg(prefix, "tail"))
+        {
+            let cold = ndcg(prefix, "cold").unwrap_or(0.0);
+            println!("  {label:<9} test NDCG@10 overall {all:.4}  head {head:.4}  tail {tail:.4}  cold {cold:.4}");
         }
     }
+    if let Some(dirs) = StageDirs::of_output(&request.config)? {
+        println!("  report: {}", dirs.run(&m.run_id).root().join("report.md").display());
+    }
+    Ok(())
 }
 
 /// `tailforge generate`: input and output from the flags or the pipeline's
 /// output root; the cache at `generate.cache` or `<output>/cache/generate`.
-async fn generate_command(
-    config: PipelineConfig,
-    input: Option<String>,
-    out: Option<String>,
-    merge: bool,
-) -> Result<()> {
+async fn generate_command(a: GenerateArgs) -> Result<()> {
+    let mut config = load_config(a.config.pipeline.as_deref(), &a.config.sets)?;
+    let g = &mut config.generate;
+    g.limit = a.limit.or(g.limit);
+    g.parallel = a.parallel.unwrap_or(g.parallel);
+    g.model = a.model.unwrap_or(g.model.clone());
+    g.n_threads = a.threads.unwrap_or(g.n_threads);
+    g.seed = a.seed.unwrap_or(g.seed);
+    g.shard = a.shard.or(g.shard);
+    config.validate("command line")?;
+    if a.config.print_config {
+        print!("{}", config.to_toml());
+        return Ok(());
+    }
+    let (input, out, merge) = (a.input, a.out, a.merge);
     let dirs = StageDirs::of_output(&config)?;
     let out = flag_or_default(out, dirs.as_ref().map(StageDirs::generate), "output", "--out URL")?;
     out.check_output_dir("--out")?;

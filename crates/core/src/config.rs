@@ -26,7 +26,7 @@ use crate::error::{Error, Result};
 mod train;
 pub use train::{ContentPool, IdInit, Loss, TrainConfig, Variant, WarmStartFrom};
 mod generate;
-pub use generate::{GenerateConfig, KeywordMode, Priority, Shard, TruncateRule};
+pub use generate::{GRAMMAR_ANSWER_TOKENS, GenerateConfig, KeywordMode, Priority, Shard, TruncateRule};
 mod storage;
 pub use storage::StorageConfig;
 pub mod reference;

@@ -6,24 +6,35 @@ use std::collections::HashSet;
 use serde::Deserialize;
 
 /// GBNF for exactly `{"description": "<string>", "keywords": ["<string>", ...]}`
-/// with 3 to 10 keywords, a description of 40 to 400 characters (about 100 tokens, so that
-/// an answer fits the default `max_new_tokens` of 160) and
-/// keywords of 1 to 40 (before normalization). Strings hold no control characters (so no raw
-/// line breaks); whitespace between tokens is at most one space.
+/// with 3 to 10 keywords, a description of 40 to 400 characters and keywords of 1 to 40
+/// (before normalization). Strings hold no control characters (so no raw line breaks) and
+/// no escapes (plain sentences need none, and a character per token bounds the answer);
+/// whitespace between tokens is at most one space. Its longest answer, [`longest_answer`],
+/// is the default `max_new_tokens`, so a grammar-valid answer is never cut off.
 pub const GRAMMAR: &str = r#"root ::= "{" ws "\"description\":" ws str "," ws "\"keywords\":" ws "[" ws kw ("," ws kw){2,9} ws "]" ws "}"
 str ::= "\"" chr{40,400} "\""
 kw ::= "\"" kwchr{1,40} "\""
-chr ::= [^"\\\x00-\x1F\x7F] | "\\" ["\\/nt"]
+chr ::= [^"\\\x00-\x1F\x7F]
 kwchr ::= [^"\\\x00-\x1F\x7F,]
 ws ::= " "?
 "#;
 
-/// The grammar of extractive keywords: [`GRAMMAR`] with each keyword one of
-/// `phrases` (which [`crate::grounding::phrases`] keeps to `a-z0-9 -`, so
-/// they need no escaping); `None` if there are too few phrases to choose
-/// [`KEYWORDS_MIN`] keywords from.
+/// The grammar of extractive keywords: [`GRAMMAR`] with its keyword list
+/// made of `phrases` (which [`crate::grounding::phrases`] keeps to
+/// `a-z0-9 -`, so they need no escaping), each at most once and in the order
+/// given (the item's text order), so an answer cannot repeat a keyword and
+/// fall below [`KEYWORDS_MIN`] once de-duplicated. `None` if there are too
+/// few phrases to choose [`KEYWORDS_MIN`] keywords from.
+///
+/// Rule `k<c>-<i>` writes the `c`-th keyword (1-based) as one of the phrases
+/// from index `i` on: phrase `i` then, when more may follow, `k<c+1>-<i+1>`
+/// after a comma (optional once [`KEYWORDS_MIN`] are written), or a later
+/// phrase. A phrase is offered only if enough phrases follow it to reach the
+/// minimum, so the grammar never leads into a dead end. About
+/// `KEYWORDS_MAX × phrases` rules, each of two alternatives.
 pub fn extractive_grammar(phrases: &[String]) -> Option<String> {
-    if phrases.len() < KEYWORDS_MIN {
+    let n = phrases.len();
+    if n < KEYWORDS_MIN {
         return None;
     }
     let safe = |p: &String| {
@@ -32,15 +43,41 @@ pub fn extractive_grammar(phrases: &[String]) -> Option<String> {
     if !phrases.iter().all(safe) {
         return None;
     }
-    let alternatives: Vec<String> = phrases.iter().map(|p| format!("\"{p}\"")).collect();
-    let kw = format!("kw ::= \"\\\"\" ({}) \"\\\"\"", alternatives.join(" | "));
-    Some(
-        GRAMMAR
-            .lines()
-            .map(|l| if l.starts_with("kw ::=") { kw.clone() } else { l.to_string() })
-            .collect::<Vec<_>>()
-            .join("\n")
-            + "\n",
+    // The last phrase index the c-th keyword may take: enough phrases must follow it.
+    let last_index = |c: usize| n - 1 - KEYWORDS_MIN.saturating_sub(c);
+    let mut rules = String::new();
+    for c in 1..=KEYWORDS_MAX.min(n) {
+        for i in 0..=last_index(c) {
+            // Only indexes a keyword can take: the c-th keyword comes after c - 1 others.
+            if i + 1 < c {
+                continue;
+            }
+            let next = if c < KEYWORDS_MAX && i < n - 1 {
+                let more = format!(r#""," ws k{}-{}"#, c + 1, i + 1);
+                if c >= KEYWORDS_MIN { format!(" ({more})?") } else { format!(" {more}") }
+            } else {
+                String::new()
+            };
+            let later = if i < last_index(c) { format!(" | k{c}-{}", i + 1) } else { String::new() };
+            rules.push_str(&format!("k{c}-{i} ::= \"\\\"{}\\\"\"{next}{later}\n", phrases[i]));
+        }
+    }
+    let root = GRAMMAR.lines().next()?.replace(r#"kw ("," ws kw){2,9}"#, "k1-0");
+    let rest: Vec<&str> =
+        GRAMMAR.lines().skip(1).filter(|l| !l.starts_with("kw ::=") && !l.starts_with("kwchr ::=")).collect();
+    Some(format!("{root}\n{}\n{rules}", rest.join("\n")))
+}
+
+/// The longest answer [`GRAMMAR`] allows: every optional space taken, the
+/// longest description and the most keywords of the longest length. Its
+/// length in characters is core's `GRAMMAR_ANSWER_TOKENS` (a unit test).
+pub fn longest_answer() -> String {
+    let keyword = |i: usize| format!("\"{}\"", char::from(b'a' + i as u8).to_string().repeat(KEYWORD_MAX_CHARS));
+    let keywords: Vec<String> = (0..KEYWORDS_MAX).map(keyword).collect();
+    format!(
+        "{{ \"description\": \"{}\", \"keywords\": [ {} ] }}",
+        "d".repeat(DESCRIPTION_MAX_CHARS),
+        keywords.join(", ")
     )
 }
 
@@ -207,6 +244,24 @@ mod tests {
         )
     }
 
+    /// The default `max_new_tokens` is the grammar's longest answer: one
+    /// token per character fits it, and the contract accepts it.
+    #[test]
+    fn the_longest_answer_is_the_default_answer_budget() {
+        let longest = longest_answer();
+        assert_eq!(longest.chars().count(), tailforge_core::config::GRAMMAR_ANSWER_TOKENS as usize);
+        let a = v().check(&longest).expect("the longest answer is valid");
+        assert_eq!((a.description.chars().count(), a.keywords.len()), (DESCRIPTION_MAX_CHARS, KEYWORDS_MAX));
+        // Every literal of the grammar's root rule is in it.
+        for literal in ["{", "\"description\":", ",", "\"keywords\":", "[", "]", "}"] {
+            assert!(
+                GRAMMAR.lines().next().unwrap().contains(&format!("\"{}\"", literal.replace('"', "\\\""))),
+                "{literal}"
+            );
+            assert!(longest.contains(literal), "{literal}");
+        }
+    }
+
     #[test]
     fn valid_answer_is_normalized() {
         let a = v()
@@ -232,12 +287,99 @@ mod tests {
         assert_eq!(v().check(&keyword), Err(Reject::InvalidJson));
     }
 
+    /// Every keyword list the extractive grammar derives, with `ws` empty: a
+    /// small interpreter for the rule forms it writes (literals, rule names,
+    /// `( … )?`, `|`).
+    fn keyword_lists(grammar: &str) -> Vec<Vec<String>> {
+        use std::collections::HashMap;
+        let rules: HashMap<&str, &str> =
+            grammar.lines().filter_map(|l| l.split_once(" ::= ")).filter(|(n, _)| n.starts_with('k')).collect();
+        fn expand(body: &str, rules: &HashMap<&str, &str>) -> Vec<String> {
+            let mut out = Vec::new();
+            for alt in split_top(body, '|') {
+                let mut partial = vec![String::new()];
+                let mut rest = alt.trim();
+                while !rest.is_empty() {
+                    let (options, tail): (Vec<String>, &str) = if let Some(r) = rest.strip_prefix('"') {
+                        // A literal, up to its unescaped closing quote.
+                        let (mut lit, mut end, mut chars) = (String::new(), r.len(), r.char_indices());
+                        while let Some((i, c)) = chars.next() {
+                            match c {
+                                '\\' => lit.extend(chars.next().map(|(_, e)| e)),
+                                '"' => {
+                                    end = i;
+                                    break;
+                                }
+                                c => lit.push(c),
+                            }
+                        }
+                        (vec![lit], &r[end + 1..])
+                    } else if let Some(r) = rest.strip_prefix('(') {
+                        let end = r.rfind(")?").unwrap();
+                        let mut o = expand(&r[..end], rules);
+                        o.push(String::new());
+                        (o, &r[end + 2..])
+                    } else {
+                        let end = rest.find(' ').unwrap_or(rest.len());
+                        let name = &rest[..end];
+                        let o = if name == "ws" { vec![String::new()] } else { expand(rules[name], rules) };
+                        (o, &rest[end..])
+                    };
+                    partial = partial.iter().flat_map(|p| options.iter().map(move |o| format!("{p}{o}"))).collect();
+                    rest = tail.trim();
+                }
+                out.extend(partial);
+            }
+            out
+        }
+        fn split_top(body: &str, sep: char) -> Vec<&str> {
+            let (mut depth, mut start, mut parts, mut quoted) = (0, 0, Vec::new(), false);
+            let mut prev = ' ';
+            for (i, c) in body.char_indices() {
+                match c {
+                    '"' if prev != '\\' => quoted = !quoted,
+                    '(' if !quoted => depth += 1,
+                    ')' if !quoted => depth -= 1,
+                    c if c == sep && !quoted && depth == 0 => {
+                        parts.push(&body[start..i]);
+                        start = i + 1;
+                    }
+                    _ => {}
+                }
+                prev = c;
+            }
+            parts.push(&body[start..]);
+            parts
+        }
+        let mut lists: Vec<Vec<String>> = expand(rules["k1-0"], &rules)
+            .iter()
+            .map(|s| s.split(',').map(|k| k.trim_matches('"').to_string()).collect())
+            .collect();
+        lists.sort();
+        lists
+    }
+
     #[test]
-    fn extractive_grammar_lists_the_phrases() {
-        let p: Vec<String> = ["desk lamp", "usb", "white-led"].map(String::from).into();
+    fn extractive_grammar_writes_each_phrase_once_in_order() {
+        let p: Vec<String> = ["desk lamp", "usb", "white-led", "steel", "arm"].map(String::from).into();
         let g = extractive_grammar(&p).unwrap();
-        assert!(g.contains(r#"kw ::= "\"" ("desk lamp" | "usb" | "white-led") "\"""#), "{g}");
-        assert!(g.starts_with("root ::=") && g.contains("str ::="));
+        assert!(g.starts_with("root ::=") && g.contains("str ::=") && g.contains(r#""[" ws k1-0 ws "]""#), "{g}");
+        assert!(!g.contains("kw ::="), "{g}");
+        // Exactly the subsets of 3 to 5 phrases, each in the given order.
+        let mut want: Vec<Vec<String>> = (0u32..32)
+            .filter(|m| m.count_ones() >= 3)
+            .map(|m| (0..5).filter(|i| m & (1 << i) != 0).map(|i| p[i].clone()).collect())
+            .collect();
+        want.sort();
+        assert_eq!(keyword_lists(&g), want);
+        // With more phrases than KEYWORDS_MAX, lists stop at KEYWORDS_MAX.
+        let many: Vec<String> = (0..12).map(|i| format!("w{i}")).collect();
+        let lists = keyword_lists(&extractive_grammar(&many).unwrap());
+        let longest = lists.iter().map(Vec::len).max().unwrap();
+        assert_eq!((lists.iter().map(Vec::len).min().unwrap(), longest), (KEYWORDS_MIN, KEYWORDS_MAX));
+        // C(12,3) + … + C(12,10): every subset of 3 to 10.
+        let binomial = |k: u64| (0..k).fold(1u64, |acc, j| acc * (12 - j) / (j + 1));
+        assert_eq!(lists.len() as u64, (3..=10).map(binomial).sum::<u64>());
         assert_eq!(extractive_grammar(&p[..2]), None);
         assert_eq!(extractive_grammar(&["a\"b".to_string(), "c".into(), "d".into()]), None);
     }

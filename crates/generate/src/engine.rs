@@ -384,29 +384,6 @@ fn judge(
     Ok((answer, grounding))
 }
 
-/// Decodes the shared prompt prefix `tokens` once, into sequence `seq`,
-/// from which each item's sequence starts (a KV-cache copy).
-fn decode_prefix(
-    ctx: &mut llama_cpp_2::context::LlamaContext<'_>,
-    batch: &mut LlamaBatch,
-    tokens: &[LlamaToken],
-    seq: i32,
-    stats: &mut EngineStats,
-    live: &Live,
-) -> Result<()> {
-    for (i, t) in tokens.iter().enumerate() {
-        batch.add(*t, i as i32, &[seq], false).map_err(|e| Error::internal(format!("batch: {e}")))?;
-    }
-    let t = Instant::now();
-    ctx.decode(batch).map_err(|e| Error::internal(format!("llama.cpp decode failed: {e}")))?;
-    stats.decode_seconds += t.elapsed().as_secs_f64();
-    stats.prompt_tokens += tokens.len() as u64;
-    stats.shared_prefix_tokens = tokens.len() as u64;
-    live.prompt_tokens.fetch_add(tokens.len() as u64, Ordering::Relaxed);
-    tracing::debug!(tokens = tokens.len(), "shared prompt prefix decoded");
-    Ok(())
-}
-
 /// Generates for every item; blocks. Stops early (Ok) if the receiver is gone.
 pub(crate) fn run(
     cfg: &GenerateConfig,
@@ -417,210 +394,328 @@ pub(crate) fn run(
     live: &Live,
     tx: mpsc::Sender<Event>,
 ) -> Result<EngineStats> {
-    let mut stats = EngineStats::default();
     if items.is_empty() {
-        return Ok(stats);
+        return Ok(EngineStats::default());
     }
     let backend = backend()?;
     let model = load_model(backend, cfg)?;
-    let n_seq = cfg.parallel;
     let template = model.chat_template(None).ok();
     if template.is_none() {
         tracing::warn!(model = %cfg.model.display(), "the model has no chat template; using the plain template");
     }
-    let vocab = model.vocab();
-    let capacity = cfg.n_ctx as usize;
-    let max_prompt = (cfg.n_ctx - cfg.max_new_tokens) as usize;
-    // Every prompt, tokenized once (retries reuse them), with its hash.
-    let prompts: Vec<(std::sync::Arc<Vec<LlamaToken>>, String)> = items
-        .iter()
-        .map(|item| {
-            let text = chat_prompt(&model, template.as_ref(), &item.system, &item.user);
-            (std::sync::Arc::new(vocab.tokenize(text.as_bytes(), true, true)), sha256_hex(text.as_bytes()))
-        })
-        .collect();
+    let max_prompt = cfg.n_ctx.saturating_sub(cfg.answer_tokens()) as usize;
+    let prompts = tokenize_prompts(&model, template.as_ref(), items);
     // The shared prefix never reaches into item text, even where this run's
     // items happen to start alike: it stops at the template's head, so an
     // item is decoded in the same batches whichever items share its run (a
     // resumed run gives the rows an uninterrupted one would).
     let head_prompt = chat_prompt(&model, template.as_ref(), &head.system, &head.user);
-    let head_tokens = vocab.tokenize(head_prompt.as_bytes(), true, true);
+    let head_tokens = model.vocab().tokenize(head_prompt.as_bytes(), true, true);
     let prefix = if cfg.share_prefix {
-        let all = std::iter::once(head_tokens.as_slice()).chain(prompts.iter().map(|(t, _)| t.as_slice()));
+        let all = std::iter::once(head_tokens.as_slice()).chain(prompts.iter().map(|p| p.tokens.as_slice()));
         shared_prefix(all, max_prompt)
     } else {
         0
     };
     // The prefix lives in a sequence of its own, after the item slots.
-    let prefix_seq = n_seq as i32;
-    let n_seq_max = if prefix > 0 { n_seq + 1 } else { n_seq };
-    let mut ctx = new_context(&model, backend, cfg, n_seq_max)?;
-    let mut batch = LlamaBatch::new(capacity, 1);
-    let mut trace = Trace::from_env();
+    let n_seq_max = if prefix > 0 { cfg.parallel + 1 } else { cfg.parallel };
+    let ctx = new_context(&model, backend, cfg, n_seq_max)?;
+    let mut scheduler = Scheduler {
+        cfg,
+        items,
+        model: &model,
+        ctx,
+        batch: LlamaBatch::new(cfg.n_ctx as usize, 1),
+        prompts,
+        prefix,
+        max_prompt,
+        queue: (0..items.len()).map(|i| (i, 0)).collect(),
+        slots: (0..cfg.parallel).map(|_| None).collect(),
+        segments: Vec::new(),
+        trace: Trace::from_env(),
+        stats: EngineStats::default(),
+        live,
+        tx,
+    };
     if prefix > 0 {
-        trace.line(|| format!("D {prefix} {prefix_seq}:0:{prefix}"));
-        decode_prefix(&mut ctx, &mut batch, &prompts[0].0[..prefix], prefix_seq, &mut stats, live)?;
+        scheduler.decode_prefix()?;
     }
-
-    let mut queue: VecDeque<(usize, u32)> = (0..items.len()).map(|i| (i, 0)).collect();
-    let mut slots: Vec<Option<Active>> = (0..n_seq).map(|_| None).collect();
-
-    let send = |ev: Event| tx.blocking_send(ev).is_ok();
-    let mut segments: Vec<(usize, i32, usize)> = Vec::new();
-
+    // Each step: start queued attempts in free slots, decode one batch,
+    // sample a token per sequence in it and judge the finished answers.
     loop {
-        // Refill free slots from the queue.
-        for (s, slot) in slots.iter_mut().enumerate() {
-            while slot.is_none() {
-                let Some((index, attempt)) = queue.pop_front() else { break };
-                let (tokens, prompt_hash) = (&prompts[index].0, prompts[index].1.clone());
-                if tokens.is_empty() || tokens.len() > max_prompt {
-                    tracing::warn!(
-                        item_id = items[index].key,
-                        tokens = tokens.len(),
-                        max_prompt,
-                        "prompt too long, item rejected"
-                    );
-                    *stats.attempt_rejects.entry(Reject::PromptTooLong.as_str()).or_default() += 1;
-                    if !send(Event::Rejected { index, reason: Reject::PromptTooLong, attempts: attempt + 1 }) {
-                        return Ok(stats);
-                    }
-                    continue;
-                }
-                let seed = item_seed(cfg.seed, &items[index].key, attempt);
-                if prefix > 0 {
-                    // Replaces whatever the slot held: llama.cpp copies the
-                    // prefix sequence's cells (a buffer copy across streams).
-                    ctx.copy_kv_cache_seq(prefix_seq, s as i32, None, None)
-                        .map_err(|e| Error::internal(format!("KV cache: {e}")))?;
-                    trace.line(|| format!("K {prefix_seq} {s}"));
-                } else {
-                    ctx.clear_kv_cache_seq(Some(s as u32), None, None)
-                        .map_err(|e| Error::internal(format!("KV cache: {e}")))?;
-                }
-                *slot = Some(Active {
-                    index,
-                    attempt,
-                    seed,
-                    sampler: Sampler::new(&model, cfg, seed, &items[index].grammar)?,
-                    prompt_tokens: tokens.len() as u32,
-                    pending: Some(tokens[prefix..].to_vec()),
-                    prompt_hash,
-                    pos: prefix as i32,
-                    last: None,
-                    logits_at: -1,
-                    in_batch: false,
-                    out: Vec::new(),
-                    generated: 0,
-                    started: Instant::now(),
-                });
-            }
+        if !scheduler.refill()? {
+            break;
         }
-
-        // One batch: a token for each generating sequence, then whole prompts that fit.
-        batch.clear();
-        segments.clear();
-        for (s, slot) in slots.iter_mut().enumerate() {
-            let Some(a) = slot else { continue };
-            a.in_batch = false;
-            if let (None, Some(tok)) = (&a.pending, a.last) {
-                batch.add(tok, a.pos, &[s as i32], true).map_err(|e| Error::internal(format!("batch: {e}")))?;
-                segments.push((s, a.pos, 1));
-                a.logits_at = batch.n_tokens() - 1;
-                a.pos += 1;
-                a.in_batch = true;
-            }
-        }
-        for (s, slot) in slots.iter_mut().enumerate() {
-            let Some(a) = slot else { continue };
-            let Some(tokens) = &a.pending else { continue };
-            if batch.n_tokens() as usize + tokens.len() > capacity {
-                continue;
-            }
-            let last = tokens.len() - 1;
-            for (i, t) in tokens.iter().enumerate() {
-                batch
-                    .add(*t, a.pos + i as i32, &[s as i32], i == last)
-                    .map_err(|e| Error::internal(format!("batch: {e}")))?;
-            }
-            stats.prompt_tokens += tokens.len() as u64;
-            segments.push((s, a.pos, tokens.len()));
-            live.prompt_tokens.fetch_add(tokens.len() as u64, Ordering::Relaxed);
-            a.pos += tokens.len() as i32;
-            a.logits_at = batch.n_tokens() - 1;
-            a.pending = None;
-            a.in_batch = true;
-        }
-        if batch.n_tokens() == 0 {
-            if slots.iter().all(Option::is_none) && queue.is_empty() {
+        if !scheduler.fill_batch()? {
+            if scheduler.slots.iter().all(Option::is_none) && scheduler.queue.is_empty() {
                 break;
             }
             return Err(Error::internal("generate: nothing to decode while sequences are pending"));
         }
-        trace.line(|| {
-            let segs: Vec<String> = segments.iter().map(|(s, p, c)| format!("{s}:{p}:{c}")).collect();
-            format!("D {} {}", batch.n_tokens(), segs.join(" "))
-        });
-        let t = Instant::now();
-        ctx.decode(&mut batch).map_err(|e| Error::internal(format!("llama.cpp decode failed: {e}")))?;
-        stats.decode_seconds += t.elapsed().as_secs_f64();
+        scheduler.decode()?;
+        if !scheduler.sample_and_finish(validator, dups)? {
+            break;
+        }
+    }
+    Ok(scheduler.stats)
+}
 
-        // Sample one token per sequence in the batch; finish those that are done.
-        for (s, slot) in slots.iter_mut().enumerate() {
-            let done = {
-                let Some(a) = slot.as_mut() else { continue };
-                if !a.in_batch {
+/// One item's prompt, tokenized once (retries reuse it), with its hash.
+struct Prompt {
+    tokens: Vec<LlamaToken>,
+    hash: String,
+}
+
+fn tokenize_prompts(model: &LlamaModel, template: Option<&LlamaChatTemplate>, items: &[WorkItem]) -> Vec<Prompt> {
+    items
+        .iter()
+        .map(|item| {
+            let text = chat_prompt(model, template, &item.system, &item.user);
+            Prompt { tokens: model.vocab().tokenize(text.as_bytes(), true, true), hash: sha256_hex(text.as_bytes()) }
+        })
+        .collect()
+}
+
+/// Continuous batching over `parallel` slots: each slot holds one attempt's
+/// sequence (KV-cache sequence id = slot index); the shared prefix lives in
+/// sequence `parallel`. Attempts wait in `queue` as (item index, attempt).
+struct Scheduler<'a, 'm> {
+    cfg: &'a GenerateConfig,
+    items: &'a [WorkItem],
+    model: &'m LlamaModel,
+    ctx: llama_cpp_2::context::LlamaContext<'m>,
+    batch: LlamaBatch<'static>,
+    prompts: Vec<Prompt>,
+    /// Tokens every prompt starts with, decoded once (0: not shared).
+    prefix: usize,
+    max_prompt: usize,
+    queue: VecDeque<(usize, u32)>,
+    slots: Vec<Option<Active>>,
+    /// The batch's (slot, first position, tokens), for the trace.
+    segments: Vec<(usize, i32, usize)>,
+    trace: Trace,
+    stats: EngineStats,
+    live: &'a Live,
+    tx: mpsc::Sender<Event>,
+}
+
+impl Scheduler<'_, '_> {
+    fn prefix_seq(&self) -> i32 {
+        self.cfg.parallel as i32
+    }
+
+    /// Reports an item's outcome; false once the receiver is gone.
+    fn send(&self, event: Event) -> bool {
+        self.tx.blocking_send(event).is_ok()
+    }
+
+    /// Decodes the shared prompt prefix once, into its own sequence, from
+    /// which each attempt's sequence starts (a KV-cache copy).
+    fn decode_prefix(&mut self) -> Result<()> {
+        let (prefix, seq) = (self.prefix, self.prefix_seq());
+        self.trace.line(|| format!("D {prefix} {seq}:0:{prefix}"));
+        for (i, t) in self.prompts[0].tokens[..prefix].iter().enumerate() {
+            self.batch.add(*t, i as i32, &[seq], false).map_err(|e| Error::internal(format!("batch: {e}")))?;
+        }
+        let t = Instant::now();
+        self.ctx.decode(&mut self.batch).map_err(|e| Error::internal(format!("llama.cpp decode failed: {e}")))?;
+        self.stats.decode_seconds += t.elapsed().as_secs_f64();
+        self.stats.prompt_tokens += prefix as u64;
+        self.stats.shared_prefix_tokens = prefix as u64;
+        self.live.prompt_tokens.fetch_add(prefix as u64, Ordering::Relaxed);
+        tracing::debug!(tokens = prefix, "shared prompt prefix decoded");
+        Ok(())
+    }
+
+    /// Starts queued attempts in free slots (a prompt too long for the
+    /// context is rejected unread). False once the receiver is gone.
+    fn refill(&mut self) -> Result<bool> {
+        for s in 0..self.slots.len() {
+            while self.slots[s].is_none() {
+                let Some((index, attempt)) = self.queue.pop_front() else { return Ok(true) };
+                let len = self.prompts[index].tokens.len();
+                if len == 0 || len > self.max_prompt {
+                    tracing::warn!(
+                        item_id = self.items[index].key,
+                        tokens = len,
+                        max_prompt = self.max_prompt,
+                        "prompt too long, item rejected"
+                    );
+                    *self.stats.attempt_rejects.entry(Reject::PromptTooLong.as_str()).or_default() += 1;
+                    if !self.send(Event::Rejected { index, reason: Reject::PromptTooLong, attempts: attempt + 1 }) {
+                        return Ok(false);
+                    }
                     continue;
                 }
-                let t = Instant::now();
-                let tok = a.sampler.sample(ctx.get_logits_ith(a.logits_at));
-                stats.sample_seconds += t.elapsed().as_secs_f64();
-                match tok {
-                    None => Some(Some(Reject::InvalidJson)),
-                    Some(tok) if vocab.is_eog(tok) => Some(None),
-                    Some(tok) => {
-                        vocab.token_to_piece_into(tok, &mut a.out, false, None);
-                        a.generated += 1;
-                        stats.generated_tokens += 1;
-                        live.generated_tokens.fetch_add(1, Ordering::Relaxed);
-                        a.last = Some(tok);
-                        if a.generated >= cfg.max_new_tokens { Some(Some(Reject::Truncated)) } else { None }
-                    }
-                }
-            };
-            let Some(forced) = done else { continue };
-            let Some(a) = slot.take() else { continue };
-            ctx.clear_kv_cache_seq(Some(s as u32), None, None)
+                self.slots[s] = Some(self.start(s, index, attempt)?);
+            }
+        }
+        Ok(true)
+    }
+
+    /// A new attempt in slot `s`: its sequence starts as a copy of the
+    /// shared prefix (or empty), its sampler is seeded by item and attempt.
+    fn start(&mut self, s: usize, index: usize, attempt: u32) -> Result<Active> {
+        let seq = self.prefix_seq();
+        if self.prefix > 0 {
+            // Replaces whatever the slot held: llama.cpp copies the prefix
+            // sequence's cells (a buffer copy across streams).
+            self.ctx
+                .copy_kv_cache_seq(seq, s as i32, None, None)
                 .map_err(|e| Error::internal(format!("KV cache: {e}")))?;
-            trace.line(|| format!("C {s}"));
-            let text = String::from_utf8_lossy(&a.out);
-            let event = match judge(&text, forced, &items[a.index], validator, dups, cfg.min_grounding) {
-                Ok((answer, grounding)) => Event::Accepted {
-                    index: a.index,
-                    answer,
-                    seed: a.seed,
-                    prompt_hash: a.prompt_hash,
-                    prompt_tokens: a.prompt_tokens,
-                    generated_tokens: a.generated,
-                    generation_ms: a.started.elapsed().as_millis() as u64,
-                    grounding,
-                },
-                Err(reason) => {
-                    *stats.attempt_rejects.entry(reason.as_str()).or_default() += 1;
-                    tracing::debug!(item_id = items[a.index].key, attempt = a.attempt, reason = reason.as_str(), output = %text, "answer rejected");
-                    if a.attempt < cfg.max_retries {
-                        queue.push_front((a.index, a.attempt + 1));
-                        continue;
-                    }
-                    Event::Rejected { index: a.index, reason, attempts: a.attempt + 1 }
+            self.trace.line(|| format!("K {seq} {s}"));
+        } else {
+            self.ctx
+                .clear_kv_cache_seq(Some(s as u32), None, None)
+                .map_err(|e| Error::internal(format!("KV cache: {e}")))?;
+        }
+        let seed = item_seed(self.cfg.seed, &self.items[index].key, attempt);
+        let prompt = &self.prompts[index];
+        Ok(Active {
+            index,
+            attempt,
+            seed,
+            sampler: Sampler::new(self.model, self.cfg, seed, &self.items[index].grammar)?,
+            prompt_tokens: prompt.tokens.len() as u32,
+            pending: Some(prompt.tokens[self.prefix..].to_vec()),
+            prompt_hash: prompt.hash.clone(),
+            pos: self.prefix as i32,
+            last: None,
+            logits_at: -1,
+            in_batch: false,
+            out: Vec::new(),
+            generated: 0,
+            started: Instant::now(),
+        })
+    }
+
+    /// One batch: a token for each generating sequence, then the whole
+    /// pending prompts that fit. False if there is nothing to decode.
+    fn fill_batch(&mut self) -> Result<bool> {
+        self.batch.clear();
+        self.segments.clear();
+        let batch_error = |e| Error::internal(format!("batch: {e}"));
+        for (s, slot) in self.slots.iter_mut().enumerate() {
+            let Some(a) = slot else { continue };
+            a.in_batch = false;
+            if let (None, Some(tok)) = (&a.pending, a.last) {
+                self.batch.add(tok, a.pos, &[s as i32], true).map_err(batch_error)?;
+                self.segments.push((s, a.pos, 1));
+                a.logits_at = self.batch.n_tokens() - 1;
+                a.pos += 1;
+                a.in_batch = true;
+            }
+        }
+        for (s, slot) in self.slots.iter_mut().enumerate() {
+            let Some(a) = slot else { continue };
+            let Some(tokens) = &a.pending else { continue };
+            if self.batch.n_tokens() as usize + tokens.len() > self.cfg.n_ctx as usize {
+                continue;
+            }
+            let last = tokens.len() - 1;
+            for (i, t) in tokens.iter().enumerate() {
+                self.batch.add(*t, a.pos + i as i32, &[s as i32], i == last).map_err(batch_error)?;
+            }
+            self.stats.prompt_tokens += tokens.len() as u64;
+            self.segments.push((s, a.pos, tokens.len()));
+            self.live.prompt_tokens.fetch_add(tokens.len() as u64, Ordering::Relaxed);
+            a.pos += tokens.len() as i32;
+            a.logits_at = self.batch.n_tokens() - 1;
+            a.pending = None;
+            a.in_batch = true;
+        }
+        Ok(self.batch.n_tokens() > 0)
+    }
+
+    fn decode(&mut self) -> Result<()> {
+        let segments = &self.segments;
+        self.trace.line(|| {
+            let segs: Vec<String> = segments.iter().map(|(s, p, c)| format!("{s}:{p}:{c}")).collect();
+            format!("D {} {}", self.batch.n_tokens(), segs.join(" "))
+        });
+        let t = Instant::now();
+        self.ctx.decode(&mut self.batch).map_err(|e| Error::internal(format!("llama.cpp decode failed: {e}")))?;
+        self.stats.decode_seconds += t.elapsed().as_secs_f64();
+        Ok(())
+    }
+
+    /// Samples one token for each sequence in the batch; an answer is
+    /// finished at end of generation, when the grammar allows no token
+    /// (invalid) or at `max_new_tokens` (truncated). False once the
+    /// receiver is gone.
+    fn sample_and_finish(&mut self, validator: &Validator, dups: &mut NearDuplicates) -> Result<bool> {
+        for s in 0..self.slots.len() {
+            let Some(forced) = self.sample(s) else { continue };
+            let Some(a) = self.slots[s].take() else { continue };
+            self.ctx
+                .clear_kv_cache_seq(Some(s as u32), None, None)
+                .map_err(|e| Error::internal(format!("KV cache: {e}")))?;
+            self.trace.line(|| format!("C {s}"));
+            if let Some(event) = self.finish(a, forced, validator, dups) {
+                if !self.send(event) {
+                    return Ok(false);
                 }
-            };
-            if !send(event) {
-                return Ok(stats);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Samples slot `s`'s next token if it was in the batch. `Some(forced)`
+    /// when its answer is finished, `forced` being the reason it was cut
+    /// short (if it was).
+    fn sample(&mut self, s: usize) -> Option<Option<Reject>> {
+        let a = self.slots[s].as_mut().filter(|a| a.in_batch)?;
+        let t = Instant::now();
+        let tok = a.sampler.sample(self.ctx.get_logits_ith(a.logits_at));
+        self.stats.sample_seconds += t.elapsed().as_secs_f64();
+        let vocab = self.model.vocab();
+        match tok {
+            None => Some(Some(Reject::InvalidJson)),
+            Some(tok) if vocab.is_eog(tok) => Some(None),
+            Some(tok) => {
+                vocab.token_to_piece_into(tok, &mut a.out, false, None);
+                a.generated += 1;
+                self.stats.generated_tokens += 1;
+                self.live.generated_tokens.fetch_add(1, Ordering::Relaxed);
+                a.last = Some(tok);
+                (a.generated >= self.cfg.answer_tokens()).then_some(Some(Reject::Truncated))
             }
         }
     }
-    Ok(stats)
+
+    /// Judges a finished attempt: the event to report, or `None` when it
+    /// is queued again as a retry (first in line, so an item's retries do
+    /// not wait behind the whole queue).
+    fn finish(
+        &mut self,
+        a: Active,
+        forced: Option<Reject>,
+        validator: &Validator,
+        dups: &mut NearDuplicates,
+    ) -> Option<Event> {
+        let text = String::from_utf8_lossy(&a.out);
+        match judge(&text, forced, &self.items[a.index], validator, dups, self.cfg.min_grounding) {
+            Ok((answer, grounding)) => Some(Event::Accepted {
+                index: a.index,
+                answer,
+                seed: a.seed,
+                prompt_hash: a.prompt_hash,
+                prompt_tokens: a.prompt_tokens,
+                generated_tokens: a.generated,
+                generation_ms: a.started.elapsed().as_millis() as u64,
+                grounding,
+            }),
+            Err(reason) => {
+                *self.stats.attempt_rejects.entry(reason.as_str()).or_default() += 1;
+                tracing::debug!(item_id = self.items[a.index].key, attempt = a.attempt, reason = reason.as_str(), output = %text, "answer rejected");
+                if a.attempt < self.cfg.max_retries {
+                    self.queue.push_front((a.index, a.attempt + 1));
+                    return None;
+                }
+                Some(Event::Rejected { index: a.index, reason, attempts: a.attempt + 1 })
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -97,7 +97,7 @@ fn params_hash(cfg: &GenerateConfig, template: &prompt::PromptTemplate) -> Strin
         "temperature": cfg.temperature,
         "top_p": cfg.top_p,
         "repeat": [cfg.repeat_penalty as f64, cfg.repeat_last_n as f64],
-        "max_new_tokens": cfg.max_new_tokens,
+        "max_new_tokens": cfg.answer_tokens(),
         "max_retries": cfg.max_retries,
         "max_title_chars": cfg.max_title_chars,
         "n_ctx": cfg.n_ctx,

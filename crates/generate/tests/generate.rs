@@ -90,7 +90,7 @@ async fn movielens(dir: &Path) -> Location {
 }
 
 fn cfg(parallel: u32, limit: usize) -> GenerateConfig {
-    GenerateConfig { model: model(), n_threads: 1, parallel, limit: Some(limit), n_ctx: 1024, ..Default::default() }
+    GenerateConfig { model: model(), n_threads: 1, parallel, limit: Some(limit), ..Default::default() }
 }
 
 /// item_id → (description, keywords) of all generated shards; panics on duplicates.

@@ -4,6 +4,7 @@
 //! ratio, coverage and tail share, and against the previous successful run.
 
 use tailforge_core::Location;
+use tailforge_core::config::Variant;
 use tailforge_core::records::test_ndcg_key;
 use tailforge_core::schema::EVAL_GROUPS;
 
@@ -31,7 +32,8 @@ pub(crate) struct Headline {
 }
 
 /// A trained variant's figures, from the manifest's metrics (`<v>_test_ndcg@10_<group>`, …).
-fn variant_figures(m: &Manifest, variant: &str) -> Option<Figures> {
+fn variant_figures(m: &Manifest, variant: Variant) -> Option<Figures> {
+    let variant = variant.as_str();
     let get = |key: String| m.metrics.get(&key).copied();
     let ndcg = EVAL_GROUPS.map(|g| get(test_ndcg_key(variant, g)));
     ndcg[0]?;
@@ -53,10 +55,10 @@ fn mostpop_figures(m: &Manifest) -> Option<Figures> {
 /// variant other than `id`, else the first trained) and the `id` baseline
 /// when it was trained beside it (None: the baseline is MostPop). None when
 /// nothing was trained.
-pub(crate) fn compared_variants(m: &Manifest) -> Option<(Option<&str>, &str)> {
-    let trained: Vec<&str> = m.stages.iter().filter_map(|s| s.name.strip_prefix("train_")).collect();
-    let augmented = *trained.iter().find(|v| **v != "id").or(trained.first())?;
-    let baseline = (augmented != "id" && trained.contains(&"id")).then_some("id");
+pub(crate) fn compared_variants(m: &Manifest) -> Option<(Option<Variant>, Variant)> {
+    let trained = m.trained_variants();
+    let augmented = *trained.iter().find(|v| **v != Variant::Id).or(trained.first())?;
+    let baseline = (augmented != Variant::Id && trained.contains(&Variant::Id)).then_some(Variant::Id);
     Some((baseline, augmented))
 }
 

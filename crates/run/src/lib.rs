@@ -231,8 +231,8 @@ async fn run_stages(
     let (input, out) = (analyze_dir.clone(), eval_dir.clone());
     let record = stage("evaluate", &fp, &eval_dir, req.force, || async move {
         use tailforge_train::{Baseline, evaluate_baseline, write_baseline_metrics};
-        // MostPop reads neither the encoder nor its cache.
-        let cache = config.train.embedding_cache_under(&input.join("../"))?;
+        // MostPop reads neither the encoder nor its cache; the train stages' cache all the same.
+        let cache = config.train.embedding_cache_under(&output_root(config)?)?;
         let metrics = evaluate_baseline(Baseline::MostPop, &input, &config.train, &cache).await?;
         write_baseline_metrics(&out, &metrics).await?;
         Ok(BTreeMap::from([("test_cases".to_string(), metrics.test.full.overall.n)]))
@@ -244,6 +244,11 @@ async fn run_stages(
         manifest.metrics.insert(test_ndcg_key("mostpop", group), figures.ndcg);
     }
     Ok(())
+}
+
+/// The pipeline's output root: where `runs/`, `latest` and the shared caches live.
+pub(crate) fn output_root(config: &PipelineConfig) -> Result<Location> {
+    Ok(Location::parse(config.output.as_deref().unwrap_or_default())?.as_dir())
 }
 
 /// The `metrics.json` under `dir`: a baseline's ([`BaselineMetrics`], the

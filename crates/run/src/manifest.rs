@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+use tailforge_core::config::Variant;
 use tailforge_core::records::StageStatus;
 use tailforge_core::schema::InputFile;
 use tailforge_core::{Error, Result};
@@ -31,6 +32,13 @@ pub struct Manifest {
     pub stages: Vec<StageRecord>,
     /// Headline metrics, e.g. `mostpop_test_ndcg@10_tail`.
     pub metrics: BTreeMap<String, f64>,
+}
+
+impl Manifest {
+    /// The variants this run trained, in stage order (from the `train_<variant>` stages).
+    pub fn trained_variants(&self) -> Vec<Variant> {
+        self.stages.iter().filter_map(|s| Variant::from_name(s.name.strip_prefix("train_")?)).collect()
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

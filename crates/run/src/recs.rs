@@ -8,6 +8,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use arrow::array::{Array, AsArray, RecordBatch, StringArray};
 use arrow::datatypes::DataType;
+use tailforge_core::config::Variant;
+use tailforge_core::layout::StageDirs;
 use tailforge_core::parquet_io::read_parquet;
 use tailforge_core::schema::{TAIL, outputs, train_outputs};
 use tailforge_core::{Error, Location, Result};
@@ -44,7 +46,7 @@ pub(crate) struct UserRecs {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Section {
     /// ("SASRec id", "baseline") …
-    pub models: Vec<(String, &'static str)>,
+    pub models: Vec<(Variant, &'static str)>,
     pub users: Vec<UserRecs>,
     /// Why a model is missing, if one is.
     pub note: Option<String>,
@@ -57,9 +59,17 @@ fn text_column(batch: &RecordBatch, name: &str, file: &str) -> Result<StringArra
     Ok(c.as_string::<i32>().clone())
 }
 
-async fn table(run_dir: &Location, path: &str) -> Result<(Vec<RecordBatch>, String)> {
-    let loc = run_dir.join(path);
+async fn table(loc: Location) -> Result<(Vec<RecordBatch>, String)> {
     Ok((read_parquet(&loc).await?, loc.display()))
+}
+
+fn analyze_table(run_dir: &Location, name: &str) -> Location {
+    StageDirs::under(run_dir).analyze().join(&format!("{name}.parquet"))
+}
+
+/// A trained variant's `recommendations.parquet` in the run.
+fn recommendations(run_dir: &Location, v: Variant) -> Location {
+    StageDirs::under(run_dir).train(v).join(train_outputs::RECOMMENDATIONS)
 }
 
 /// Sorted the way a person reads ids: numerically when all are integers.
@@ -72,13 +82,13 @@ fn sort_ids(ids: &mut [String]) {
 }
 
 /// The baseline and augmented variants, as the headline picks them.
-fn pick_models(m: &Manifest) -> Vec<(String, &'static str)> {
+fn pick_models(m: &Manifest) -> Vec<(Variant, &'static str)> {
     match crate::headline::compared_variants(m) {
         None => Vec::new(),
         Some((Some(baseline), augmented)) => {
-            vec![(baseline.to_string(), "baseline"), (augmented.to_string(), "augmented")]
+            vec![(baseline, "baseline"), (augmented, "augmented")]
         }
-        Some((None, trained)) => vec![(trained.to_string(), "trained")],
+        Some((None, trained)) => vec![(trained, "trained")],
     }
 }
 
@@ -88,7 +98,7 @@ pub(crate) async fn section(m: &Manifest, run_dir: &Location) -> Result<Option<S
     let mut models = Vec::new();
     let mut missing = Vec::new();
     for (v, role) in wanted {
-        if run_dir.join(&format!("train/{v}/{}", train_outputs::RECOMMENDATIONS)).exists().await? {
+        if recommendations(run_dir, v).exists().await? {
             models.push((v, role));
         } else {
             missing.push(v);
@@ -98,6 +108,7 @@ pub(crate) async fn section(m: &Manifest, run_dir: &Location) -> Result<Option<S
         return Ok(None);
     }
     let note = if !missing.is_empty() {
+        let missing: Vec<&str> = missing.iter().map(|v: &Variant| v.as_str()).collect();
         Some(format!("No recommendations.parquet for SASRec {}: only the other model is shown.", missing.join(", ")))
     } else if models.len() == 1 {
         Some(format!(
@@ -109,7 +120,7 @@ pub(crate) async fn section(m: &Manifest, run_dir: &Location) -> Result<Option<S
     };
 
     // Test users: evaluated, with a test target.
-    let (split, file) = table(run_dir, &format!("analyze/{}.parquet", outputs::SPLIT)).await?;
+    let (split, file) = table(analyze_table(run_dir, outputs::SPLIT)).await?;
     let mut users = Vec::new();
     for b in &split {
         let ids = text_column(b, "user_id", &file)?;
@@ -129,7 +140,7 @@ pub(crate) async fn section(m: &Manifest, run_dir: &Location) -> Result<Option<S
 
     // Titles and tail membership of every item.
     let mut titles = HashMap::new();
-    let (item_text, file) = table(run_dir, &format!("analyze/{}.parquet", outputs::ITEM_TEXT)).await?;
+    let (item_text, file) = table(analyze_table(run_dir, outputs::ITEM_TEXT)).await?;
     for b in &item_text {
         let (ids, t) = (text_column(b, "item_id", &file)?, text_column(b, "title", &file)?);
         for r in 0..b.num_rows() {
@@ -139,7 +150,7 @@ pub(crate) async fn section(m: &Manifest, run_dir: &Location) -> Result<Option<S
         }
     }
     let mut tail = HashSet::new();
-    let (stats, file) = table(run_dir, &format!("analyze/{}.parquet", outputs::ITEM_STATS)).await?;
+    let (stats, file) = table(analyze_table(run_dir, outputs::ITEM_STATS)).await?;
     for b in &stats {
         let (ids, g) = (text_column(b, "item_id", &file)?, text_column(b, "group", &file)?);
         for r in 0..b.num_rows() {
@@ -155,7 +166,7 @@ pub(crate) async fn section(m: &Manifest, run_dir: &Location) -> Result<Option<S
 
     // Each picked user's last items.
     let mut last: HashMap<String, Vec<Shown>> = HashMap::new();
-    let (sequences, file) = table(run_dir, &format!("analyze/{}.parquet", outputs::SEQUENCES)).await?;
+    let (sequences, file) = table(analyze_table(run_dir, outputs::SEQUENCES)).await?;
     for b in &sequences {
         let ids = text_column(b, "user_id", &file)?;
         let lists = b
@@ -177,7 +188,7 @@ pub(crate) async fn section(m: &Manifest, run_dir: &Location) -> Result<Option<S
     // Each model's top items for them.
     let mut lists: Vec<HashMap<String, BTreeMap<i64, Recommended>>> = Vec::new();
     for (v, _) in &models {
-        let (recs, file) = table(run_dir, &format!("train/{v}/{}", train_outputs::RECOMMENDATIONS)).await?;
+        let (recs, file) = table(recommendations(run_dir, *v)).await?;
         let mut by_user: HashMap<String, BTreeMap<i64, Recommended>> = HashMap::new();
         for b in &recs {
             let (ids, items, why) =
@@ -244,7 +255,7 @@ impl Section {
                 if last.is_empty() { "—".to_string() } else { last.join("; ") }
             }));
             for (v, _) in &self.models {
-                s.push_str(&format!(" SASRec {} | why |", escape_markdown(v)));
+                s.push_str(&format!(" SASRec {} | why |", escape_markdown(v.as_str())));
             }
             s.push_str("\n|---:|");
             s.push_str(&"---|---|".repeat(self.models.len()));
@@ -279,7 +290,7 @@ impl Section {
                 if last.is_empty() { "—".to_string() } else { last.join("; ") }
             ));
             for (v, role) in &self.models {
-                s.push_str(&format!("<th>SASRec {} ({role})</th><th>why</th>", escape(v)));
+                s.push_str(&format!("<th>SASRec {} ({role})</th><th>why</th>", escape(v.as_str())));
             }
             s.push_str("</tr>");
             for k in 0..TOP {
@@ -305,7 +316,7 @@ mod tests {
     fn section() -> Section {
         let item = |t: &str, tail| Shown { title: t.into(), tail };
         Section {
-            models: vec![("id".into(), "baseline"), ("fused".into(), "augmented")],
+            models: vec![(Variant::Id, "baseline"), (Variant::Fused, "augmented")],
             users: vec![UserRecs {
                 user: "7".into(),
                 last: vec![item("<script>alert(1)</script>", true), item("Pipette | 10 ml", false)],
@@ -348,9 +359,9 @@ mod tests {
         for v in ["id", "fused", "dual"] {
             m.stages.push(crate::manifest::StageRecord { name: format!("train_{v}"), ..Default::default() });
         }
-        assert_eq!(pick_models(&m), [("id".to_string(), "baseline"), ("fused".to_string(), "augmented")]);
+        assert_eq!(pick_models(&m), [(Variant::Id, "baseline"), (Variant::Fused, "augmented")]);
         m.stages.retain(|s| s.name == "train_id");
-        assert_eq!(pick_models(&m), [("id".to_string(), "trained")]);
+        assert_eq!(pick_models(&m), [(Variant::Id, "trained")]);
         let mut ids = vec!["10".to_string(), "9".into(), "100".into()];
         sort_ids(&mut ids);
         assert_eq!(ids, ["9", "10", "100"]);

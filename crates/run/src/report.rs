@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use plotters::prelude::*;
+use tailforge_core::layout::StageDirs;
 use tailforge_core::records::{BaselineMetrics, test_ndcg_key};
 use tailforge_core::{Error, Location, Result};
 use tracing::warn;
@@ -415,7 +416,7 @@ pub(crate) async fn report_markdown(
             }
         }
     }
-    if let Ok(mostpop) = crate::read_metrics::<BaselineMetrics>(&run_dir.join("evaluate/")).await {
+    if let Ok(mostpop) = crate::read_metrics::<BaselineMetrics>(&StageDirs::under(run_dir).evaluate()).await {
         s.push_str("\n## MostPop under eval-v1 (test)\n\n");
         s.push_str(&mostpop.test.to_markdown());
     }
@@ -492,7 +493,8 @@ impl GenerationReport {
 
 async fn generation_report(run_dir: &Location) -> GenerationReport {
     let gen_dir = run_dir.join("generate/");
-    let tail_items = run_dir.join(&format!("analyze/{}.parquet", tailforge_core::schema::outputs::TAIL_ITEMS));
+    let tail_items =
+        StageDirs::under(run_dir).analyze().join(&format!("{}.parquet", tailforge_core::schema::outputs::TAIL_ITEMS));
     let examples = tailforge_generate::output::examples(&gen_dir, &tail_items, REPORT_EXAMPLES)
         .await
         .inspect_err(|e| warn!(error = %e, "report: cannot read generated examples"))
@@ -537,7 +539,10 @@ fn generation_line(m: &Manifest) -> Option<String> {
 async fn popularity(run_dir: &Location) -> Result<(Vec<u64>, usize)> {
     use arrow::array::{Array, AsArray};
     use arrow::datatypes::{DataType, Int64Type};
-    let batches = tailforge_core::parquet_io::read_parquet(&run_dir.join("analyze/item_stats.parquet")).await?;
+    let batches = tailforge_core::parquet_io::read_parquet(
+        &StageDirs::under(run_dir).analyze().join(&format!("{}.parquet", tailforge_core::schema::outputs::ITEM_STATS)),
+    )
+    .await?;
     let (mut counts, mut head) = (Vec::new(), 0);
     for b in &batches {
         let cast = |name: &str, to: &DataType| -> Result<arrow::array::ArrayRef> {

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use tailforge_core::config::{Variant, WarmStartFrom};
 use tailforge_core::layout::StageDirs;
 use tailforge_core::records::{EpochRecord, TrainMetrics, test_ndcg_key};
+use tailforge_core::schema::train_outputs;
 use tailforge_core::{Error, Location, PipelineConfig, Result};
 use tracing::info;
 
@@ -41,7 +42,7 @@ pub(crate) async fn run_train(
     metrics: &mut BTreeMap<String, f64>,
     models: &mut BTreeMap<String, String>,
 ) -> Result<()> {
-    let root = Location::parse(config.output.as_deref().unwrap_or_default())?.as_dir();
+    let root = crate::output_root(config)?;
     let cache = config.train.embedding_cache_under(&root)?;
     for &variant in &config.train.variants {
         let v = variant.as_str();
@@ -101,26 +102,22 @@ pub(crate) async fn run_train(
     Ok(())
 }
 
-/// The trained variants of a run, from their `metrics.json`, in config order.
-async fn trained(config_variants: &[String], run_dir: &Location) -> Vec<(String, TrainMetrics)> {
+/// The trained variants of a run, from their `metrics.json`, in stage order.
+async fn trained(manifest: &Manifest, run_dir: &Location) -> Vec<(Variant, TrainMetrics)> {
     let mut out = Vec::new();
-    for v in config_variants {
-        if let Ok(m) = read_metrics::<TrainMetrics>(&run_dir.join(&format!("train/{v}/"))).await {
-            out.push((v.clone(), m));
+    for v in manifest.trained_variants() {
+        if let Ok(m) = read_metrics::<TrainMetrics>(&StageDirs::under(run_dir).train(v)).await {
+            out.push((v, m));
         }
     }
     out
 }
 
-fn variants_of(manifest: &Manifest) -> Vec<String> {
-    manifest.stages.iter().filter_map(|s| s.name.strip_prefix("train_").map(str::to_string)).collect()
-}
-
 /// The report's train section as Markdown: each variant's eval-v1 test table.
 pub(crate) async fn markdown(manifest: &Manifest, run_dir: &Location) -> String {
     let mut s = String::new();
-    for (v, _) in trained(&variants_of(manifest), run_dir).await {
-        if let Ok(bytes) = run_dir.join(&format!("train/{v}/metrics.md")).get().await {
+    for (v, _) in trained(manifest, run_dir).await {
+        if let Ok(bytes) = StageDirs::under(run_dir).train(v).join(train_outputs::METRICS_MARKDOWN).get().await {
             s.push_str(&format!("\n## SASRec `{v}` under eval-v1\n\n"));
             s.push_str(&crate::report::demote_headings(&String::from_utf8_lossy(&bytes)));
         }
@@ -130,10 +127,11 @@ pub(crate) async fn markdown(manifest: &Manifest, run_dir: &Location) -> String 
 
 /// NDCG@10 (overall, head, tail, cold) of each trained variant, for the head-vs-tail chart.
 pub(crate) fn ndcg_bars(manifest: &Manifest) -> Vec<(String, [f64; 4])> {
-    variants_of(manifest)
+    manifest
+        .trained_variants()
         .into_iter()
         .map(|v| {
-            let g = |group: &str| manifest.metrics.get(&test_ndcg_key(&v, group)).copied().unwrap_or(0.0);
+            let g = |group: &str| manifest.metrics.get(&test_ndcg_key(v.as_str(), group)).copied().unwrap_or(0.0);
             (format!("SASRec {v}"), tailforge_core::schema::EVAL_GROUPS.map(g))
         })
         .collect()
@@ -141,7 +139,7 @@ pub(crate) fn ndcg_bars(manifest: &Manifest) -> Vec<(String, [f64; 4])> {
 
 /// The training-curve section (validation NDCG@10 and loss by epoch), as HTML.
 pub(crate) async fn curves_html(manifest: &Manifest, run_dir: &Location) -> Option<String> {
-    let runs = trained(&variants_of(manifest), run_dir).await;
+    let runs = trained(manifest, run_dir).await;
     if runs.is_empty() {
         return None;
     }
@@ -149,7 +147,7 @@ pub(crate) async fn curves_html(manifest: &Manifest, run_dir: &Location) -> Opti
         runs.iter()
             .map(|(v, m)| {
                 let points = m.history.iter().filter_map(|r| Some((r.epoch as f64, value(r)?))).collect();
-                (v.clone(), points)
+                (v.to_string(), points)
             })
             .collect()
     };

@@ -36,8 +36,14 @@ pub struct GenerateConfig {
     pub n_ctx: u32,
     /// Sequences decoded together in one batch (continuous batching).
     pub parallel: u32,
-    /// Most tokens of one answer; a longer one is rejected as `truncated`.
-    pub max_new_tokens: u32,
+    /// Most tokens of one answer; a longer one is rejected as `truncated`. Unset, it follows from
+    /// the output grammar's bounds: the longest answer the grammar allows, at one token per
+    /// character (877: a 400-character description and 10 keywords of 40), so a grammar-valid
+    /// answer is never cut off — unless a character is split into byte tokens (some non-Latin
+    /// scripts). Prompts must leave this much of `n_ctx` free.
+    ///
+    /// Default: the grammar's bound (877)
+    pub max_new_tokens: Option<u32>,
     /// Sampling temperature; 0 or less = greedy.
     pub temperature: f32,
     /// Nucleus sampling threshold.
@@ -122,7 +128,7 @@ impl Default for GenerateConfig {
             n_gpu_layers: None,
             n_ctx: 2048,
             parallel: 8,
-            max_new_tokens: 160,
+            max_new_tokens: None,
             temperature: 0.7,
             top_p: 0.9,
             repeat_penalty: 1.15,
@@ -253,7 +259,16 @@ impl std::fmt::Display for Shard {
     }
 }
 
+/// The longest answer the output grammar allows, in characters (`crates/generate/src/contract.rs`
+/// checks it against the grammar): the default `max_new_tokens`, at one token per character.
+pub const GRAMMAR_ANSWER_TOKENS: u32 = 877;
+
 impl GenerateConfig {
+    /// Most tokens of one answer: `max_new_tokens`, else the grammar's bound.
+    pub fn answer_tokens(&self) -> u32 {
+        self.max_new_tokens.unwrap_or(GRAMMAR_ANSWER_TOKENS)
+    }
+
     /// Checks ranges; errors name the `generate.*` key and `source`.
     pub fn validate(&self, source: &str) -> Result<()> {
         let bad = |key: &str, msg: &str| Err(Error::config(source, format!("generate.{key}"), msg));
@@ -263,8 +278,14 @@ impl GenerateConfig {
         if self.n_ctx < 128 {
             return bad("n_ctx", "must be at least 128");
         }
-        if self.max_new_tokens == 0 || self.max_new_tokens >= self.n_ctx {
-            return bad("max_new_tokens", "must be at least 1 and below n_ctx");
+        if self.max_new_tokens == Some(0) || self.answer_tokens() >= self.n_ctx {
+            return bad(
+                "max_new_tokens",
+                &format!(
+                    "must be at least 1 and below n_ctx (unset, it is the output grammar's bound of \
+                     {GRAMMAR_ANSWER_TOKENS} tokens: raise n_ctx or set it lower)"
+                ),
+            );
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
             return bad("top_p", "must be in (0, 1]");
@@ -349,7 +370,7 @@ mod tests {
         GenerateConfig::default().validate("t").unwrap();
         let c = GenerateConfig { near_duplicate_threshold: 0.0, ..Default::default() };
         assert!(c.validate("t").unwrap_err().to_string().contains("generate.near_duplicate_threshold"));
-        let c = GenerateConfig { max_new_tokens: 4096, ..Default::default() };
+        let c = GenerateConfig { max_new_tokens: Some(4096), ..Default::default() };
         assert!(c.validate("p.toml").unwrap_err().to_string().contains("generate.max_new_tokens"));
     }
 

@@ -62,6 +62,14 @@ pub enum Variant {
 }
 
 impl Variant {
+    pub const ALL: [Variant; 4] = [Variant::Id, Variant::Text, Variant::Fused, Variant::Dual];
+
+    /// The variant of this name (`id`, `text`, `fused`, `dual`): the name in
+    /// the config, in `train/<variant>/` and in a manifest's `train_<variant>` stage.
+    pub fn from_name(name: &str) -> Option<Variant> {
+        Variant::ALL.into_iter().find(|v| v.as_str() == name)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Variant::Id => "id",
@@ -75,6 +83,12 @@ impl Variant {
     /// (The scoring rule's content term needs them too: see `TrainConfig::needs_text`.)
     pub fn uses_text(self) -> bool {
         !matches!(self, Variant::Id)
+    }
+}
+
+impl std::fmt::Display for Variant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
