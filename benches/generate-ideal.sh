@@ -6,14 +6,16 @@
 # For each run, ideal wall = prompt tokens decoded / ideal prompt tok/s
 #                           + generated tokens / ideal decode tok/s at `parallel`,
 # where the ideal rates come from NPL = parallel sequences with the run's own mean
-# prompt length (its item part; the shared prefix is counted once, as decoded)
-# and mean answer length. "ratio" = ideal / tailforge (1.0 = no time lost to
+# prompt length (the whole prompt, shared prefix included: the context each
+# answer token attends to) and mean answer length; the prompt tokens decoded
+# count the shared prefix once. "ratio" = ideal / tailforge (1.0 = no time lost to
 # scheduling, sampling, grammar, retries' bookkeeping or I/O; tokens spent on
 # rejected attempts count as tailforge's, so they lower the ratio only through
 # the tokens themselves being decoded — see "attempts per item").
 # Not a test: prints a table for BENCHMARKS.md. Run it on a quiet machine.
 #
 #   BENCH_GEN_ITEMS=64 BENCH_GEN_PARALLEL="1 4 8 16" BENCH_GEN_THREADS="1 2" make bench-generate-ideal
+#   BENCH_GEN_REUSE=1 keeps the generate runs already under $BENCH_OUT and only re-measures the ideal.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TARGET=${CARGO_TARGET_DIR:-/var/tmp/tailforge-target}
@@ -43,15 +45,17 @@ printf '| threads | parallel | accepted / rejected | attempts per item | prompt 
 printf '|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n'
 for t in $THREADS; do
   for p in $PARALLEL; do
+    if [ "${BENCH_GEN_REUSE:-0}" != 1 ] || [ ! -f "$OUT/t$t-p$p/summary.json" ]; then
     rm -rf "$OUT/t$t-p$p"
     "$BIN" -q generate --input "$OUT/analyze" --out "$OUT/t$t-p$p" --limit "$ITEMS" --parallel "$p" \
       --threads "$t" --seed 42 --model "$MODEL" >/dev/null
+    fi
     # The run's mean prompt (item part) and answer lengths, for the ideal batch's shape.
     read -r npp ntg < <(python3 - "$OUT/t$t-p$p/summary.json" <<'PY'
 import json, sys
 s = json.load(open(sys.argv[1]))
 attempts = s["accepted"] + sum(s["filtered_attempts"].values())
-print(max(1, round((s["prompt_tokens"] - s["shared_prefix_tokens"]) / attempts)),
+print(max(1, round((s["prompt_tokens"] - s["shared_prefix_tokens"]) / attempts + s["shared_prefix_tokens"])),
       max(1, round(s["generated_tokens"] / attempts)))
 PY
 )
