@@ -17,9 +17,13 @@ WITH training AS (
         JOIN split p ON p.user_id = s.user_id)
 ),
 tail AS (
+  -- $k = 0 (neighbours off) empties the query here, before the self-join below,
+  -- whose cost grows with the square of history lengths: the planner folds the
+  -- constant condition, so nothing is joined, counted or held in memory.
   SELECT t.user_id, t.item_id
   FROM training t
   JOIN item_stats i ON i.item_id = t.item_id AND i."group" = 'tail'
+  WHERE $k > 0
 ),
 pairs AS (
   SELECT a.item_id, b.item_id AS neighbor_id, count(*) AS users

@@ -47,11 +47,8 @@ pub fn extractive_grammar(phrases: &[String]) -> Option<String> {
     let last_index = |c: usize| n - 1 - KEYWORDS_MIN.saturating_sub(c);
     let mut rules = String::new();
     for c in 1..=KEYWORDS_MAX.min(n) {
-        for i in 0..=last_index(c) {
-            // Only indexes a keyword can take: the c-th keyword comes after c - 1 others.
-            if i + 1 < c {
-                continue;
-            }
+        // Only indexes a keyword can take: the c-th keyword comes after c - 1 others.
+        for (i, phrase) in phrases.iter().enumerate().take(last_index(c) + 1).skip(c - 1) {
             let next = if c < KEYWORDS_MAX && i < n - 1 {
                 let more = format!(r#""," ws k{}-{}"#, c + 1, i + 1);
                 if c >= KEYWORDS_MIN { format!(" ({more})?") } else { format!(" {more}") }
@@ -59,7 +56,7 @@ pub fn extractive_grammar(phrases: &[String]) -> Option<String> {
                 String::new()
             };
             let later = if i < last_index(c) { format!(" | k{c}-{}", i + 1) } else { String::new() };
-            rules.push_str(&format!("k{c}-{i} ::= \"\\\"{}\\\"\"{next}{later}\n", phrases[i]));
+            rules.push_str(&format!("k{c}-{i} ::= \"\\\"{phrase}\\\"\"{next}{later}\n"));
         }
     }
     let root = GRAMMAR.lines().next()?.replace(r#"kw ("," ws kw){2,9}"#, "k1-0");

@@ -651,10 +651,10 @@ impl Scheduler<'_, '_> {
                 .clear_kv_cache_seq(Some(s as u32), None, None)
                 .map_err(|e| Error::internal(format!("KV cache: {e}")))?;
             self.trace.line(|| format!("C {s}"));
-            if let Some(event) = self.finish(a, forced, validator, dups) {
-                if !self.send(event) {
-                    return Ok(false);
-                }
+            if let Some(event) = self.finish(a, forced, validator, dups)
+                && !self.send(event)
+            {
+                return Ok(false);
             }
         }
         Ok(true)
