@@ -70,6 +70,32 @@ async fn every_sql_file_returns_the_table_its_slt_file_expects() {
     );
 }
 
+/// `analyze.neighbors = 0` must cost nothing: with `$k = 0` the planner folds
+/// neighbors.sql to an empty plan, without the self-join whose size grows with
+/// the square of history lengths (it once ran in full and exhausted memory on
+/// wide histories; BENCHMARKS.md "Scale"). With `$k = 5` the join is there.
+#[tokio::test]
+async fn neighbors_off_plans_no_join() {
+    let db = Tailforge::new();
+    let include = Path::new(env!("CARGO_MANIFEST_DIR")).join(SLT_DIR).join("include/pipeline.slt");
+    for record in parse(&include, false).expect("the pipeline fixture parses") {
+        db.run(&record.sql).await.expect("the pipeline fixture loads");
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let text = std::fs::read_to_string(root.join("sql/neighbors.sql")).expect("sql/neighbors.sql");
+    let plan = |k: i64| {
+        let (ctx, text) = (&db.ctx, &text);
+        async move {
+            let df = run_sql(ctx, "neighbors.sql", text, &[("k", ScalarValue::from(k))]).await.expect("plans");
+            let physical = df.create_physical_plan().await.expect("physical plan");
+            datafusion::physical_plan::displayable(physical.as_ref()).indent(true).to_string()
+        }
+    };
+    let (off, on) = (plan(0).await, plan(5).await);
+    assert!(on.contains("HashJoinExec"), "k = 5 joins:\n{on}");
+    assert!(!off.contains("JoinExec") && !off.contains("AggregateExec"), "k = 0 plans no join nor count:\n{off}");
+}
+
 /// One record of a file, with where it starts.
 #[derive(Debug)]
 struct Record {
