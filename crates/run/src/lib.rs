@@ -251,6 +251,11 @@ pub(crate) fn output_root(config: &PipelineConfig) -> Result<Location> {
     Ok(Location::parse(config.output.as_deref().unwrap_or_default())?.as_dir())
 }
 
+/// The analyze stage's table `name` (`outputs::*`) in a run: `analyze/<name>.parquet`.
+pub(crate) fn analyze_table(run_dir: &Location, name: &str) -> Location {
+    StageDirs::under(run_dir).analyze().join(&format!("{name}.parquet"))
+}
+
 /// The `metrics.json` under `dir`: a baseline's ([`BaselineMetrics`], the
 /// evaluate stage) or a trained model's (`TrainMetrics`, a train stage).
 pub(crate) async fn read_metrics<T: serde::de::DeserializeOwned>(dir: &Location) -> Result<T> {

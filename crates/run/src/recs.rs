@@ -63,10 +63,6 @@ async fn table(loc: Location) -> Result<(Vec<RecordBatch>, String)> {
     Ok((read_parquet(&loc).await?, loc.display()))
 }
 
-fn analyze_table(run_dir: &Location, name: &str) -> Location {
-    StageDirs::under(run_dir).analyze().join(&format!("{name}.parquet"))
-}
-
 /// A trained variant's `recommendations.parquet` in the run.
 fn recommendations(run_dir: &Location, v: Variant) -> Location {
     StageDirs::under(run_dir).train(v).join(train_outputs::RECOMMENDATIONS)
@@ -120,7 +116,7 @@ pub(crate) async fn section(m: &Manifest, run_dir: &Location) -> Result<Option<S
     };
 
     // Test users: evaluated, with a test target.
-    let (split, file) = table(analyze_table(run_dir, outputs::SPLIT)).await?;
+    let (split, file) = table(crate::analyze_table(run_dir, outputs::SPLIT)).await?;
     let mut users = Vec::new();
     for b in &split {
         let ids = text_column(b, "user_id", &file)?;
@@ -140,7 +136,7 @@ pub(crate) async fn section(m: &Manifest, run_dir: &Location) -> Result<Option<S
 
     // Titles and tail membership of every item.
     let mut titles = HashMap::new();
-    let (item_text, file) = table(analyze_table(run_dir, outputs::ITEM_TEXT)).await?;
+    let (item_text, file) = table(crate::analyze_table(run_dir, outputs::ITEM_TEXT)).await?;
     for b in &item_text {
         let (ids, t) = (text_column(b, "item_id", &file)?, text_column(b, "title", &file)?);
         for r in 0..b.num_rows() {
@@ -150,7 +146,7 @@ pub(crate) async fn section(m: &Manifest, run_dir: &Location) -> Result<Option<S
         }
     }
     let mut tail = HashSet::new();
-    let (stats, file) = table(analyze_table(run_dir, outputs::ITEM_STATS)).await?;
+    let (stats, file) = table(crate::analyze_table(run_dir, outputs::ITEM_STATS)).await?;
     for b in &stats {
         let (ids, g) = (text_column(b, "item_id", &file)?, text_column(b, "group", &file)?);
         for r in 0..b.num_rows() {
@@ -166,7 +162,7 @@ pub(crate) async fn section(m: &Manifest, run_dir: &Location) -> Result<Option<S
 
     // Each picked user's last items.
     let mut last: HashMap<String, Vec<Shown>> = HashMap::new();
-    let (sequences, file) = table(analyze_table(run_dir, outputs::SEQUENCES)).await?;
+    let (sequences, file) = table(crate::analyze_table(run_dir, outputs::SEQUENCES)).await?;
     for b in &sequences {
         let ids = text_column(b, "user_id", &file)?;
         let lists = b

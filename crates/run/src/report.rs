@@ -492,9 +492,8 @@ impl GenerationReport {
 }
 
 async fn generation_report(run_dir: &Location) -> GenerationReport {
-    let gen_dir = run_dir.join("generate/");
-    let tail_items =
-        StageDirs::under(run_dir).analyze().join(&format!("{}.parquet", tailforge_core::schema::outputs::TAIL_ITEMS));
+    let gen_dir = StageDirs::under(run_dir).generate();
+    let tail_items = crate::analyze_table(run_dir, tailforge_core::schema::outputs::TAIL_ITEMS);
     let examples = tailforge_generate::output::examples(&gen_dir, &tail_items, REPORT_EXAMPLES)
         .await
         .inspect_err(|e| warn!(error = %e, "report: cannot read generated examples"))
@@ -539,9 +538,10 @@ fn generation_line(m: &Manifest) -> Option<String> {
 async fn popularity(run_dir: &Location) -> Result<(Vec<u64>, usize)> {
     use arrow::array::{Array, AsArray};
     use arrow::datatypes::{DataType, Int64Type};
-    let batches = tailforge_core::parquet_io::read_parquet(
-        &StageDirs::under(run_dir).analyze().join(&format!("{}.parquet", tailforge_core::schema::outputs::ITEM_STATS)),
-    )
+    let batches = tailforge_core::parquet_io::read_parquet(&crate::analyze_table(
+        run_dir,
+        tailforge_core::schema::outputs::ITEM_STATS,
+    ))
     .await?;
     let (mut counts, mut head) = (Vec::new(), 0);
     for b in &batches {
